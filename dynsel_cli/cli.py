@@ -1,0 +1,276 @@
+"""The ``dynsel`` command line: options → config objects → stage functions; rich output on stderr.
+
+Exit codes: 0 success, 1 internal error (a bug: rerun with --debug for the traceback), 2 bad input or
+usage (one line on stderr saying what is wrong and how to fix it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from . import __version__
+from .config import ExtractConfig, FactorsConfig, PlanConfig, SaeConfig, help_for
+from .errors import DynselError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    help="Precompute dynamic data-selection plans: features → TopK SAE factors → per-epoch index lists any trainer reads.",
+)
+stderr = Console(stderr=True)
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dynsel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    _state["debug"] = debug
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Turn DynselError into one line and exit 2; anything else into exit 1 (traceback with --debug)."""
+    try:
+        yield
+    except DynselError as exc:
+        if _state["debug"]:
+            raise
+        stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
+    except KeyboardInterrupt:
+        stderr.print("[red]interrupted[/red]; nothing partial was left behind")
+        raise typer.Exit(code=130) from None
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:  # a bug: say so plainly
+        if _state["debug"]:
+            raise
+        stderr.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[Callable[[str, int, Optional[int]], None]]:
+    """A rich progress bar on stderr behind the stages' plain ``progress(task, done, total)`` callback."""
+    columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(task: str, done: int, total: Optional[int]) -> None:
+            if task not in tasks:
+                tasks[task] = bar.add_task(task, total=total)
+            bar.update(tasks[task], completed=done, total=total)
+
+        yield update
+
+
+def _log(message: str) -> None:
+    stderr.print(message, highlight=False)
+
+
+@app.command(epilog="Example: `dynsel extract sample_data/fashion_mnist_2k.npz --out runs/fm/features`")
+def extract(
+    source: Path = typer.Argument(..., help="A .npy or .npz array file: images [N,H,W(,C)] or vectors [N,D]."),
+    out: Path = typer.Option(..., "--out", "-o", help="Features directory to write."),
+    encoder: str = typer.Option(ExtractConfig.encoder, help=help_for(ExtractConfig, "encoder")),
+    array: Optional[str] = typer.Option(None, help=help_for(ExtractConfig, "array")),
+    labels: Optional[str] = typer.Option(None, help=help_for(ExtractConfig, "labels")),
+    image_size: int = typer.Option(ExtractConfig.image_size, help=help_for(ExtractConfig, "image_size")),
+    batch_size: int = typer.Option(ExtractConfig.batch_size, help=help_for(ExtractConfig, "batch_size")),
+    dtype: str = typer.Option(ExtractConfig.dtype, help=help_for(ExtractConfig, "dtype")),
+    device: str = typer.Option(ExtractConfig.device, help=help_for(ExtractConfig, "device")),
+    limit: Optional[int] = typer.Option(None, help=help_for(ExtractConfig, "limit")),
+) -> None:
+    """Encode every sample of SOURCE into feature vectors (sharded Parquet)."""
+    from .extract import extract as run_extract
+
+    config = ExtractConfig(encoder=encoder, array=array, labels=labels, image_size=image_size, batch_size=batch_size, dtype=dtype, device=device, limit=limit)
+    with _errors(), _progress() as progress:
+        manifest = run_extract(source, out, config, progress)
+    _log(f"features: {manifest['n_samples']} × {manifest['dim']} ({manifest['encoder']['name']}) → {out}")
+
+
+@app.command("fit-sae", epilog="Example: `dynsel fit-sae runs/fm/features --out runs/fm/sae --k 32`")
+def fit_sae_command(
+    features: Path = typer.Argument(..., help="Features directory (from `dynsel extract`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="SAE checkpoint directory to write."),
+    width: int = typer.Option(SaeConfig.width, help=help_for(SaeConfig, "width")),
+    k: int = typer.Option(SaeConfig.k, help=help_for(SaeConfig, "k")),
+    epochs: int = typer.Option(SaeConfig.epochs, help=help_for(SaeConfig, "epochs")),
+    batch_size: int = typer.Option(SaeConfig.batch_size, help=help_for(SaeConfig, "batch_size")),
+    lr: Optional[float] = typer.Option(None, help=help_for(SaeConfig, "lr")),
+    auxk_coef: float = typer.Option(SaeConfig.auxk_coef, help=help_for(SaeConfig, "auxk_coef")),
+    holdout: float = typer.Option(SaeConfig.holdout, help=help_for(SaeConfig, "holdout")),
+    patience: int = typer.Option(SaeConfig.patience, help=help_for(SaeConfig, "patience")),
+    seed: int = typer.Option(SaeConfig.seed, help=help_for(SaeConfig, "seed")),
+    device: str = typer.Option(SaeConfig.device, help=help_for(SaeConfig, "device")),
+) -> None:
+    """Train a TopK sparse autoencoder on FEATURES; its units are the data set's factors."""
+    from .sae import fit_sae
+
+    config = SaeConfig(width=width, k=k, epochs=epochs, batch_size=batch_size, lr=lr, auxk_coef=auxk_coef, holdout=holdout, patience=patience, seed=seed, device=device)
+    with _errors(), _progress() as progress:
+        manifest = fit_sae(features, out, config, progress)
+    m = manifest["metrics"]
+    _log(f"sae: width {manifest['width']}, k {manifest['k']}: held-out FVU {m['fvu']:.3f}, L0 {m['l0']:.1f}, dead {m['dead_fraction']:.1%} → {out}")
+
+
+@app.command("factors", epilog="Example: `dynsel factors runs/fm/features --sae runs/fm/sae --out runs/fm/factors`")
+def factors_command(
+    features: Path = typer.Argument(..., help="Features directory (from `dynsel extract`)."),
+    sae: Path = typer.Option(..., "--sae", help="SAE checkpoint directory (from `dynsel fit-sae`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Factor tables directory to write."),
+    batch_size: int = typer.Option(FactorsConfig.batch_size, help=help_for(FactorsConfig, "batch_size")),
+    device: str = typer.Option(FactorsConfig.device, help=help_for(FactorsConfig, "device")),
+) -> None:
+    """Encode every sample with the SAE: the sample and unit factor tables (Parquet)."""
+    from .factors import build_factor_tables
+
+    with _errors(), _progress() as progress:
+        manifest = build_factor_tables(features, sae, out, FactorsConfig(batch_size=batch_size, device=device), progress)
+    _log(f"factors: {manifest['n_samples']} samples, {manifest['width']} units ({manifest['dead_units']} dead) → {out}")
+
+
+def _plan_config(**values: Any) -> PlanConfig:
+    return PlanConfig(**values)
+
+
+@app.command("plan", epilog="Example: `dynsel plan runs/fm/factors --out runs/fm/plan --epochs 10 --ratio 0.5 --seed 0`  (use `--out -` to print one line of ids per epoch)")
+def plan_command(
+    factors: Path = typer.Argument(..., help="Factor tables directory (from `dynsel factors`)."),
+    out: str = typer.Option(..., "--out", "-o", help="Plan directory to write, or - for one line of sample ids per epoch on stdout."),
+    epochs: int = typer.Option(PlanConfig.epochs, help=help_for(PlanConfig, "epochs")),
+    ratio: float = typer.Option(PlanConfig.ratio, help=help_for(PlanConfig, "ratio")),
+    seed: int = typer.Option(PlanConfig.seed, help=help_for(PlanConfig, "seed")),
+    method: str = typer.Option(PlanConfig.method, help=help_for(PlanConfig, "method")),
+    normalise: str = typer.Option(PlanConfig.normalise, help=help_for(PlanConfig, "normalise")),
+    schedule: str = typer.Option(PlanConfig.schedule, help=help_for(PlanConfig, "schedule")),
+    lambda_start: float = typer.Option(PlanConfig.lambda_start, help=help_for(PlanConfig, "lambda_start")),
+    lambda_end: float = typer.Option(PlanConfig.lambda_end, help=help_for(PlanConfig, "lambda_end")),
+    penalty: str = typer.Option(PlanConfig.penalty, help=help_for(PlanConfig, "penalty")),
+    beta: float = typer.Option(PlanConfig.beta, help=help_for(PlanConfig, "beta")),
+    decay: float = typer.Option(PlanConfig.decay, help=help_for(PlanConfig, "decay")),
+    tau: float = typer.Option(PlanConfig.tau, help=help_for(PlanConfig, "tau")),
+    class_quota: bool = typer.Option(PlanConfig.class_quota, "--class-quota/--no-class-quota", help=help_for(PlanConfig, "class_quota")),
+    full_epochs: int = typer.Option(PlanConfig.full_epochs, help=help_for(PlanConfig, "full_epochs")),
+    batch_size: int = typer.Option(PlanConfig.batch_size, help=help_for(PlanConfig, "batch_size")),
+    world_size: int = typer.Option(PlanConfig.world_size, help=help_for(PlanConfig, "world_size")),
+    drop_last: bool = typer.Option(PlanConfig.drop_last, "--drop-last/--no-drop-last", help=help_for(PlanConfig, "drop_last")),
+    formats: str = typer.Option("bin,txt,parquet", help="Plan files to write besides the manifest: any of bin (always), txt, npy, parquet."),
+    device: str = typer.Option(PlanConfig.device, help=help_for(PlanConfig, "device")),
+) -> None:
+    """Compute the per-epoch selection plan from FACTORS."""
+    from .formats.factors import read_factor_tables
+    from .formats.plan import write_plan_stream
+    from .plan import build_plan, compute_plan
+
+    config = PlanConfig(
+        epochs=epochs, ratio=ratio, seed=seed, method=method, normalise=normalise, schedule=schedule, lambda_start=lambda_start, lambda_end=lambda_end,
+        penalty=penalty, beta=beta, decay=decay, tau=tau, class_quota=class_quota, full_epochs=full_epochs, batch_size=batch_size, world_size=world_size,
+        drop_last=drop_last, device=device,
+    )
+    with _errors(), _progress() as progress:
+        if out == "-":
+            result = compute_plan(read_factor_tables(factors), config, progress)
+            write_plan_stream(sys.stdout, result.epochs)
+            return
+        wanted = tuple(f.strip() for f in formats.split(",") if f.strip())
+        manifest = build_plan(factors, Path(out), config, progress, formats=wanted)
+    _log(f"plan: {manifest['epochs']} epochs × {manifest['budget']} of {manifest['n_samples']} ({method}), {manifest['total_steps']} steps at batch {batch_size} → {out}")
+
+
+@app.command(epilog="Example: `dynsel report runs/fm/plan --factors runs/fm/factors --compare runs/fm/plan-random --html report.html`")
+def report(
+    plan: Path = typer.Argument(..., help="Plan directory (from `dynsel plan` or `dynsel run`)."),
+    factors: Optional[Path] = typer.Option(None, "--factors", help="Factor tables of the plan's data set: adds representativeness/rarity and class views."),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="A second plan to show side by side (e.g. the random baseline)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML page with charts."),
+) -> None:
+    """Summarise what a plan does: budgets, coverage, usage, overlap, schedule, classes."""
+    from .formats.factors import read_factor_tables
+    from .formats.plan import read_plan
+    from .report import build_report, render_html, render_terminal
+
+    with _errors():
+        tables = read_factor_tables(factors) if factors else None
+        main_report = build_report(read_plan(plan), tables)
+        other = build_report(read_plan(compare), tables) if compare else None
+        if html:
+            _write_text_atomic(html, render_html(main_report, compare=other))
+        if as_json:
+            payload = main_report if other is None else {**main_report, "compare": other}
+            sys.stdout.write(json.dumps(payload, sort_keys=True) + "\n")
+        else:
+            render_terminal(main_report, Console(), compare=other)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
+    except OSError as exc:
+        raise DynselError(f"{path}: cannot write here ({exc.strerror}); choose another --html path") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+@app.command(epilog="Example: `dynsel run sample_data/fashion_mnist_2k.npz --out runs/fm --epochs 10 --ratio 0.5 --seed 0`")
+def run(
+    source: Path = typer.Argument(..., help="A .npy or .npz array file (images or vectors)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory: features/, sae/, factors/, plan/ go inside."),
+    epochs: int = typer.Option(PlanConfig.epochs, help=help_for(PlanConfig, "epochs")),
+    ratio: float = typer.Option(PlanConfig.ratio, help=help_for(PlanConfig, "ratio")),
+    seed: int = typer.Option(PlanConfig.seed, help="Seed of the SAE and of the plan."),
+    method: str = typer.Option(PlanConfig.method, help=help_for(PlanConfig, "method")),
+    encoder: str = typer.Option(ExtractConfig.encoder, help=help_for(ExtractConfig, "encoder")),
+    image_size: int = typer.Option(ExtractConfig.image_size, help=help_for(ExtractConfig, "image_size")),
+    width: int = typer.Option(SaeConfig.width, help=help_for(SaeConfig, "width")),
+    k: int = typer.Option(SaeConfig.k, help=help_for(SaeConfig, "k")),
+    batch_size: int = typer.Option(PlanConfig.batch_size, help=help_for(PlanConfig, "batch_size")),
+    device: str = typer.Option("auto", help="Where every stage runs: auto, cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan report as JSON on stdout."),
+) -> None:
+    """Run every stage (extract → fit-sae → factors → plan) into OUT and print the report; up-to-date stages are skipped."""
+    from .formats.factors import read_factor_tables
+    from .formats.plan import read_plan
+    from .pipeline import RunConfig, run_pipeline
+    from .report import build_report, render_terminal
+
+    config = RunConfig(
+        extract=ExtractConfig(encoder=encoder, image_size=image_size, device=device),
+        sae=SaeConfig(width=width, k=k, seed=seed, device=device),
+        factors=FactorsConfig(device=device),
+        plan=PlanConfig(epochs=epochs, ratio=ratio, seed=seed, method=method, batch_size=batch_size, device=device),
+    )
+    with _errors(), _progress() as progress:
+        result = run_pipeline(source, out, config, progress, _log)
+        summary = build_report(read_plan(result.plan), read_factor_tables(out / "factors"))
+    if as_json:
+        sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
+    else:
+        render_terminal(summary, Console())
+
+
+def main() -> None:
+    app(prog_name="dynsel")

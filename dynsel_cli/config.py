@@ -1,0 +1,80 @@
+"""One dataclass per stage. Each field's ``help`` is the CLI help text and the field values go into the
+artifact's manifest (``settings``), so a run is reproducible from its manifest alone."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+def help_for(config_cls: type, name: str) -> str:
+    """The help text of one config field (used by the CLI so docs live in one place)."""
+    for f in dataclasses.fields(config_cls):
+        if f.name == name:
+            return str(f.metadata["help"])
+    raise KeyError(name)
+
+
+def as_settings(config: Any) -> dict[str, Any]:
+    """The JSON-able settings recorded in manifests."""
+    return dataclasses.asdict(config)
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    encoder: str = _opt("auto", "Encoder: auto (efficientnet-lite0 for images, identity for vectors), efficientnet-lite0, identity.")
+    array: str | None = _opt(None, "Key of the sample array in an .npz (default: x_train, x, data or the only array).")
+    labels: str | None = _opt(None, "Key of the label array in an .npz (default: y_train for x_train, y for x; none if absent).")
+    image_size: int = _opt(112, "Side in pixels images are resized to before the image encoder (224 is ImageNet's; 112 is 4x cheaper).")
+    batch_size: int = _opt(64, "Samples per encoder forward pass.")
+    dtype: str = _opt("float32", "Stored vector dtype: float32 or float16.")
+    device: str = _opt("auto", "Where the encoder runs: auto, cpu or cuda.")
+    limit: int | None = _opt(None, "Read only the first N samples (for quick trials).")
+
+
+@dataclass(frozen=True)
+class SaeConfig:
+    width: int = _opt(0, "Number of SAE units (factors); 0 = auto: the power of two nearest N/4, within [256, 4096].")
+    k: int = _opt(32, "Active units per sample (TopK).")
+    epochs: int = _opt(30, "Maximum passes over the training split.")
+    batch_size: int = _opt(256, "Samples per optimiser step.")
+    lr: float | None = _opt(None, "Adam learning rate (default: 2e-4 / sqrt(width / 16384), Gao et al. 2024).")
+    auxk_coef: float = _opt(1 / 32, "Weight of the AuxK loss that revives dead units.")
+    dead_steps: int = _opt(200, "A unit that has not fired for this many steps counts as dead for AuxK.")
+    holdout: float = _opt(0.05, "Share of samples held out to measure FVU (and stop early).")
+    patience: int = _opt(3, "Stop after this many epochs without held-out FVU improving by 0.1%.")
+    seed: int = _opt(0, "Seed for initialisation, batching and the held-out split.")
+    device: str = _opt("auto", "Where training runs: auto, cpu or cuda.")
+
+
+@dataclass(frozen=True)
+class FactorsConfig:
+    batch_size: int = _opt(4096, "Samples encoded per batch.")
+    device: str = _opt("auto", "Where encoding runs: auto, cpu or cuda.")
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    epochs: int = _opt(10, "Training epochs the plan covers (including --full-epochs).")
+    ratio: float = _opt(0.5, "Share of the data set selected per epoch, in (0, 1]; each epoch holds exactly ceil(ratio*N).")
+    seed: int = _opt(0, "Seed of the Gumbel noise and of the order within each epoch.")
+    method: str = _opt("dynsel", "Selection method: dynsel, full, random, static-random, static-top.")
+    normalise: str = _opt("rank", "How representativeness and rarity are scaled to [0, 1]: rank or minmax.")
+    schedule: str = _opt("cosine", "Scheduler shape of the weight on rarity: cosine, linear, step or constant.")
+    lambda_start: float = _opt(0.0, "Weight on rarity at the first selection epoch (0 = representativeness only).")
+    lambda_end: float = _opt(1.0, "Weight on rarity at the last selection epoch.")
+    penalty: str = _opt("additive", "Usage-frequency penalty form: additive, multiplicative or none.")
+    beta: float = _opt(1.0, "Usage-frequency penalty strength.")
+    decay: float = _opt(1.0, "Usage counts decay per epoch (1 = plain counts).")
+    tau: float = _opt(0.0, "Gumbel temperature (0 = deterministic top-k; > 0 = sampling without replacement).")
+    class_quota: bool = _opt(True, "With labels, give each class its share of every epoch's budget.")
+    full_epochs: int = _opt(0, "Final epochs that train on all samples (annealing), counted within --epochs.")
+    batch_size: int = _opt(128, "Trainer batch size, for steps per epoch in the manifest.")
+    world_size: int = _opt(1, "Trainer data-parallel ranks, for steps per epoch in the manifest.")
+    drop_last: bool = _opt(False, "Whether the trainer drops the last partial batch (steps in the manifest).")
+    device: str = _opt("auto", "Where scoring runs: auto, cpu or cuda (same plan either way).")

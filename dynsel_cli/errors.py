@@ -1,0 +1,17 @@
+"""The user-facing error type.
+
+Stages raise :class:`DynselError` for anything the user can fix (bad input, bad options, mismatched
+artifacts). The CLI turns it into one line on stderr and exit code 2; anything else is a bug (exit 1).
+"""
+
+from __future__ import annotations
+
+
+class DynselError(Exception):
+    """A problem with the user's input or options; the message says what is wrong and how to fix it."""
+
+    exit_code = 2
+
+
+class ArtifactError(DynselError):
+    """An artifact on disk is missing, corrupt, of the wrong kind, or does not match its inputs."""

@@ -1,0 +1,204 @@
+"""Features: sharded Parquet with one row per sample (spec: docs/formats.md, "Features").
+
+Layout of a features directory::
+
+    FEATURES/
+      _manifest.json        what produced it; shards with row counts and sha256; the content fingerprint
+      part-00000.parquet    columns: id int64, [label int64], vector fixed_size_list<float32|float16>[dim]
+      part-00001.parquet    ...
+
+The manifest's name starts with "_" so Arrow dataset readers skip it: ``pyarrow.parquet.read_table(FEATURES)``
+reads the directory as one table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import ArtifactError, DynselError
+from .common import (
+    FORMAT_VERSION,
+    check_manifest_kind,
+    file_entry,
+    read_json,
+    safe_child,
+    verify_files,
+    write_json,
+)
+
+KIND = "dynsel.features"
+MANIFEST = "_manifest.json"
+WHAT = "features directory"
+VECTOR_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
+
+
+@dataclass(frozen=True)
+class Features:
+    """All features of a data set in memory."""
+
+    path: Path
+    manifest: dict[str, Any]
+    ids: np.ndarray  # int64 [N]
+    labels: np.ndarray | None  # int64 [N]
+    vectors: np.ndarray  # float32 [N, dim]
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.manifest["fingerprint"])
+
+    @property
+    def classes(self) -> list[str] | None:
+        return self.manifest.get("classes")
+
+
+class FeatureShardWriter:
+    """Writes features into a (temporary) directory shard by shard and hashes the content as it goes.
+
+    The content fingerprint is the sha256 of, per row in order, the id (int64 LE), the label (int64 LE,
+    if any) and the vector bytes in the stored dtype; it does not depend on how rows are split into shards.
+    """
+
+    def __init__(self, directory: Path, dim: int, dtype: str, has_labels: bool, shard_rows: int = 262_144) -> None:
+        if dtype not in VECTOR_DTYPES:
+            raise DynselError(f"--dtype {dtype!r}: use one of {', '.join(VECTOR_DTYPES)}")
+        self.directory = directory
+        self.dim = dim
+        self.dtype = dtype
+        self.has_labels = has_labels
+        self.shard_rows = shard_rows
+        self._np_dtype = np.dtype(dtype).newbyteorder("<")
+        self._pending: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]] = []
+        self._pending_rows = 0
+        self._shards: list[dict[str, Any]] = []
+        self._digest = hashlib.sha256()
+        self.n_rows = 0
+
+    def schema(self) -> pa.Schema:
+        fields = [pa.field("id", pa.int64(), nullable=False)]
+        if self.has_labels:
+            fields.append(pa.field("label", pa.int64(), nullable=False))
+        fields.append(pa.field("vector", pa.list_(VECTOR_DTYPES[self.dtype], self.dim), nullable=False))
+        return pa.schema(fields)
+
+    def add(self, ids: np.ndarray, labels: np.ndarray | None, vectors: np.ndarray) -> None:
+        """Queue a batch of rows; full shards are written as they fill."""
+        vectors = np.ascontiguousarray(vectors, dtype=self._np_dtype)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise DynselError(f"encoder produced vectors of shape {vectors.shape}, expected (*, {self.dim})")
+        ids = np.ascontiguousarray(ids, dtype="<i8")
+        labels = None if labels is None else np.ascontiguousarray(labels, dtype="<i8")
+        self._pending.append((ids, labels, vectors))
+        self._pending_rows += len(ids)
+        while self._pending_rows >= self.shard_rows:
+            self._flush(self.shard_rows)
+
+    def _flush(self, rows: int) -> None:
+        ids, labels, vectors = _concat(self._pending)
+        head = (ids[:rows], None if labels is None else labels[:rows], vectors[:rows])
+        rest = (ids[rows:], None if labels is None else labels[rows:], vectors[rows:])
+        self._pending = [rest] if len(rest[0]) else []
+        self._pending_rows = len(rest[0])
+        self._write_shard(*head)
+
+    def _write_shard(self, ids: np.ndarray, labels: np.ndarray | None, vectors: np.ndarray) -> None:
+        for row in range(0, len(ids), 65_536):  # hash row-interleaved content in blocks, no per-row loop
+            sl = slice(row, row + 65_536)
+            block = [ids[sl].reshape(-1, 1).view(np.uint8)]
+            if labels is not None:
+                block.append(labels[sl].reshape(-1, 1).view(np.uint8))
+            block.append(vectors[sl].view(np.uint8).reshape(len(ids[sl]), -1))
+            self._digest.update(np.ascontiguousarray(np.concatenate(block, axis=1)).tobytes())
+        name = f"part-{len(self._shards):05d}.parquet"
+        columns: list[pa.Array] = [pa.array(ids, pa.int64())]
+        if labels is not None:
+            columns.append(pa.array(labels, pa.int64()))
+        flat = pa.array(vectors.reshape(-1), VECTOR_DTYPES[self.dtype])
+        columns.append(pa.FixedSizeListArray.from_arrays(flat, self.dim))
+        table = pa.Table.from_arrays(columns, schema=self.schema())
+        pq.write_table(table, self.directory / name, compression="zstd", row_group_size=65_536)
+        self._shards.append({"file": name, "rows": len(ids), **file_entry(self.directory / name)})
+        self.n_rows += len(ids)
+
+    def finish(self, extra: dict[str, Any]) -> dict[str, Any]:
+        """Write the last shard and the manifest; returns the manifest."""
+        if self._pending_rows:
+            self._flush(self._pending_rows)
+        if self.n_rows == 0:
+            raise DynselError("no samples were read from the source; check the input path and options")
+        manifest = {
+            "format": KIND,
+            "format_version": FORMAT_VERSION,
+            "n_samples": self.n_rows,
+            "dim": self.dim,
+            "dtype": self.dtype,
+            "has_labels": self.has_labels,
+            "shards": self._shards,
+            "fingerprint": self._digest.hexdigest(),
+            **extra,
+        }
+        write_json(self.directory / MANIFEST, manifest)
+        return manifest
+
+
+def _concat(parts: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    ids = np.concatenate([p[0] for p in parts])
+    labels = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])  # type: ignore[misc]
+    vectors = np.concatenate([p[2] for p in parts])
+    return ids, labels, vectors
+
+
+def read_features_manifest(path: Path, verify: bool = True) -> dict[str, Any]:
+    """Read and check a features directory's manifest (and, by default, every shard's checksum)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: not a features directory (run `dynsel extract` to make one)")
+    manifest = read_json(path / MANIFEST, WHAT)
+    check_manifest_kind(manifest, KIND, path, WHAT)
+    if verify:
+        verify_files(path, {s["file"]: s for s in manifest["shards"]}, WHAT)
+    return manifest
+
+
+def iter_feature_batches(path: Path, batch_rows: int = 65_536, manifest: dict[str, Any] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
+    """Stream (ids, labels, float32 vectors) batches in row order without loading the whole table."""
+    path = Path(path)
+    manifest = manifest or read_features_manifest(path)
+    dim = int(manifest["dim"])
+    for shard in manifest["shards"]:
+        reader = pq.ParquetFile(safe_child(path, shard["file"], WHAT))
+        for batch in reader.iter_batches(batch_size=batch_rows):
+            yield _decode(batch, dim, path)
+
+
+def _decode(batch: pa.RecordBatch | pa.Table, dim: int, path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    names = batch.schema.names
+    if "id" not in names or "vector" not in names:
+        raise ArtifactError(f"{path}: features need columns 'id' and 'vector' (found {names})")
+    ids = np.asarray(batch.column("id").to_numpy(zero_copy_only=False), dtype=np.int64)
+    labels = None
+    if "label" in names:
+        labels = np.asarray(batch.column("label").to_numpy(zero_copy_only=False), dtype=np.int64)
+    column = batch.column("vector")
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    vectors = np.asarray(values, dtype=np.float32).reshape(len(ids), dim)
+    return ids, labels, vectors
+
+
+def read_features(path: Path, verify: bool = True) -> Features:
+    """Load a whole features directory into memory (checksums verified)."""
+    path = Path(path)
+    manifest = read_features_manifest(path, verify=verify)
+    parts = list(iter_feature_batches(path, manifest=manifest))
+    ids, labels, vectors = _concat(parts)
+    if len(ids) != manifest["n_samples"]:
+        raise ArtifactError(f"{path}: manifest says {manifest['n_samples']} rows, shards hold {len(ids)}; rebuild it")
+    return Features(path=path, manifest=manifest, ids=ids, labels=labels, vectors=vectors)

@@ -1,0 +1,137 @@
+"""SAE checkpoints (spec: docs/formats.md, "SAE checkpoint").
+
+Layout, following EleutherAI sparsify's ``SparseCoder.save_to_disk`` so sparsify and other SAE tools can
+load the weights::
+
+    SAE/
+      cfg.json               sparsify's config keys (activation, k, num_latents, expansion_factor, d_in, ...)
+      sae.safetensors        encoder.weight [m, d], encoder.bias [m], W_dec [m, d], b_dec [d]  (float32)
+      input_norm.safetensors mean [d], scale [1]: the SAE sees (x - mean) / scale
+      metrics.json           training and held-out quality (fvu, l0, dead_fraction, per-epoch history)
+      manifest.json          dynsel's record: settings, input fingerprint, checksums
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import ArtifactError
+from .common import FORMAT_VERSION, check_manifest_kind, file_entry, read_json, verify_files, write_json
+
+KIND = "dynsel.sae"
+WHAT = "SAE checkpoint"
+WEIGHT_KEYS = ("encoder.weight", "encoder.bias", "W_dec", "b_dec")
+
+
+@dataclass(frozen=True)
+class SaeWeights:
+    """The tensors of a TopK SAE and the input normalisation it was trained with."""
+
+    encoder_weight: torch.Tensor  # [m, d]
+    encoder_bias: torch.Tensor  # [m]
+    decoder_weight: torch.Tensor  # [m, d], unit-norm rows
+    decoder_bias: torch.Tensor  # [d]
+    input_mean: torch.Tensor  # [d]
+    input_scale: torch.Tensor  # [1]
+    k: int
+
+    @property
+    def width(self) -> int:
+        return int(self.encoder_weight.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.encoder_weight.shape[1])
+
+
+def sparsify_cfg(d_in: int, width: int, k: int) -> dict[str, Any]:
+    """cfg.json in sparsify's SparseCoderConfig layout."""
+    return {
+        "activation": "topk",
+        "d_in": d_in,
+        "expansion_factor": max(1, width // d_in),
+        "k": k,
+        "multi_topk": False,
+        "normalize_decoder": True,
+        "num_latents": width,
+        "skip_connection": False,
+        "transcode": False,
+    }
+
+
+def write_sae(directory: Path, weights: SaeWeights, metrics: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Write a complete checkpoint into ``directory`` (a temporary directory of an atomic write)."""
+    tensors = {
+        "encoder.weight": weights.encoder_weight,
+        "encoder.bias": weights.encoder_bias,
+        "W_dec": weights.decoder_weight,
+        "b_dec": weights.decoder_bias,
+    }
+    save_file({k: v.detach().to(torch.float32).contiguous().cpu() for k, v in tensors.items()}, str(directory / "sae.safetensors"))
+    norm = {"mean": weights.input_mean, "scale": weights.input_scale.reshape(1)}
+    save_file({k: v.detach().to(torch.float32).contiguous().cpu() for k, v in norm.items()}, str(directory / "input_norm.safetensors"))
+    write_json(directory / "cfg.json", sparsify_cfg(weights.dim, weights.width, weights.k))
+    write_json(directory / "metrics.json", metrics)
+    files = {name: file_entry(directory / name) for name in ("cfg.json", "sae.safetensors", "input_norm.safetensors", "metrics.json")}
+    manifest = {
+        "format": KIND,
+        "format_version": FORMAT_VERSION,
+        "d_in": weights.dim,
+        "width": weights.width,
+        "k": weights.k,
+        "files": files,
+        "fingerprint": files["sae.safetensors"]["sha256"],
+        **extra,
+    }
+    write_json(directory / "manifest.json", manifest)
+    return manifest
+
+
+def read_sae_manifest(path: Path, verify: bool = True) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: not an SAE checkpoint directory (run `dynsel fit-sae` to make one)")
+    manifest = read_json(path / "manifest.json", WHAT)
+    check_manifest_kind(manifest, KIND, path, WHAT)
+    if verify:
+        verify_files(path, manifest["files"], WHAT)
+    return manifest
+
+
+def read_sae(path: Path, verify: bool = True) -> tuple[SaeWeights, dict[str, Any]]:
+    """Load a checkpoint's tensors (safetensors: never unpickles) and its manifest."""
+    path = Path(path)
+    manifest = read_sae_manifest(path, verify=verify)
+    cfg = read_json(path / "cfg.json", WHAT)
+    try:
+        tensors = load_file(str(path / "sae.safetensors"))
+        norm = load_file(str(path / "input_norm.safetensors"))
+    except (SafetensorError, OSError) as exc:
+        raise ArtifactError(f"{path}: unreadable safetensors ({exc}); rebuild the SAE") from None
+    missing = [k for k in WEIGHT_KEYS if k not in tensors]
+    if missing:
+        raise ArtifactError(f"{path}/sae.safetensors: missing tensors {missing}; not a TopK SAE checkpoint")
+    weights = SaeWeights(
+        encoder_weight=tensors["encoder.weight"],
+        encoder_bias=tensors["encoder.bias"],
+        decoder_weight=tensors["W_dec"],
+        decoder_bias=tensors["b_dec"],
+        input_mean=norm["mean"],
+        input_scale=norm["scale"],
+        k=int(cfg["k"]),
+    )
+    if weights.k > weights.width:
+        raise ArtifactError(f"{path}: k={weights.k} exceeds the SAE width {weights.width}")
+    return weights, manifest
+
+
+def as_numpy_metrics(values: dict[str, Any]) -> dict[str, Any]:
+    """Convert numpy scalars to Python numbers so metrics serialise as JSON."""
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in values.items()}

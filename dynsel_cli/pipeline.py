@@ -1,0 +1,105 @@
+"""``dynsel run``: every stage into one directory, skipping stages whose inputs and settings are unchanged.
+
+A stage is up to date when its artifact exists, passes its checksums, was made by this dynsel version,
+and records the same settings and the same input fingerprints the run would use now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .config import ExtractConfig, FactorsConfig, PlanConfig, SaeConfig, as_settings
+from .errors import ArtifactError
+from .extract import extract
+from .factors import build_factor_tables
+from .formats.common import sha256_file
+from .formats.factors import read_factors_manifest
+from .formats.features import read_features_manifest
+from .formats.plan import read_plan
+from .formats.sae import read_sae_manifest
+from .plan import build_plan
+from .progress import LogFn, ProgressFn, null_log, null_progress
+from .sae import fit_sae
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    sae: SaeConfig = field(default_factory=SaeConfig)
+    factors: FactorsConfig = field(default_factory=FactorsConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    out: Path
+    stages: dict[str, str]  # stage → "built" or "up to date"
+
+    @property
+    def plan(self) -> Path:
+        return self.out / "plan"
+
+
+def _settings(config: Any) -> dict[str, Any]:
+    settings = as_settings(config)
+    settings.pop("device", None)
+    return settings
+
+
+def _current(read_manifest: Callable[[Path], dict[str, Any]], path: Path, inputs: dict[str, str], settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The artifact's manifest if it is up to date, else None."""
+    if not path.exists():
+        return None
+    try:
+        manifest = read_manifest(path)
+    except ArtifactError:
+        return None
+    if manifest.get("dynsel_version") != __version__ or manifest.get("settings") != settings:
+        return None
+    if any(manifest.get("inputs", {}).get(k) != v for k, v in inputs.items()):
+        return None
+    return manifest
+
+
+def _plan_manifest(path: Path) -> dict[str, Any]:
+    return read_plan(path).manifest
+
+
+def run_pipeline(source: Path, out: Path, config: RunConfig = RunConfig(), progress: ProgressFn = null_progress, log: LogFn = null_log) -> RunResult:
+    """Run extract → fit-sae → factors → plan into ``out``/{features,sae,factors,plan}."""
+    out = Path(out)
+    stages: dict[str, str] = {}
+    paths = {name: out / name for name in ("features", "sae", "factors", "plan")}
+
+    features = _current(read_features_manifest, paths["features"], {}, _settings(config.extract))
+    if features is not None and features.get("source", {}).get("sha256") != sha256_file(Path(source)):
+        features = None
+    stages["extract"] = "up to date" if features else "built"
+    if features is None:
+        log(f"extract: {source} → {paths['features']}")
+        features = extract(Path(source), paths["features"], config.extract, progress)
+
+    sae = _current(read_sae_manifest, paths["sae"], {"features": features["fingerprint"]}, _settings(config.sae))
+    stages["fit-sae"] = "up to date" if sae else "built"
+    if sae is None:
+        log(f"fit-sae: → {paths['sae']}")
+        sae = fit_sae(paths["features"], paths["sae"], config.sae, progress)
+
+    factor_inputs = {"features": features["fingerprint"], "sae": sae["fingerprint"]}
+    factors = _current(read_factors_manifest, paths["factors"], factor_inputs, _settings(config.factors))
+    stages["factors"] = "up to date" if factors else "built"
+    if factors is None:
+        log(f"factors: → {paths['factors']}")
+        factors = build_factor_tables(paths["features"], paths["sae"], paths["factors"], config.factors, progress)
+
+    plan = _current(_plan_manifest, paths["plan"], {"factors": factors["fingerprint"]}, _settings(config.plan))
+    stages["plan"] = "up to date" if plan else "built"
+    if plan is None:
+        log(f"plan: → {paths['plan']}")
+        build_plan(paths["factors"], paths["plan"], config.plan, progress)
+    for stage, status in stages.items():
+        log(f"{stage}: {status}")
+    return RunResult(out=out, stages=stages)

@@ -1,0 +1,106 @@
+"""Selection methods: dynsel's scheduled, penalised scoring and the baselines, all returning per-epoch
+sets of factor-table rows (sorted ascending; ordering within the epoch happens later)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from .. import kernels
+from ..config import PlanConfig
+from ..errors import DynselError
+from ..formats.factors import FactorTables
+from ..progress import ProgressFn, null_progress
+from .budget import class_quotas, epoch_budget
+from .schedule import scheduler_weights
+from .scores import representativeness_and_rarity
+
+METHODS = ("dynsel", "full", "random", "static-random", "static-top")
+PENALTIES = ("additive", "multiplicative", "none")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Per-epoch row sets and what the report needs to explain them."""
+
+    rows: list[np.ndarray]  # int64, sorted, one per epoch
+    lambdas: list[float | None]  # scheduler weight per epoch (None where it does not apply)
+
+
+def validate(config: PlanConfig) -> None:
+    if config.method not in METHODS:
+        raise DynselError(f"--method {config.method!r}: use one of {', '.join(METHODS)}")
+    if config.epochs < 1:
+        raise DynselError(f"--epochs {config.epochs}: must be at least 1")
+    if not 0 <= config.full_epochs <= config.epochs:
+        raise DynselError(f"--full-epochs {config.full_epochs}: must be between 0 and --epochs ({config.epochs})")
+    if config.penalty not in PENALTIES:
+        raise DynselError(f"--penalty {config.penalty!r}: use one of {', '.join(PENALTIES)}")
+    if config.beta < 0 or config.tau < 0:
+        raise DynselError("--beta and --tau must be non-negative")
+    if not 0 < config.decay <= 1:
+        raise DynselError(f"--decay {config.decay}: must be in (0, 1]")
+    if not 0 <= config.seed < 2**32:
+        raise DynselError(f"--seed {config.seed}: must be in [0, 2^32)")
+    if config.batch_size < 1 or config.world_size < 1:
+        raise DynselError("--batch-size and --world-size must be at least 1")
+
+
+def select(tables: FactorTables, config: PlanConfig, progress: ProgressFn = null_progress) -> Selection:
+    """Run the configured method over all epochs."""
+    validate(config)
+    n = tables.n_samples
+    budget = epoch_budget(config.ratio, n)
+    n_select_epochs = config.epochs - config.full_epochs
+    labels = tables.samples.labels
+    quotas = class_quotas(labels, budget) if (config.class_quota and labels is not None) else None
+    everything = np.arange(n, dtype=np.int64)
+
+    rows: list[np.ndarray]
+    lambdas: list[float | None] = [None] * n_select_epochs
+    if config.method == "full" or budget == n:
+        rows = [everything] * n_select_epochs
+    elif config.method == "random":
+        rows = [_uniform(n, budget, np.random.default_rng([config.seed, t, 0])) for t in range(n_select_epochs)]
+    elif config.method == "static-random":
+        rows = [_uniform(n, budget, np.random.default_rng([config.seed, 0, 0]))] * n_select_epochs
+    elif config.method == "static-top":
+        r, _ = representativeness_and_rarity(tables, config.normalise, kernels.resolve_device(config.device))
+        top = next(_dynsel_epochs(r, r, [0.0], budget, config, labels, quotas, beta=0.0, tau=0.0))
+        rows = [top] * n_select_epochs
+    else:
+        r, d = representativeness_and_rarity(tables, config.normalise, kernels.resolve_device(config.device))
+        weights = scheduler_weights(config.schedule, config.lambda_start, config.lambda_end, n_select_epochs)
+        beta = 0.0 if config.penalty == "none" else config.beta
+        rows = []
+        for t, chosen in enumerate(_dynsel_epochs(r, d, weights, budget, config, labels, quotas, beta, config.tau)):
+            rows.append(chosen)
+            progress("plan", t + 1, n_select_epochs)
+        lambdas = list(weights)
+    rows = rows + [everything] * config.full_epochs
+    lambdas = lambdas + [None] * config.full_epochs
+    return Selection(rows=rows, lambdas=lambdas)
+
+
+def _uniform(n: int, budget: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(n, size=budget, replace=False)).astype(np.int64)
+
+
+def _dynsel_epochs(r: np.ndarray, d: np.ndarray, weights: list[float], budget: int, config: PlanConfig, labels: np.ndarray | None, quotas: np.ndarray | None, beta: float, tau: float) -> Iterator[np.ndarray]:
+    params = kernels.SelectionParams(
+        n_select=budget,
+        lambdas=weights,
+        ratio=config.ratio,
+        beta=beta,
+        penalty="additive" if config.penalty == "none" else config.penalty,
+        decay=config.decay,
+        tau=tau,
+        seed=config.seed,
+        labels=labels if quotas is not None else None,
+        class_quota=quotas,
+    )
+    device = kernels.resolve_device(config.device)
+    for chosen in kernels.select_epochs(r, d, params, device=device):
+        yield np.asarray(chosen, dtype=np.int64)
