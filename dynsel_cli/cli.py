@@ -82,7 +82,7 @@ def _progress() -> Iterator[Callable[[str, int, Optional[int]], None]]:
 
 
 def _log(message: str) -> None:
-    stderr.print(message, highlight=False)
+    stderr.print(message, highlight=False, soft_wrap=True)
 
 
 @app.command(epilog="Example: `dynsel extract sample_data/fashion_mnist_2k.npz --out runs/fm/features`")
@@ -174,10 +174,12 @@ def plan_command(
     world_size: int = typer.Option(PlanConfig.world_size, help=help_for(PlanConfig, "world_size")),
     drop_last: bool = typer.Option(PlanConfig.drop_last, "--drop-last/--no-drop-last", help=help_for(PlanConfig, "drop_last")),
     formats: str = typer.Option("bin,txt,parquet", help="Plan files to write besides the manifest: any of bin (always), txt, npy, parquet."),
+    features: Optional[Path] = typer.Option(None, "--features", help="The features FACTORS was made from; needed by --method knn-density and kcenter."),
     device: str = typer.Option(PlanConfig.device, help=help_for(PlanConfig, "device")),
 ) -> None:
     """Compute the per-epoch selection plan from FACTORS."""
     from .formats.factors import read_factor_tables
+    from .formats.features import read_features
     from .formats.plan import write_plan_stream
     from .plan import build_plan, compute_plan
 
@@ -188,11 +190,12 @@ def plan_command(
     )
     with _errors(), _progress() as progress:
         if out == "-":
-            result = compute_plan(read_factor_tables(factors), config, progress)
+            feature_table = read_features(features) if features else None
+            result = compute_plan(read_factor_tables(factors), config, progress, feature_table)
             write_plan_stream(sys.stdout, result.epochs)
             return
         wanted = tuple(f.strip() for f in formats.split(",") if f.strip())
-        manifest = build_plan(factors, Path(out), config, progress, formats=wanted)
+        manifest = build_plan(factors, Path(out), config, progress, formats=wanted, features=features)
     _log(f"plan: {manifest['epochs']} epochs × {manifest['budget']} of {manifest['n_samples']} ({method}), {manifest['total_steps']} steps at batch {batch_size} → {out}")
 
 

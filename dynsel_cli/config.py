@@ -63,7 +63,7 @@ class PlanConfig:
     epochs: int = _opt(10, "Training epochs the plan covers (including --full-epochs).")
     ratio: float = _opt(0.5, "Share of the data set selected per epoch, in (0, 1]; each epoch holds exactly ceil(ratio*N).")
     seed: int = _opt(0, "Seed of the Gumbel noise and of the order within each epoch.")
-    method: str = _opt("dynsel", "Selection method: dynsel, full, random, static-random, static-top.")
+    method: str = _opt("dynsel", "Selection method: dynsel, full, random, static-random, static-top, knn-density, kcenter (the last two need --features).")
     normalise: str = _opt("rank", "How representativeness and rarity are scaled to [0, 1]: rank or minmax.")
     schedule: str = _opt("cosine", "Scheduler shape of the weight on rarity: cosine, linear, step or constant.")
     lambda_start: float = _opt(0.0, "Weight on rarity at the first selection epoch (0 = representativeness only).")

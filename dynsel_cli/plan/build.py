@@ -10,8 +10,10 @@ import numpy as np
 
 from .. import __version__
 from ..config import PlanConfig, as_settings
+from ..errors import DynselError
 from ..formats.common import atomic_directory
 from ..formats.factors import FactorTables, read_factor_tables
+from ..formats.features import Features, read_features
 from ..formats.plan import write_plan
 from ..progress import ProgressFn, null_progress
 from .budget import epoch_budget
@@ -30,9 +32,16 @@ def training_order(rows: np.ndarray, seed: int, epoch: int) -> np.ndarray:
     return rows[rng.permutation(len(rows))]
 
 
-def compute_plan(tables: FactorTables, config: PlanConfig, progress: ProgressFn = null_progress) -> PlanResult:
-    """Select and order every epoch; the ids are the factor table's sample ids."""
-    selection = select(tables, config, progress)
+def compute_plan(tables: FactorTables, config: PlanConfig, progress: ProgressFn = null_progress, features: Features | None = None) -> PlanResult:
+    """Select and order every epoch; the ids are the factor table's sample ids.
+
+    ``features`` (needed by the geometric baselines) must be the features the factor tables were made from.
+    """
+    vectors = None
+    if features is not None:
+        check_same_data_set(tables, features)
+        vectors = features.vectors
+    selection = select(tables, config, progress, vectors)
     ids = tables.samples.ids
     epochs = [ids[training_order(rows, config.seed, t)] for t, rows in enumerate(selection.rows)]
     settings = as_settings(config)
@@ -46,17 +55,31 @@ def compute_plan(tables: FactorTables, config: PlanConfig, progress: ProgressFn 
         "budget": epoch_budget(config.ratio, tables.n_samples),
         "settings": settings,
         "schedule": {"kind": config.schedule, "lambda": selection.lambdas} if config.method == "dynsel" else None,
-        "inputs": {"factors": tables.fingerprint},
+        "inputs": {"factors": tables.fingerprint, **({"features": features.fingerprint} if features is not None else {})},
         "dataset_fingerprint": tables.manifest.get("inputs", {}).get("features"),
         "classes": tables.manifest.get("classes"),
     }
     return PlanResult(epochs=epochs, manifest_extra=extra)
 
 
-def build_plan(factors: Path, out: Path, config: PlanConfig = PlanConfig(), progress: ProgressFn = null_progress, formats: tuple[str, ...] = ("bin", "txt", "parquet")) -> dict[str, Any]:
-    """The plan stage: read the factor tables, compute the plan, write it atomically; returns the manifest."""
+def check_same_data_set(tables: FactorTables, features: Features) -> None:
+    expected = tables.manifest.get("inputs", {}).get("features")
+    if expected != features.fingerprint or not np.array_equal(features.ids, tables.samples.ids):
+        raise DynselError(f"{features.path}: these features are not the ones {tables.path} was made from (fingerprint mismatch); pass the matching --features")
+
+
+def build_plan(
+    factors: Path,
+    out: Path,
+    config: PlanConfig = PlanConfig(),
+    progress: ProgressFn = null_progress,
+    formats: tuple[str, ...] = ("bin", "txt", "parquet"),
+    features: Path | None = None,
+) -> dict[str, Any]:
+    """The plan stage: read the factor tables (and features, if given), compute the plan, write it atomically."""
     tables = read_factor_tables(Path(factors))
-    result = compute_plan(tables, config, progress)
+    feature_table = read_features(Path(features)) if features is not None else None
+    result = compute_plan(tables, config, progress, feature_table)
     with atomic_directory(Path(out)) as tmp:
         return write_plan(
             tmp,

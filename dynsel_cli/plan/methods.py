@@ -15,9 +15,11 @@ from ..formats.factors import FactorTables
 from ..progress import ProgressFn, null_progress
 from .budget import class_quotas, epoch_budget
 from .schedule import scheduler_weights
-from .scores import representativeness_and_rarity
+from .geometric import kcenter_greedy, knn_density
+from .scores import normalise, representativeness_and_rarity
 
-METHODS = ("dynsel", "full", "random", "static-random", "static-top")
+METHODS = ("dynsel", "full", "random", "static-random", "static-top", "knn-density", "kcenter")
+NEEDS_FEATURES = ("knn-density", "kcenter")
 PENALTIES = ("additive", "multiplicative", "none")
 
 
@@ -48,9 +50,11 @@ def validate(config: PlanConfig) -> None:
         raise DynselError("--batch-size and --world-size must be at least 1")
 
 
-def select(tables: FactorTables, config: PlanConfig, progress: ProgressFn = null_progress) -> Selection:
-    """Run the configured method over all epochs."""
+def select(tables: FactorTables, config: PlanConfig, progress: ProgressFn = null_progress, vectors: np.ndarray | None = None) -> Selection:
+    """Run the configured method over all epochs (``vectors``: the features, for the geometric baselines)."""
     validate(config)
+    if config.method in NEEDS_FEATURES and vectors is None:
+        raise DynselError(f"--method {config.method} works on the features: pass --features FEATURES")
     n = tables.n_samples
     budget = epoch_budget(config.ratio, n)
     n_select_epochs = config.epochs - config.full_epochs
@@ -68,8 +72,14 @@ def select(tables: FactorTables, config: PlanConfig, progress: ProgressFn = null
         rows = [_uniform(n, budget, np.random.default_rng([config.seed, 0, 0]))] * n_select_epochs
     elif config.method == "static-top":
         r, _ = representativeness_and_rarity(tables, config.normalise, kernels.resolve_device(config.device))
-        top = next(_dynsel_epochs(r, r, [0.0], budget, config, labels, quotas, beta=0.0, tau=0.0))
-        rows = [top] * n_select_epochs
+        rows = [_top(r, budget, config, labels, quotas)] * n_select_epochs
+    elif config.method == "knn-density":
+        assert vectors is not None
+        density = normalise(knn_density(vectors), "rank")
+        rows = [_top(density, budget, config, labels, quotas)] * n_select_epochs
+    elif config.method == "kcenter":
+        assert vectors is not None
+        rows = [kcenter_greedy(vectors, budget, config.seed)] * n_select_epochs
     else:
         r, d = representativeness_and_rarity(tables, config.normalise, kernels.resolve_device(config.device))
         weights = scheduler_weights(config.schedule, config.lambda_start, config.lambda_end, n_select_epochs)
@@ -82,6 +92,11 @@ def select(tables: FactorTables, config: PlanConfig, progress: ProgressFn = null
     rows = rows + [everything] * config.full_epochs
     lambdas = lambdas + [None] * config.full_epochs
     return Selection(rows=rows, lambdas=lambdas)
+
+
+def _top(score: np.ndarray, budget: int, config: PlanConfig, labels: np.ndarray | None, quotas: np.ndarray | None) -> np.ndarray:
+    """The ``budget`` highest scores (within class quotas when given), by the kernels' exact tie rule."""
+    return next(_dynsel_epochs(score, score, [0.0], budget, config, labels, quotas, beta=0.0, tau=0.0))
 
 
 def _uniform(n: int, budget: int, rng: np.random.Generator) -> np.ndarray:
