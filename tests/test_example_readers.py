@@ -1,0 +1,137 @@
+"""The C++ and Rust plan readers in docs/examples build and agree with the manifest.
+
+Each reader is compiled once per test session (the Rust build is the slow part) into a temporary
+directory; a missing toolchain skips that reader's tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pytest
+
+from dynsel_cli.formats.common import atomic_directory
+from dynsel_cli.formats.plan import read_plan, write_plan
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
+CPP_SOURCE = EXAMPLES / "cpp" / "read_plan.cpp"
+RUST_PROJECT = EXAMPLES / "rust"
+
+
+def _compile(command: list[str], what: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        pytest.fail(f"{what} failed to build:\n{' '.join(command)}\n{result.stdout}\n{result.stderr}")
+
+
+@pytest.fixture(scope="session")
+def cpp_reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("g++ not installed")
+    binary = tmp_path_factory.mktemp("cpp") / "read_plan"
+    _compile([compiler, "-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-o", str(binary), str(CPP_SOURCE)], "C++ example")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def rust_reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rust")
+    cargo, rustc = shutil.which("cargo"), shutil.which("rustc")
+    if cargo is not None:
+        # --locked: the committed Cargo.lock is used as is, so the build writes nothing into docs/.
+        command = [cargo, "build", "--release", "--offline", "--locked", "--quiet", "--target-dir", str(out),
+                   "--manifest-path", str(RUST_PROJECT / "Cargo.toml")]  # fmt: skip
+        _compile(command, "Rust example (cargo)")
+        return out / "release" / "read_plan"
+    if rustc is not None:
+        binary = out / "read_plan"
+        _compile([rustc, "-O", "--edition", "2021", "-o", str(binary), str(RUST_PROJECT / "src" / "main.rs")], "Rust example")
+        return binary
+    pytest.skip("neither cargo nor rustc installed")
+
+
+@pytest.fixture(params=["cpp", "rust"])
+def reader(request: pytest.FixtureRequest) -> Path:
+    return request.getfixturevalue(f"{request.param}_reader")
+
+
+def _write(root: Path, name: str, epochs: Sequence[np.ndarray], n_samples: int, weights: bool = False) -> Path:
+    path = root / name
+    w = [np.linspace(0, 1, len(e), dtype=np.float32) for e in epochs] if weights else None
+    with atomic_directory(path) as tmp:
+        write_plan(tmp, list(epochs), n_samples, 8, 1, False, {"ratio": 0.5, "seed": 0}, weights=w)
+    return path
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("plans")
+    rng = np.random.default_rng(0)
+
+    def epochs(counts: Sequence[int], n: int) -> list[np.ndarray]:
+        return [rng.permutation(n)[:c].astype(np.int64) for c in counts]
+
+    big = 2**32 + 1000  # ids past 2**32 force index_dtype "<u8"
+    return {
+        "u4": _write(root, "u4", epochs((10, 7, 0, 12, 1), 100), 100),
+        # indices.bin of 52, 56 and 64 bytes: the SHA-256 padding edge cases
+        "u4_52": _write(root, "u4_52", epochs((13,), 50), 50),
+        "u4_56": _write(root, "u4_56", epochs((6, 8), 50), 50),
+        "u4_64": _write(root, "u4_64", epochs((16,), 50), 50),
+        "u4_weights": _write(root, "u4_weights", epochs((5, 9), 40), 40, weights=True),
+        "u4_large": _write(root, "u4_large", epochs((60_000, 45_000, 30_000), 100_000), 100_000),
+        "u8": _write(root, "u8", [np.array([big - 1, 3, 2**32, 7], np.int64), np.array([5, big - 2], np.int64)], big),
+        "empty_epochs": _write(root, "empty_epochs", [np.zeros(0, np.int64)] * 2, 10),
+        "no_epochs": _write(root, "no_epochs", [], 10),
+    }
+
+
+def _run(binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "name", ["u4", "u4_52", "u4_56", "u4_64", "u4_weights", "u4_large", "u8", "empty_epochs", "no_epochs"]
+)
+def test_summary_matches_manifest(reader: Path, plans: dict[str, Path], name: str) -> None:
+    path = plans[name]
+    manifest = read_plan(path).manifest
+    assert manifest["index_dtype"] == ("<u8" if name == "u8" else "<u4")
+    result = _run(reader, str(path))
+    assert result.returncode == 0, result.stderr
+    expected = [f"epoch {e} count {c}" for e, c in enumerate(manifest["counts"])]
+    expected.append(f"sha256 {manifest['sha256']}")
+    assert result.stdout.splitlines() == expected
+    assert manifest["sha256"] == hashlib.sha256((path / "indices.bin").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("name", ["u4", "u8", "u4_large"])
+def test_epoch_dump_matches_text_files(reader: Path, plans: dict[str, Path], name: str) -> None:
+    path = plans[name]
+    plan = read_plan(path)
+    for e in range(plan.n_epochs):
+        result = _run(reader, str(path), str(e))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == (path / "epochs" / f"epoch-{e:04d}.txt").read_text()
+        assert [int(line) for line in result.stdout.split()] == plan.epochs[e].tolist()
+
+
+def test_bad_input_exits_2_with_a_message(reader: Path, plans: dict[str, Path], tmp_path: Path) -> None:
+    result = _run(reader, str(plans["u4"]), "5")
+    assert result.returncode == 2 and "has 5 epochs" in result.stderr
+    result = _run(reader, str(tmp_path / "missing"))
+    assert result.returncode == 2 and "manifest.json" in result.stderr
+    result = _run(reader)
+    assert result.returncode == 2 and "usage" in result.stderr
+    broken = tmp_path / "broken"
+    shutil.copytree(plans["u4"], broken)
+    with open(broken / "indices.bin", "ab") as handle:
+        handle.write(b"\0\0\0\0")  # one id more than offsets.bin accounts for
+    result = _run(reader, str(broken))
+    assert result.returncode == 2 and "offsets.bin" in result.stderr
