@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -68,9 +69,16 @@ def _errors() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _progress() -> Iterator[Callable[[str, int, Optional[int]], None]]:
-    """A rich progress bar on stderr behind the stages' plain ``progress(task, done, total)`` callback."""
+    """Progress on stderr behind the stages' plain ``progress(task, done, total)`` callback.
+
+    On a terminal: rich progress bars. Otherwise (logs, CI, batch jobs): a plain line at most every 15 s
+    and when a task completes, with the rate, so long runs are visibly alive.
+    """
+    if not stderr.is_terminal:
+        yield _PlainProgress()
+        return
     columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as bar:
+    with Progress(*columns, console=stderr, transient=True) as bar:
         tasks: dict[str, Any] = {}
 
         def update(task: str, done: int, total: Optional[int]) -> None:
@@ -81,33 +89,92 @@ def _progress() -> Iterator[Callable[[str, int, Optional[int]], None]]:
         yield update
 
 
+class _PlainProgress:
+    """Throttled one-line progress for non-terminal stderr."""
+
+    interval_s = 15.0
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+
+    def __call__(self, task: str, done: int, total: Optional[int]) -> None:
+        now = time.monotonic()
+        start = self._started.setdefault(task, now)
+        finished = total is not None and done >= total
+        if not finished and now - self._last.get(task, start) < self.interval_s:
+            return
+        self._last[task] = now
+        elapsed = max(now - start, 1e-9)
+        of_total = f"/{total}" if total is not None else ""
+        stderr.print(f"{task}: {done}{of_total} ({done / elapsed:.1f}/s, {elapsed:.0f}s)", highlight=False, soft_wrap=True)
+
+
 def _log(message: str) -> None:
     stderr.print(message, highlight=False, soft_wrap=True)
 
 
-@app.command(epilog="Example: `dynsel extract sample_data/fashion_mnist_2k.npz --out runs/fm/features`")
+@app.command(epilog="Examples: `dynsel extract sample_data/fashion_mnist_2k.npz --out runs/fm/features`; `dynsel extract photos/ --out feats` (class subfolders); `dynsel extract sample_data/sms_spam_1k.csv --encoder minilm --out feats`. See docs/extract.md.")
 def extract(
-    source: Path = typer.Argument(..., help="A .npy or .npz array file: images [N,H,W(,C)] or vectors [N,D]."),
-    out: Path = typer.Option(..., "--out", "-o", help="Features directory to write."),
+    source: Path = typer.Argument(..., help="An image folder (class subfolders, or flat with a labels CSV), a .npy/.npz array (images [N,H,W(,C)] or vectors [N,D]), or a Parquet/CSV/TSV/JSONL table with a text or vector column."),
+    out: Path = typer.Option(..., "--out", "-o", help="Features directory to write (a killed run resumes from .OUT.partial/ next to it)."),
     encoder: str = typer.Option(ExtractConfig.encoder, help=help_for(ExtractConfig, "encoder")),
+    allow_user_code: bool = typer.Option(ExtractConfig.allow_user_code, "--allow-user-code", help=help_for(ExtractConfig, "allow_user_code")),
     array: Optional[str] = typer.Option(None, help=help_for(ExtractConfig, "array")),
     labels: Optional[str] = typer.Option(None, help=help_for(ExtractConfig, "labels")),
+    text_column: str = typer.Option(ExtractConfig.text_column, help=help_for(ExtractConfig, "text_column")),
+    label_column: Optional[str] = typer.Option(None, help=help_for(ExtractConfig, "label_column")),
+    id_column: Optional[str] = typer.Option(None, help=help_for(ExtractConfig, "id_column")),
+    vector_column: Optional[str] = typer.Option(None, help=help_for(ExtractConfig, "vector_column")),
+    labels_csv: Optional[str] = typer.Option(None, help=help_for(ExtractConfig, "labels_csv")),
     image_size: int = typer.Option(ExtractConfig.image_size, help=help_for(ExtractConfig, "image_size")),
+    mixed_sizes: str = typer.Option(ExtractConfig.mixed_sizes, help=help_for(ExtractConfig, "mixed_sizes")),
     batch_size: int = typer.Option(ExtractConfig.batch_size, help=help_for(ExtractConfig, "batch_size")),
+    shard_size: int = typer.Option(ExtractConfig.shard_size, help=help_for(ExtractConfig, "shard_size")),
     dtype: str = typer.Option(ExtractConfig.dtype, help=help_for(ExtractConfig, "dtype")),
     device: str = typer.Option(ExtractConfig.device, help=help_for(ExtractConfig, "device")),
+    workers: Optional[int] = typer.Option(None, help=help_for(ExtractConfig, "workers")),
+    on_error: str = typer.Option(ExtractConfig.on_error, help=help_for(ExtractConfig, "on_error")),
     limit: Optional[int] = typer.Option(None, help=help_for(ExtractConfig, "limit")),
 ) -> None:
     """Encode every sample of SOURCE into feature vectors (sharded Parquet)."""
+    import time
+
     from .extract import extract as run_extract
 
-    config = ExtractConfig(encoder=encoder, array=array, labels=labels, image_size=image_size, batch_size=batch_size, dtype=dtype, device=device, limit=limit)
-    with _errors(), _progress() as progress:
-        manifest = run_extract(source, out, config, progress)
-    _log(f"features: {manifest['n_samples']} × {manifest['dim']} ({manifest['encoder']['name']}) → {out}")
+    config = ExtractConfig(
+        encoder=encoder, allow_user_code=allow_user_code, array=array, labels=labels, text_column=text_column, label_column=label_column, id_column=id_column,
+        vector_column=vector_column, labels_csv=labels_csv, image_size=image_size, mixed_sizes=mixed_sizes, batch_size=batch_size, shard_size=shard_size,
+        dtype=dtype, device=device, workers=workers, on_error=on_error, limit=limit,
+    )
+    # The stage reports (done, total); the bar adds samples/s. Off a terminal, a line every 30 s instead.
+    columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    clock = {"first": None, "first_done": 0, "last_line": time.perf_counter(), "done": 0}
+    with _errors(), Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as bar:
+        task = bar.add_task("extract", total=None, rate="")
+
+        def progress(name: str, done: int, total: Optional[int]) -> None:
+            now = time.perf_counter()
+            if clock["first"] is None:  # rate counts from the first report: model loading and resumed shards excluded
+                clock["first"], clock["first_done"] = now, done
+            clock["done"] = done
+            rate = (done - clock["first_done"]) / max(now - clock["first"], 1e-9)
+            bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} samples/s" if done > clock["first_done"] else "")
+            if not stderr.is_terminal and now - clock["last_line"] >= 30:
+                clock["last_line"] = now
+                _log(f"extract: {done:,}/{total:,} samples, {rate:,.0f} samples/s")
+
+        manifest = run_extract(source, out, config, progress, log=_log)
+    seconds = time.perf_counter() - (clock["first"] or time.perf_counter())
+    rate = (clock["done"] - clock["first_done"]) / max(seconds, 1e-9)
+    skipped = ""
+    if manifest["n_skipped"]:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(manifest["skipped_reasons"].items()))
+        skipped = f"; skipped {manifest['n_skipped']} of {manifest['n_read']} ({reasons}; listed in {out}/_manifest.json)"
+    _log(f"features: {manifest['n_samples']} × {manifest['dim']} ({manifest['encoder']['name']}) → {out} in {seconds:.1f} s ({rate:,.0f} samples/s){skipped}")
 
 
-@app.command("fit-sae", epilog="Example: `dynsel fit-sae runs/fm/features --out runs/fm/sae --k 32`")
+@app.command("fit-sae", epilog="Example: `dynsel fit-sae runs/fm/features --out runs/fm/sae --k 32`  (a killed run resumes from its last epoch when rerun with the same settings)")
 def fit_sae_command(
     features: Path = typer.Argument(..., help="Features directory (from `dynsel extract`)."),
     out: Path = typer.Option(..., "--out", "-o", help="SAE checkpoint directory to write."),
@@ -116,18 +183,27 @@ def fit_sae_command(
     epochs: int = typer.Option(SaeConfig.epochs, help=help_for(SaeConfig, "epochs")),
     batch_size: int = typer.Option(SaeConfig.batch_size, help=help_for(SaeConfig, "batch_size")),
     lr: Optional[float] = typer.Option(None, help=help_for(SaeConfig, "lr")),
+    lr_warmup: float = typer.Option(SaeConfig.lr_warmup, help=help_for(SaeConfig, "lr_warmup")),
+    lr_decay: float = typer.Option(SaeConfig.lr_decay, help=help_for(SaeConfig, "lr_decay")),
     auxk_coef: float = typer.Option(SaeConfig.auxk_coef, help=help_for(SaeConfig, "auxk_coef")),
+    k_aux: int = typer.Option(SaeConfig.k_aux, help=help_for(SaeConfig, "k_aux")),
+    dead_samples: int = typer.Option(SaeConfig.dead_samples, help=help_for(SaeConfig, "dead_samples")),
     holdout: float = typer.Option(SaeConfig.holdout, help=help_for(SaeConfig, "holdout")),
     patience: int = typer.Option(SaeConfig.patience, help=help_for(SaeConfig, "patience")),
+    buffer_rows: int = typer.Option(SaeConfig.buffer_rows, help=help_for(SaeConfig, "buffer_rows")),
     seed: int = typer.Option(SaeConfig.seed, help=help_for(SaeConfig, "seed")),
     device: str = typer.Option(SaeConfig.device, help=help_for(SaeConfig, "device")),
+    restart: bool = typer.Option(False, "--restart", help="Ignore the saved state of an interrupted run and train from scratch."),
 ) -> None:
-    """Train a TopK sparse autoencoder on FEATURES; its units are the data set's factors."""
+    """Train a TopK sparse autoencoder on FEATURES; its units are the data set's factors. Quality is logged after every epoch."""
     from .sae import fit_sae
 
-    config = SaeConfig(width=width, k=k, epochs=epochs, batch_size=batch_size, lr=lr, auxk_coef=auxk_coef, holdout=holdout, patience=patience, seed=seed, device=device)
+    config = SaeConfig(
+        width=width, k=k, epochs=epochs, batch_size=batch_size, lr=lr, lr_warmup=lr_warmup, lr_decay=lr_decay, auxk_coef=auxk_coef, k_aux=k_aux,
+        dead_samples=dead_samples, holdout=holdout, patience=patience, buffer_rows=buffer_rows, seed=seed, device=device,
+    )
     with _errors(), _progress() as progress:
-        manifest = fit_sae(features, out, config, progress)
+        manifest = fit_sae(features, out, config, progress, log=_log, resume=not restart)
     m = manifest["metrics"]
     _log(f"sae: width {manifest['width']}, k {manifest['k']}: held-out FVU {m['fvu']:.3f}, L0 {m['l0']:.1f}, dead {m['dead_fraction']:.1%} → {out}")
 
