@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from . import __version__
 from .config import ExtractConfig, FactorsConfig, PlanConfig, SaeConfig, as_settings
-from .errors import ArtifactError
+from .errors import ArtifactError, DynselError
 from .extract import extract
 from .factors import build_factor_tables
 from .formats.common import sha256_file
@@ -21,6 +21,9 @@ from .formats.features import read_features_manifest
 from .formats.plan import read_plan
 from .formats.sae import read_sae_manifest
 from .plan import build_plan
+from .plan.budget import epoch_budget
+from .plan.methods import NEEDS_FEATURES
+from .plan.methods import validate as validate_plan_config
 from .progress import LogFn, ProgressFn, null_log, null_progress
 from .sae import fit_sae
 
@@ -68,9 +71,20 @@ def _plan_manifest(path: Path) -> dict[str, Any]:
     return read_plan(path).manifest
 
 
+def validate_run(source: Path, config: RunConfig) -> None:
+    """Refuse bad input and options before any stage runs, so a doomed run leaves nothing behind."""
+    if not source.exists():
+        raise DynselError(f"{source}: no such file or directory; pass the data set to plan for")
+    validate_plan_config(config.plan)
+    epoch_budget(config.plan.ratio, 1)
+    if config.sae.k < 1 or (config.sae.width and config.sae.k > config.sae.width):
+        raise DynselError(f"--k {config.sae.k}: must be between 1 and the SAE width ({config.sae.width})")
+
+
 def run_pipeline(source: Path, out: Path, config: RunConfig = RunConfig(), progress: ProgressFn = null_progress, log: LogFn = null_log) -> RunResult:
     """Run extract → fit-sae → factors → plan into ``out``/{features,sae,factors,plan}."""
     out = Path(out)
+    validate_run(Path(source), config)
     stages: dict[str, str] = {}
     paths = {name: out / name for name in ("features", "sae", "factors", "plan")}
 
@@ -99,7 +113,8 @@ def run_pipeline(source: Path, out: Path, config: RunConfig = RunConfig(), progr
     stages["plan"] = "up to date" if plan else "built"
     if plan is None:
         log(f"plan: → {paths['plan']}")
-        build_plan(paths["factors"], paths["plan"], config.plan, progress)
+        features_for_plan = paths["features"] if config.plan.method in NEEDS_FEATURES else None
+        build_plan(paths["factors"], paths["plan"], config.plan, progress, features=features_for_plan)
     for stage, status in stages.items():
         log(f"{stage}: {status}")
     return RunResult(out=out, stages=stages)

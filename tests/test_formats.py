@@ -408,12 +408,6 @@ def test_atomic_directory_replaces_on_success_and_refuses_without_overwrite(tmp_
             pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG formats/common.py atomic_directory: tempfile.mkdtemp makes the artifact directory mode 0700 "
-    "(and safetensors files come out 0600), ignoring the umask, so a plan written by one user/container "
-    "cannot be read by a trainer running as another; chmod the directory to 0o777 & ~umask before the rename",
-)
 def test_atomic_directory_respects_umask(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:

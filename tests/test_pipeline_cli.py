@@ -32,17 +32,6 @@ from conftest import (
 STAGES = ("extract", "fit-sae", "factors", "plan")
 
 
-def _report_ready() -> bool:
-    try:
-        module = importlib.import_module("dynsel_cli.report")
-        return callable(getattr(module, "build_report", None))
-    except Exception:
-        return False
-
-
-needs_report = pytest.mark.xfail(not _report_ready(), reason="dynsel_cli.report is still in progress", strict=False)
-
-
 def stage_status(stderr: str) -> dict[str, str]:
     """'extract: up to date' / 'plan: built' lines of the run log."""
     status = {}
@@ -79,7 +68,6 @@ def test_run_creates_every_artifact(pipeline_run) -> None:
     assert not [p for p in out.parent.rglob(".*")], "temporary or partial directories left behind"
 
 
-@needs_report
 def test_run_json_prints_one_report_object(pipeline_run) -> None:
     lines = pipeline_run.stdout.splitlines()
     assert len(lines) == 1, "stdout carries exactly the JSON report (logs go to stderr)"
@@ -120,7 +108,6 @@ def test_changing_only_the_ratio_rebuilds_only_the_plan(pipeline_run, tmp_path: 
 # -------------------------------------------------------------------------------------- dynsel report
 
 
-@needs_report
 def test_report_json(pipeline_run) -> None:
     result = invoke("report", pipeline_run.plan, "--json")
     assert result.exit_code == 0, result.stderr
@@ -138,7 +125,6 @@ def test_report_json(pipeline_run) -> None:
     assert terminal.exit_code == 0 and terminal.stdout.strip()
 
 
-@needs_report
 def test_report_refuses_a_tampered_plan(pipeline_run, tmp_path: Path) -> None:
     shutil.copytree(pipeline_run.plan, tmp_path / "plan")
     data = bytearray((tmp_path / "plan" / "indices.bin").read_bytes())
@@ -207,12 +193,6 @@ def test_plan_rejects_bad_options_with_one_line(pipeline_run, tmp_path: Path, ar
     assert list(tmp_path.iterdir()) == [], "no output (and no temporary directory) is left behind"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG cli.py plan_command / plan/build.py build_plan: --formats is checked only inside write_plan, "
-    "after the whole plan was computed, so a typo costs the full computation and stderr gets the progress "
-    "line before the error (two lines); check the format names before compute_plan",
-)
 def test_plan_rejects_unknown_formats_before_computing(pipeline_run, tmp_path: Path) -> None:
     result = invoke("plan", pipeline_run.factors, "--out", tmp_path / "plan", "--formats", "bin,xml")
     assert result.exit_code == 2
@@ -250,12 +230,6 @@ def test_missing_and_wrong_inputs_exit_2(pipeline_run, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG pipeline.py run_pipeline: when OUT/features exists, `sha256_file(Path(source))` runs on a "
-    "missing source and raises FileNotFoundError → exit 1 'internal error'; check `Path(source).is_file()` "
-    "first and raise DynselError('SOURCE: no such file ...') (exit 2)",
-)
 def test_run_with_a_missing_source_over_an_existing_run_exits_2(pipeline_run, tmp_path: Path) -> None:
     result = invoke("run", tmp_path / "gone.npz", "--out", pipeline_run.out, *RUN_ARGS)
     assert tree_mtimes(pipeline_run.out) == pipeline_run.mtimes
@@ -263,13 +237,6 @@ def test_run_with_a_missing_source_over_an_existing_run_exits_2(pipeline_run, tm
     assert "gone.npz" in assert_one_line_error(result.stderr, only_line=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG pipeline.py run_pipeline / cli.py run: plan options are validated only at the plan stage, so "
-    "`dynsel run --ratio 0` (or --epochs 0, --method bogus) first extracts, fits the SAE and builds the factors "
-    "(minutes on real data), then exits 2 leaving OUT/features, sae, factors behind; validate every stage's "
-    "config (plan.methods.validate + epoch_budget(ratio, 1), SAE check_config) before the first stage runs",
-)
 def test_run_with_bad_plan_options_fails_before_any_work(vectors_npz: Path, tmp_path: Path) -> None:
     result = invoke("run", vectors_npz, "--out", tmp_path / "run", "--ratio", "0", "--device", "cpu")
     assert result.exit_code == 2
@@ -299,11 +266,6 @@ def test_every_subcommand_help_shows_an_example(command: str) -> None:
     assert f"dynsel {command}" in " ".join(result.stdout.split())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG cli.py: `dynsel --help` has no Example line (the Typer app has no epilog); add e.g. "
-    "epilog='Example: `dynsel run sample_data/fashion_mnist_2k.npz --out runs/fm --epochs 10 --ratio 0.5 --seed 0`'",
-)
 def test_top_level_help_shows_an_example() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
@@ -313,7 +275,6 @@ def test_top_level_help_shows_an_example() -> None:
 # --------------------------------------------------------------------------- the shell pipeline, stage by stage
 
 
-@needs_report
 def test_stage_by_stage_pipeline(vectors_npz: Path, tmp_path: Path) -> None:
     steps = [
         ["extract", vectors_npz, "--out", tmp_path / "features", "--device", "cpu"],

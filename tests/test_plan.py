@@ -191,13 +191,6 @@ def test_class_quotas_are_met_exactly(factor_tables, features, method: str, rati
         np.testing.assert_array_equal(np.bincount(labels[epoch], minlength=10), quotas)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG plan/methods.py select(): --method random / static-random (and kcenter) ignore class quotas "
-    "(_uniform and kcenter_greedy never see `quotas`) although class_quota defaults to true and the plan "
-    "manifest records settings.class_quota = true; sample per class (quota[c] of class c) or record that "
-    "quotas were not applied",
-)
 @pytest.mark.parametrize("method", ["random", "static-random"])
 def test_class_quotas_for_the_baselines(factor_tables, features, method: str) -> None:
     labels = factor_tables.samples.labels

@@ -83,7 +83,10 @@ def atomic_directory(final: Path, overwrite: bool = True) -> Iterator[Path]:
     except OSError as exc:
         raise DynselError(f"{parent}: not writable ({exc.strerror}); choose a writable --out") from None
     try:
+        _apply_umask(tmp)
         yield tmp
+        for child in tmp.rglob("*"):
+            _apply_umask(child)
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=parent))
             os.replace(final, old / "artifact")
@@ -94,6 +97,14 @@ def atomic_directory(final: Path, overwrite: bool = True) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _apply_umask(path: Path) -> None:
+    """mkdtemp/mkstemp create owner-only entries; artifacts get the permissions a plain mkdir/open would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = 0o777 if path.is_dir() else 0o666
+    os.chmod(path, mode & ~umask)
 
 
 def file_entry(path: Path) -> dict[str, Any]:

@@ -118,6 +118,15 @@ class Plan:
         return np.asarray(self.weights[start:stop], dtype=np.float32)
 
 
+PLAN_FORMATS = ("bin", "txt", "npy", "parquet")
+
+
+def check_formats(formats: Sequence[str]) -> None:
+    unknown = set(formats) - set(PLAN_FORMATS)
+    if unknown:
+        raise DynselError(f"--formats: unknown plan format(s) {sorted(unknown)}; use any of {', '.join(PLAN_FORMATS)}")
+
+
 def write_plan(
     directory: Path,
     epochs: Sequence[np.ndarray],
@@ -133,9 +142,7 @@ def write_plan(
 
     ``bin`` (indices.bin, offsets.bin) is always written: it is the canonical form the checksum covers.
     """
-    unknown = set(formats) - {"bin", "txt", "npy", "parquet"}
-    if unknown:
-        raise DynselError(f"--formats: unknown plan format(s) {sorted(unknown)}; use bin, txt, npy, parquet")
+    check_formats(formats)
     counts = [int(len(e)) for e in epochs]
     max_id = max((int(e.max()) for e in epochs if len(e)), default=0)
     index_dtype = index_dtype_for(max_id)

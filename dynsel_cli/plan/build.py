@@ -17,7 +17,7 @@ from ..formats.features import Features, read_features
 from ..formats.plan import write_plan
 from ..progress import ProgressFn, null_progress
 from .budget import epoch_budget
-from .methods import select
+from .methods import quotas_apply, select
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ def compute_plan(tables: FactorTables, config: PlanConfig, progress: ProgressFn 
         "ratio": config.ratio,
         "seed": config.seed,
         "budget": epoch_budget(config.ratio, tables.n_samples),
+        "class_quota_applied": bool(config.class_quota and tables.samples.labels is not None and quotas_apply(config.method)),
         "settings": settings,
         "schedule": {"kind": config.schedule, "lambda": selection.lambdas} if config.method == "dynsel" else None,
         "inputs": {"factors": tables.fingerprint, **({"features": features.fingerprint} if features is not None else {})},

@@ -33,17 +33,23 @@ def knn_density(vectors: np.ndarray, k: int = 10) -> np.ndarray:
 
 
 def reduce_dimensions(vectors: np.ndarray, dims: int, seed: int) -> np.ndarray:
-    """PCA to ``dims`` dimensions (faiss), trained on at most 65,536 seeded rows."""
-    import faiss
+    """PCA to ``dims`` dimensions: eigenvectors of the covariance of at most 65,536 seeded rows.
 
+    Done in float64 numpy (a d×d eigendecomposition) because faiss's PCAMatrix training was slow here.
+    Eigenvector signs are fixed (largest component positive) so the projection is reproducible.
+    """
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     if x.shape[1] <= dims:
         return x
     rng = np.random.default_rng([seed, 2])
     sample = x if len(x) <= 65_536 else x[np.sort(rng.choice(len(x), 65_536, replace=False))]
-    pca = faiss.PCAMatrix(x.shape[1], dims)
-    pca.train(np.ascontiguousarray(sample))
-    return pca.apply(x)
+    mean = sample.mean(axis=0, dtype=np.float64)
+    centred = sample.astype(np.float64) - mean
+    _, eigenvectors = np.linalg.eigh(centred.T @ centred)
+    basis = eigenvectors[:, ::-1][:, :dims]
+    signs = np.sign(basis[np.abs(basis).argmax(axis=0), np.arange(dims)])
+    basis = (basis * signs).astype(np.float32)
+    return (x - mean.astype(np.float32)) @ basis
 
 
 def kcenter_greedy(vectors: np.ndarray, budget: int, seed: int, dims: int = 64) -> np.ndarray:

@@ -67,9 +67,9 @@ def select(tables: FactorTables, config: PlanConfig, progress: ProgressFn = null
     if config.method == "full" or budget == n:
         rows = [everything] * n_select_epochs
     elif config.method == "random":
-        rows = [_uniform(n, budget, np.random.default_rng([config.seed, t, 0])) for t in range(n_select_epochs)]
+        rows = [_uniform(n, budget, np.random.default_rng([config.seed, t, 0]), labels, quotas) for t in range(n_select_epochs)]
     elif config.method == "static-random":
-        rows = [_uniform(n, budget, np.random.default_rng([config.seed, 0, 0]))] * n_select_epochs
+        rows = [_uniform(n, budget, np.random.default_rng([config.seed, 0, 0]), labels, quotas)] * n_select_epochs
     elif config.method == "static-top":
         r, _ = representativeness_and_rarity(tables, config.normalise, kernels.resolve_device(config.device))
         rows = [_top(r, budget, config, labels, quotas)] * n_select_epochs
@@ -99,8 +99,20 @@ def _top(score: np.ndarray, budget: int, config: PlanConfig, labels: np.ndarray 
     return next(_dynsel_epochs(score, score, [0.0], budget, config, labels, quotas, beta=0.0, tau=0.0))
 
 
-def _uniform(n: int, budget: int, rng: np.random.Generator) -> np.ndarray:
-    return np.sort(rng.choice(n, size=budget, replace=False)).astype(np.int64)
+def _uniform(n: int, budget: int, rng: np.random.Generator, labels: np.ndarray | None = None, quotas: np.ndarray | None = None) -> np.ndarray:
+    """A uniform subset; with quotas, a uniform subset of each class (stratified), classes in id order."""
+    if quotas is None or labels is None:
+        return np.sort(rng.choice(n, size=budget, replace=False)).astype(np.int64)
+    parts = []
+    for c, quota in enumerate(quotas):
+        members = np.flatnonzero(labels == c)
+        parts.append(rng.choice(members, size=int(quota), replace=False))
+    return np.sort(np.concatenate(parts)).astype(np.int64)
+
+
+def quotas_apply(method: str) -> bool:
+    """Whether --class-quota changes what ``method`` selects (k-center covers space, not classes)."""
+    return method not in ("full", "kcenter")
 
 
 def _dynsel_epochs(r: np.ndarray, d: np.ndarray, weights: list[float], budget: int, config: PlanConfig, labels: np.ndarray | None, quotas: np.ndarray | None, beta: float, tau: float) -> Iterator[np.ndarray]:
