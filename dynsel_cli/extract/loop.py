@@ -1,60 +1,332 @@
-"""The extraction loop: batches of samples → encoder → sharded Parquet features, written atomically."""
+"""The extraction loop: source → DataLoader workers (read + preprocess) → encoder → Parquet shards → features.
+
+Shard s holds source positions [s * shard_size, (s + 1) * shard_size); batches never cross a shard
+boundary, so a resumed run forms exactly the batches an uninterrupted one forms and writes the same bytes.
+Completed shards live in ``.OUT.partial/`` (see ``work.py``) until the last one is done; then the
+features directory is assembled in a temporary sibling and renamed into place.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import multiprocessing
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
 from ..config import ExtractConfig, as_settings
 from ..devices import torch_device
 from ..errors import DynselError
-from ..formats.common import atomic_directory
-from ..formats.features import FeatureShardWriter
-from ..progress import ProgressFn, null_progress
-from .encoders import make_encoder
-from .sources import open_array_source
+from ..formats.common import FORMAT_VERSION, atomic_directory, fingerprint, write_json
+from ..formats.features import KIND, MANIFEST, VECTOR_DTYPES, FeatureShardWriter
+from ..progress import LogFn, ProgressFn, null_log, null_progress
+from .encoders import Encoder, make_encoder
+from .sources import ArraySource, SampleProblem, Source, SourceOptions, open_source
+from .work import ShardRecord, WorkDir
+
+ON_ERROR = ("stop", "skip")
+MIXED_SIZES = ("error", "resize")
+_NOT_IN_KEY = ("device", "workers", "on_error")  # where/how fast it runs, and what to do on bad samples
 
 
-def extract(source: Path, out: Path, config: ExtractConfig = ExtractConfig(), progress: ProgressFn = null_progress) -> dict[str, Any]:
-    """Encode every sample of ``source`` and write the features directory ``out``; returns its manifest."""
-    if config.batch_size < 1:
-        raise DynselError(f"--batch-size {config.batch_size}: must be at least 1")
-    if config.limit is not None and config.limit < 1:
-        raise DynselError(f"--limit {config.limit}: must be at least 1")
-    array_source = open_array_source(Path(source), config.array, config.labels)
-    n = len(array_source) if config.limit is None else min(config.limit, len(array_source))
+def source_options(config: ExtractConfig) -> SourceOptions:
+    return SourceOptions(
+        array=config.array,
+        labels=config.labels,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        id_column=config.id_column,
+        vector_column=config.vector_column,
+        labels_csv=config.labels_csv,
+        mixed_sizes=config.mixed_sizes,
+    )
+
+
+def _check(config: ExtractConfig) -> None:
+    for name in ("batch_size", "shard_size", "limit"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise DynselError(f"--{name.replace('_', '-')} {value}: must be at least 1")
+    if config.workers is not None and config.workers < 0:
+        raise DynselError(f"--workers {config.workers}: must be 0 or more")
+    if config.on_error not in ON_ERROR:
+        raise DynselError(f"--on-error {config.on_error!r}: use stop or skip")
+    if config.mixed_sizes not in MIXED_SIZES:
+        raise DynselError(f"--mixed-sizes {config.mixed_sizes!r}: use error or resize")
+    if config.dtype not in VECTOR_DTYPES:
+        raise DynselError(f"--dtype {config.dtype!r}: use one of {', '.join(VECTOR_DTYPES)}")
+
+
+def default_workers(source: Source) -> int:
+    """Arrays need no decoding: preprocess in the main process. Files and text: up to 4 worker processes."""
+    if source.kind == "vectors" or isinstance(source, ArraySource):
+        return 0
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+class ContentHasher:
+    """The features fingerprint (docs/formats.md): sha256 over rows in order of id, label, vector bytes."""
+
+    def __init__(self, has_labels: bool) -> None:
+        self.has_labels = has_labels
+        self.digest = hashlib.sha256()
+
+    def update(self, ids: np.ndarray, labels: np.ndarray | None, vectors: np.ndarray) -> None:
+        for row in range(0, len(ids), 65_536):
+            sl = slice(row, row + 65_536)
+            block = [np.ascontiguousarray(ids[sl], dtype="<i8").reshape(-1, 1).view(np.uint8)]
+            if self.has_labels:
+                block.append(np.ascontiguousarray(labels[sl], dtype="<i8").reshape(-1, 1).view(np.uint8))  # type: ignore[index]
+            block.append(np.ascontiguousarray(vectors[sl]).view(np.uint8).reshape(len(ids[sl]), -1))
+            self.digest.update(np.ascontiguousarray(np.concatenate(block, axis=1)).tobytes())
+
+    def update_file(self, path: Path, dim: int, dtype: str) -> None:
+        table = pq.read_table(path)
+        ids = table.column("id").to_numpy()
+        labels = table.column("label").to_numpy() if self.has_labels else None
+        values = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        self.update(ids, labels, np.asarray(values, dtype=np.dtype(dtype).newbyteorder("<")).reshape(len(ids), dim))
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
+
+
+class _Batches(Dataset):
+    """Item i: batch i of ``ranges`` read from the source and preprocessed by the encoder (in a worker)."""
+
+    def __init__(self, source: Source, encoder: Encoder, ranges: list[tuple[int, int]]) -> None:
+        self.source = source
+        self.encoder = encoder
+        self.ranges = ranges
+
+    def __len__(self) -> int:
+        return len(self.ranges)
+
+    def __getitem__(self, index: int) -> tuple[int, int, np.ndarray, Any, Any]:
+        start, stop = self.ranges[index]
+        try:
+            raw = self.source.read(start, stop)
+            prepared = self.encoder.prepare(raw.samples) if len(raw.positions) else None
+        except DynselError as exc:  # sent back as a value: the DataLoader would wrap it in a traceback
+            return start, stop, np.zeros(0, np.int64), None, exc
+        return start, stop, raw.positions, prepared, raw.problems
+
+
+def _identity(item: Any) -> Any:
+    return item
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _problem_record(source: Source, problem: SampleProblem) -> dict[str, Any]:
+    sample_id = int(source.sample_ids(np.asarray([problem.position]))[0])
+    return {"id": sample_id if sample_id >= 0 else None, "position": problem.position, "source": problem.where, "reason": problem.reason, "detail": problem.detail}
+
+
+def _stop_error(source: Source, record: dict[str, Any]) -> DynselError:
+    ident = f"sample id {record['id']}" if record["id"] is not None else f"position {record['position']}"
+    return DynselError(f"{source.full_where(record['source'])}: {record['detail']} ({ident}); fix or remove it, or pass --on-error skip")
+
+
+def extract(source: Path, out: Path, config: ExtractConfig = ExtractConfig(), progress: ProgressFn = null_progress, log: LogFn = null_log) -> dict[str, Any]:
+    """Encode every sample of ``source`` and write the features directory ``out``; returns its manifest.
+
+    Resumes a killed run of the same source and settings from its last completed shard.
+    """
+    _check(config)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DynselError(f"{out}: exists and is not a directory; choose another --out")
+    src = open_source(Path(source), source_options(config))
+    n = len(src) if config.limit is None else min(config.limit, len(src))
     device = torch_device(config.device)
-    encoder = make_encoder(config.encoder, array_source.kind, array_source.samples.shape[1:], config.image_size, device)
-    source_info = array_source.describe()
-    with atomic_directory(Path(out)) as tmp:
-        writer = FeatureShardWriter(tmp, encoder.dim, config.dtype, has_labels=array_source.labels is not None)
-        progress("extract", 0, n)
-        for start in range(0, n, config.batch_size):
-            stop = min(start + config.batch_size, n)
-            vectors = encoder.encode(np.asarray(array_source.samples[start:stop]))
-            if not np.isfinite(vectors).all():
-                raise DynselError(f"{source}: the encoder produced NaN/Inf for samples {start}..{stop - 1}; check the input values")
-            labels = None if array_source.labels is None else array_source.labels[start:stop]
-            writer.add(np.arange(start, stop, dtype=np.int64), labels, vectors)
-            progress("extract", stop, n)
-        manifest = writer.finish(
-            {
-                "dynsel_version": __version__,
-                "created_by": "dynsel extract",
-                "source": source_info,
-                "encoder": {"name": encoder.name, **encoder.settings()},
-                "classes": array_source.classes,
-                "settings": _recorded_settings(config),
-            }
-        )
+    encoder = make_encoder(config.encoder, src.kind, src.dim, config.image_size, device, config.allow_user_code)
+    source_info = src.describe()
+    encoder_info = {"name": encoder.name, **encoder.settings()}
+    settings = _recorded_settings(config)
+    has_labels = src.labels is not None
+    dim = int(encoder.dim)
+    key = fingerprint(
+        {
+            "dynsel_version": __version__,
+            "source": source_info,
+            "encoder": encoder_info,
+            "settings": {k: v for k, v in settings.items() if k not in _NOT_IN_KEY},
+            "device": device.type,
+            "dim": dim,
+            "has_labels": has_labels,
+        }
+    )
+    shard_size = config.shard_size
+    bounds = [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
+    work = WorkDir(out, key, shard_size, n, log)
+    with work.locked():
+        done = work.resume()
+        hasher = ContentHasher(has_labels)
+        if done:
+            log(f"extract: resuming after {len(done)} of {len(bounds)} completed shards ({done[-1].stop} of {n} samples)")
+        try:
+            for record in done:
+                if config.on_error == "stop" and record.skipped:  # a fresh run would have stopped here too
+                    raise _stop_error(src, record.skipped[0])
+                if record.file:
+                    hasher.update_file(work.path / record.file, dim, config.dtype)
+            _run(src, encoder, config, work, hasher, bounds[len(done):], n, device, progress, has_labels)
+        except DynselError as exc:
+            if not work.records:  # nothing worth resuming: leave no trace
+                work.remove()
+                raise
+            raise DynselError(f"{exc} [{len(work.records)} completed shards kept in {work.path}; a rerun resumes]") from None
+        manifest = _assemble(out, work, hasher, dim, config.dtype, has_labels, n, src, source_info, encoder_info, settings)
+        work.remove()
+    return manifest
+
+
+def _run(src: Source, encoder: Encoder, config: ExtractConfig, work: WorkDir, hasher: ContentHasher, bounds: list[tuple[int, int]], n: int, device: torch.device, progress: ProgressFn, has_labels: bool) -> None:
+    done = bounds[0][0] if bounds else n
+    progress("extract", done, n)
+    if not bounds:
+        return
+    ranges = [(b, min(b + config.batch_size, stop)) for start, stop in bounds for b in range(start, stop, config.batch_size)]
+    workers = default_workers(src) if config.workers is None else config.workers
+    if workers:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    context = multiprocessing.get_context("fork") if workers and "fork" in multiprocessing.get_all_start_methods() else None
+    loader = DataLoader(
+        _Batches(src, encoder, ranges),
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_identity,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=_worker_init if workers else None,
+        prefetch_factor=4 if workers else None,
+        multiprocessing_context=context,
+    )
+    writer = _ShardBuffer(work, src, config, hasher, has_labels, int(encoder.dim))
+    shard_iter = iter(bounds)
+    current = next(shard_iter)
+    for start, stop, positions, prepared, problems in loader:
+        if isinstance(problems, DynselError):
+            raise problems
+        for problem in problems:
+            writer.problem(problem)
+        if len(positions):
+            writer.add(positions, encoder.encode(prepared))
+        if stop == current[1]:
+            writer.flush(len(work.records), current)
+            current = next(shard_iter, (n, n))
+        progress("extract", stop, n)
+
+
+class _ShardBuffer:
+    """Rows of the shard being built; ``flush`` writes it (temporary file, rename) and journals it."""
+
+    def __init__(self, work: WorkDir, src: Source, config: ExtractConfig, hasher: ContentHasher, has_labels: bool, dim: int) -> None:
+        self.work, self.src, self.config, self.hasher, self.has_labels, self.dim = work, src, config, hasher, has_labels, dim
+        self.np_dtype = np.dtype(config.dtype).newbyteorder("<")
+        self.schema = FeatureShardWriter(work.path, dim, config.dtype, has_labels).schema()
+        self.positions: list[np.ndarray] = []
+        self.vectors: list[np.ndarray] = []
+        self.skipped: list[dict[str, Any]] = []
+
+    def problem(self, problem: SampleProblem) -> None:
+        record = _problem_record(self.src, problem)
+        if self.config.on_error == "stop":
+            raise _stop_error(self.src, record)
+        self.skipped.append(record)
+
+    def add(self, positions: np.ndarray, vectors: np.ndarray) -> None:
+        vectors = np.asarray(vectors)
+        if vectors.shape != (len(positions), self.dim):
+            raise DynselError(f"encoder {self.config.encoder} returned shape {vectors.shape} for {len(positions)} samples, expected ({len(positions)}, {self.dim})")
+        stored = vectors.astype(self.np_dtype)
+        finite = np.isfinite(stored).all(axis=1)
+        if not finite.all():
+            for position, ok_raw in zip(positions[~finite], np.isfinite(vectors[~finite]).all(axis=1)):
+                reason, detail = ("float16-overflow", "a feature value exceeds the float16 range; use --dtype float32") if ok_raw else ("non-finite-output", "the encoder produced NaN or Inf for this sample; check its values")
+                self.problem(SampleProblem(int(position), self.src.where(int(position)), reason, detail))
+            positions, stored = positions[finite], stored[finite]
+        self.positions.append(positions)
+        self.vectors.append(stored)
+
+    def flush(self, index: int, bounds: tuple[int, int]) -> None:
+        positions = np.concatenate(self.positions) if self.positions else np.zeros(0, np.int64)
+        vectors = np.concatenate(self.vectors) if self.vectors else np.zeros((0, self.dim), self.np_dtype)
+        ids = self.src.sample_ids(positions).astype("<i8")
+        labels = self.src.labels[positions].astype("<i8") if self.has_labels else None  # type: ignore[index]
+        record = ShardRecord(index=index, start=bounds[0], stop=bounds[1], file=None, rows=len(ids), skipped=sorted(self.skipped, key=lambda r: r["position"]))
+        if len(ids):
+            columns: list[pa.Array] = [pa.array(ids, pa.int64())]
+            if labels is not None:
+                columns.append(pa.array(labels, pa.int64()))
+            columns.append(pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), VECTOR_DTYPES[self.config.dtype]), self.dim))
+            tmp = self.work.temporary_path(index)
+            pq.write_table(pa.Table.from_arrays(columns, schema=self.schema), tmp, compression="zstd", row_group_size=65_536)
+            final = self.work.shard_path(index)
+            os.replace(tmp, final)
+            record.file = final.name
+            self.hasher.update(ids, labels, vectors)
+        self.work.commit(record)
+        self.positions, self.vectors, self.skipped = [], [], []
+
+
+def _assemble(out: Path, work: WorkDir, hasher: ContentHasher, dim: int, dtype: str, has_labels: bool, n: int, src: Source, source_info: dict[str, Any], encoder_info: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """Link the completed shards into a fresh features directory with its manifest; rename it into place."""
+    records = work.records
+    rows = sum(r.rows for r in records)
+    skipped = [s for r in records for s in r.skipped]
+    if rows == 0:
+        reasons = ", ".join(sorted({s["reason"] for s in skipped}))
+        raise DynselError(f"{src.path}: every one of the {n} samples read was skipped ({reasons}); nothing to write")
+    reasons_count: dict[str, int] = {}
+    for s in skipped:
+        reasons_count[s["reason"]] = reasons_count.get(s["reason"], 0) + 1
+    with atomic_directory(out) as tmp:
+        shards = []
+        for record in (r for r in records if r.file):
+            name = f"part-{len(shards):05d}.parquet"
+            try:
+                os.link(work.path / record.file, tmp / name)  # type: ignore[operator]
+            except OSError:
+                shutil.copyfile(work.path / record.file, tmp / name)  # type: ignore[operator]
+            shards.append({"file": name, "rows": record.rows, "bytes": record.bytes, "sha256": record.sha256})
+        manifest = {
+            "format": KIND,
+            "format_version": FORMAT_VERSION,
+            "n_samples": rows,
+            "dim": dim,
+            "dtype": dtype,
+            "has_labels": has_labels,
+            "shards": shards,
+            "fingerprint": hasher.hexdigest(),
+            "dynsel_version": __version__,
+            "created_by": "dynsel extract",
+            "source": source_info,
+            "encoder": encoder_info,
+            "classes": src.classes,
+            "settings": settings,
+            "n_read": n,
+            "n_skipped": len(skipped),
+            "skipped_reasons": reasons_count,
+            "skipped": [{k: s[k] for k in ("id", "source", "reason", "detail")} for s in skipped],
+        }
+        write_json(tmp / MANIFEST, manifest)
     return manifest
 
 
 def _recorded_settings(config: ExtractConfig) -> dict[str, Any]:
-    """Settings that determine the output; where the encoder ran does not (CPU and CUDA agree closely)."""
+    """Settings recorded in the manifest: every option but where the encoder ran (CPU and CUDA agree closely)."""
     settings = as_settings(config)
     settings.pop("device")
     return settings
