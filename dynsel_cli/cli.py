@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import __version__
@@ -26,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="markdown",
     help="Precompute dynamic data-selection plans: features → TopK SAE factors → per-epoch index lists any trainer reads.",
+    epilog="Example: `dynsel run sample_data/fashion_mnist_2k.npz --out runs/fm --epochs 10 --ratio 0.5 --seed 0`, then `dynsel report runs/fm/plan`.",
 )
 stderr = Console(stderr=True)
 _state = {"debug": False}
@@ -53,7 +55,7 @@ def _errors() -> Iterator[None]:
     except DynselError as exc:
         if _state["debug"]:
             raise
-        stderr.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     except KeyboardInterrupt:
         stderr.print("[red]interrupted[/red]; nothing partial was left behind")
@@ -63,7 +65,7 @@ def _errors() -> Iterator[None]:
     except Exception as exc:  # a bug: say so plainly
         if _state["debug"]:
             raise
-        stderr.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
+        stderr.print(f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
 
 
@@ -105,13 +107,14 @@ class _PlainProgress:
         if not finished and now - self._last.get(task, start) < self.interval_s:
             return
         self._last[task] = now
-        elapsed = max(now - start, 1e-9)
+        elapsed = now - start
         of_total = f"/{total}" if total is not None else ""
-        stderr.print(f"{task}: {done}{of_total} ({done / elapsed:.1f}/s, {elapsed:.0f}s)", highlight=False, soft_wrap=True)
+        rate = f"{done / elapsed:.1f}/s, " if elapsed >= 1.0 else ""
+        stderr.print(f"{task}: {done}{of_total} ({rate}{elapsed:.0f}s)", highlight=False, soft_wrap=True)
 
 
 def _log(message: str) -> None:
-    stderr.print(message, highlight=False, soft_wrap=True)
+    stderr.print(escape(message), highlight=False, soft_wrap=True)
 
 
 @app.command(epilog="Examples: `dynsel extract sample_data/fashion_mnist_2k.npz --out runs/fm/features`; `dynsel extract photos/ --out feats` (class subfolders); `dynsel extract sample_data/sms_spam_1k.csv --encoder minilm --out feats`. See docs/extract.md.")
@@ -147,24 +150,32 @@ def extract(
         vector_column=vector_column, labels_csv=labels_csv, image_size=image_size, mixed_sizes=mixed_sizes, batch_size=batch_size, shard_size=shard_size,
         dtype=dtype, device=device, workers=workers, on_error=on_error, limit=limit,
     )
-    # The stage reports (done, total); the bar adds samples/s. Off a terminal, a line every 30 s instead.
-    columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    clock = {"first": None, "first_done": 0, "last_line": time.perf_counter(), "done": 0}
-    with _errors(), Progress(*columns, console=stderr, transient=True, disable=not stderr.is_terminal) as bar:
+    # The stage reports (done, total); on a terminal the bar adds samples/s (elsewhere _progress prints plain lines with the rate).
+    clock: dict[str, Any] = {"first": None, "first_done": 0, "done": 0}
+    with _errors(), contextlib.ExitStack() as stack:
+        plain = None if stderr.is_terminal else stack.enter_context(_progress())
+        columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
+        bar = stack.enter_context(Progress(*columns, console=stderr, transient=True, disable=plain is not None))
         task = bar.add_task("extract", total=None, rate="")
 
         def progress(name: str, done: int, total: Optional[int]) -> None:
             now = time.perf_counter()
-            if clock["first"] is None:  # rate counts from the first report: model loading and resumed shards excluded
+            if clock["first"] is None:  # the rate counts from the first report: model loading and resumed shards excluded
                 clock["first"], clock["first_done"] = now, done
             clock["done"] = done
             rate = (done - clock["first_done"]) / max(now - clock["first"], 1e-9)
             bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} samples/s" if done > clock["first_done"] else "")
-            if not stderr.is_terminal and now - clock["last_line"] >= 30:
-                clock["last_line"] = now
-                _log(f"extract: {done:,}/{total:,} samples, {rate:,.0f} samples/s")
+            if plain is not None:
+                plain(name, done, total)
 
-        manifest = run_extract(source, out, config, progress, log=_log)
+        try:
+            manifest = run_extract(source, out, config, progress, log=_log)
+        except KeyboardInterrupt:
+            from .extract.work import work_dir_for
+
+            if work_dir_for(out).is_dir():
+                _log(f"extract: completed shards are kept in {work_dir_for(out)} (not an artifact); rerun the same command to resume")
+            raise
     seconds = time.perf_counter() - (clock["first"] or time.perf_counter())
     rate = (clock["done"] - clock["first_done"]) / max(seconds, 1e-9)
     skipped = ""
@@ -256,7 +267,7 @@ def plan_command(
     """Compute the per-epoch selection plan from FACTORS."""
     from .formats.factors import read_factor_tables
     from .formats.features import read_features
-    from .formats.plan import write_plan_stream
+    from .formats.plan import check_formats, write_plan_stream
     from .plan import build_plan, compute_plan
 
     config = PlanConfig(
@@ -271,6 +282,7 @@ def plan_command(
             write_plan_stream(sys.stdout, result.epochs)
             return
         wanted = tuple(f.strip() for f in formats.split(",") if f.strip())
+        check_formats(wanted)
         manifest = build_plan(factors, Path(out), config, progress, formats=wanted, features=features)
     _log(f"plan: {manifest['epochs']} epochs × {manifest['budget']} of {manifest['n_samples']} ({method}), {manifest['total_steps']} steps at batch {batch_size} → {out}")
 
@@ -286,7 +298,7 @@ def report(
     """Summarise what a plan does: budgets, coverage, usage, overlap, schedule, classes."""
     from .formats.factors import read_factor_tables
     from .formats.plan import read_plan
-    from .report import build_report, render_html, render_terminal
+    from .report import build_report, compare_reports, render_html, render_terminal
 
     with _errors():
         tables = read_factor_tables(factors) if factors else None
@@ -295,7 +307,7 @@ def report(
         if html:
             _write_text_atomic(html, render_html(main_report, compare=other))
         if as_json:
-            payload = main_report if other is None else {**main_report, "compare": other}
+            payload = main_report if other is None else compare_reports(main_report, other)
             sys.stdout.write(json.dumps(payload, sort_keys=True) + "\n")
         else:
             render_terminal(main_report, Console(), compare=other)

@@ -27,13 +27,23 @@ def as_settings(config: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    encoder: str = _opt("auto", "Encoder: auto (efficientnet-lite0 for images, identity for vectors), efficientnet-lite0, identity.")
+    encoder: str = _opt("auto", "Encoder: auto (efficientnet-lite0 for images, minilm for text, identity for vectors), efficientnet-lite0, minilm, wordllama, identity, torchscript:PATH, hf:PATH (a local Hugging Face model directory, mean pooling), or MODULE:FACTORY (your Python code; needs --allow-user-code).")
+    allow_user_code: bool = _opt(False, "Allow --encoder MODULE:FACTORY, which imports and runs your Python code.")
     array: str | None = _opt(None, "Key of the sample array in an .npz (default: x_train, x, data or the only array).")
     labels: str | None = _opt(None, "Key of the label array in an .npz (default: y_train for x_train, y for x; none if absent).")
+    text_column: str = _opt("text", "Table sources: the column holding the text.")
+    label_column: str | None = _opt(None, "Table sources: the label column (default: 'label' when present). Integers are class ids; strings are class names, numbered in sorted order.")
+    id_column: str | None = _opt(None, "Table sources: a column of unique non-negative integer sample ids (default: ids are row positions 0, 1, 2, ...).")
+    vector_column: str | None = _opt(None, "Table sources: a column of ready-made embeddings (lists of numbers) to pass through (default: 'vector' or 'embedding' when there is no text column).")
+    labels_csv: str | None = _opt(None, "Flat image folders: a CSV with columns 'file' (path relative to the folder) and 'label' (default: labels.csv in the folder, if any).")
     image_size: int = _opt(112, "Side in pixels images are resized to before the image encoder (224 is ImageNet's; 112 is 4x cheaper).")
+    mixed_sizes: str = _opt("error", "Image folders whose images differ in size: error (a bad sample, see --on-error) or resize (each image is resized to --image-size on its own).")
     batch_size: int = _opt(64, "Samples per encoder forward pass.")
+    shard_size: int = _opt(8192, "Samples per Parquet shard; a shard is also the unit a killed run resumes from.")
     dtype: str = _opt("float32", "Stored vector dtype: float32 or float16.")
     device: str = _opt("auto", "Where the encoder runs: auto, cpu or cuda.")
+    workers: int | None = _opt(None, "DataLoader worker processes that read and preprocess samples (default: 0 for arrays, else min(4, CPUs - 1)).")
+    on_error: str = _opt("stop", "Bad samples (corrupt images, empty or non-UTF-8 text, NaN/Inf vectors, ...): stop with an error naming the file and row, or skip them and record them in the manifest.")
     limit: int | None = _opt(None, "Read only the first N samples (for quick trials).")
 
 

@@ -14,8 +14,9 @@ from . import __version__
 from .config import ExtractConfig, FactorsConfig, PlanConfig, SaeConfig, as_settings
 from .errors import ArtifactError, DynselError
 from .extract import extract
+from .extract.loop import source_options
+from .extract.sources import source_fingerprint
 from .factors import build_factor_tables
-from .formats.common import sha256_file
 from .formats.factors import read_factors_manifest
 from .formats.features import read_features_manifest
 from .formats.plan import read_plan
@@ -89,7 +90,7 @@ def run_pipeline(source: Path, out: Path, config: RunConfig = RunConfig(), progr
     paths = {name: out / name for name in ("features", "sae", "factors", "plan")}
 
     features = _current(read_features_manifest, paths["features"], {}, _settings(config.extract))
-    if features is not None and features.get("source", {}).get("sha256") != sha256_file(Path(source)):
+    if features is not None and features.get("source", {}).get("sha256") != source_fingerprint(Path(source), source_options(config.extract)):
         features = None
     stages["extract"] = "up to date" if features else "built"
     if features is None:
