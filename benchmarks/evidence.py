@@ -49,7 +49,23 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Candidate defaults: a weaker penalty lets the scores, not the rotation, decide; noise diversifies.
     "beta-0.2": {"beta": 0.2},
     "beta-0.2-tau-0.3": {"beta": 0.2, "tau": 0.3},
+    # Control, not a dynsel method: least-used samples first, ties in a fresh random order every epoch.
+    # It rotates like the usage penalty but ignores the factors: does the factor score matter at all?
+    "usage-cycle": {"method": "random"},
 }
+
+
+def usage_cycle_epochs(n: int, budget: int, epochs: int, seed: int) -> list[np.ndarray]:
+    """Each epoch takes the ``budget`` least-used samples, ties broken by a seeded random order."""
+    counts = np.zeros(n, dtype=np.int64)
+    chosen = []
+    for t in range(epochs):
+        tie_break = np.random.default_rng([seed, t, 7]).permutation(n)
+        order = np.lexsort((tie_break, counts))
+        rows = order[:budget]
+        counts[rows] += 1
+        chosen.append(rows[np.random.default_rng([seed, t, 1]).permutation(budget)])
+    return chosen
 
 
 class SmallCnn(nn.Module):
@@ -226,14 +242,20 @@ def plan_for(tables: Any, variant: str, ratio: float, seed: int, epochs: int, ba
     overrides = VARIANTS[variant]
     config = dataclasses.replace(PlanConfig(), epochs=epochs, ratio=1.0 if variant == "full" else ratio, seed=seed, batch_size=batch_size, device="cpu", **overrides)
     start = time.perf_counter()
-    result = compute_plan(tables, config)
+    if variant == "usage-cycle":
+        from dynsel_cli.plan.budget import epoch_budget
+
+        epochs_ids = usage_cycle_epochs(tables.n_samples, epoch_budget(ratio, tables.n_samples), epochs, seed)
+    else:
+        epochs_ids = compute_plan(tables, config).epochs
     seconds = time.perf_counter() - start
-    steps = sum(math.ceil(len(e) / batch_size) for e in result.epochs)
-    return result.epochs, steps, seconds
+    steps = sum(math.ceil(len(e) / batch_size) for e in epochs_ids)
+    return epochs_ids, steps, seconds
 
 
 def summarise(runs: list[dict[str, Any]], precompute_s: float) -> list[dict[str, Any]]:
     full_time = statistics.mean([r["train_s"] for r in runs if r["method"] == "full"] or [float("nan")])
+    full_steps = statistics.mean([r["steps"] for r in runs if r["method"] == "full"] or [float("nan")])
     rows = []
     keys = sorted({(r["method"], r["ratio"]) for r in runs}, key=lambda k: (k[1], list(VARIANTS).index(k[0])))
     for method, ratio in keys:
@@ -241,7 +263,7 @@ def summarise(runs: list[dict[str, Any]], precompute_s: float) -> list[dict[str,
         acc = [r["acc"] for r in group]
         train_s = statistics.mean(r["train_s"] for r in group)
         plan_s = statistics.mean(r["plan_s"] for r in group)
-        extra = 0.0 if method in ("full", "random", "static-random") else precompute_s + plan_s
+        extra = 0.0 if method in ("full", "random", "static-random", "usage-cycle") else precompute_s + plan_s
         rows.append(
             {
                 "method": method,
@@ -250,6 +272,8 @@ def summarise(runs: list[dict[str, Any]], precompute_s: float) -> list[dict[str,
                 "acc_mean": statistics.mean(acc),
                 "acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
                 "train_s": train_s,
+                "steps": statistics.mean(r["steps"] for r in group),
+                "speedup_steps": full_steps / statistics.mean(r["steps"] for r in group),
                 "speedup_train": full_time / train_s,
                 "speedup_with_precompute": full_time / (train_s + extra),
             }
@@ -258,9 +282,11 @@ def summarise(runs: list[dict[str, Any]], precompute_s: float) -> list[dict[str,
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| ratio | method | seeds | accuracy % (mean ± std) | train s | speedup (train) | speedup (incl. precompute) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| ratio | method | seeds | accuracy % (mean ± std) | steps | speedup (steps) | train s | speedup (train s) | speedup (incl. precompute) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['ratio']} | {r['method']} | {r['seeds']} | {r['acc_mean']:.2f} ± {r['acc_std']:.2f} | {r['train_s']:.1f} | {r['speedup_train']:.2f}x | {r['speedup_with_precompute']:.2f}x |")
+        lines.append(
+            f"| {r['ratio']} | {r['method']} | {r['seeds']} | {r['acc_mean']:.2f} ± {r['acc_std']:.2f} | {r['steps']:.0f} | {r['speedup_steps']:.2f}x | {r['train_s']:.1f} | {r['speedup_train']:.2f}x | {r['speedup_with_precompute']:.2f}x |"
+        )
     return "\n".join(lines)
 
 
@@ -312,6 +338,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 run = {"method": method, "ratio": 1.0 if method == "full" else ratio, "seed": seed, "acc": acc, "train_s": train_s, "plan_s": plan_s, "steps": steps}
                 runs.append(run)
                 print(json.dumps(run), file=sys.stderr, flush=True)
+                if args.json:  # every finished run is kept, even if the sweep is stopped early
+                    with open(args.json.with_suffix(".runs.jsonl"), "a", encoding="utf-8") as handle:
+                        handle.write(json.dumps(run) + "\n")
     rows = summarise(runs, precompute_s)
     table = markdown(rows)
     print(table)
