@@ -144,8 +144,8 @@ def test_static_top_selects_the_most_representative(factor_tables) -> None:
     mask = np.zeros(N, bool)
     mask[list(chosen)] = True
     assert r[mask].min() >= r[~mask].max()
-    # dynsel's first epoch (λ = 0, no usage yet) is the same top-R selection
-    first = plan_epochs(factor_tables, replace(BASE, class_quota=False))[0]
+    # dynsel's first epoch with λ = 0 (no usage yet) is the same top-R selection
+    first = plan_epochs(factor_tables, replace(BASE, class_quota=False, lambda_start=0.0))[0]
     assert set(first.tolist()) == chosen
 
 
@@ -230,7 +230,7 @@ def test_scheduler_weights_at_known_points() -> None:
 
 
 def test_plan_manifest_records_the_schedule(factor_tables) -> None:
-    extra = compute_plan(factor_tables, replace(BASE, epochs=6, schedule="linear")).manifest_extra
+    extra = compute_plan(factor_tables, replace(BASE, epochs=6, schedule="linear", lambda_start=0.0, lambda_end=1.0)).manifest_extra
     assert extra["schedule"] == {"kind": "linear", "lambda": pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])}
     assert compute_plan(factor_tables, replace(BASE, method="random")).manifest_extra["schedule"] is None
 
