@@ -49,6 +49,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Candidate defaults: a weaker penalty lets the scores, not the rotation, decide; noise diversifies.
     "beta-0.2": {"beta": 0.2},
     "beta-0.2-tau-0.3": {"beta": 0.2, "tau": 0.3},
+    # InfoBatch-style annealing: the last epoch trains on all samples (costs one extra full epoch of steps).
+    "dynsel-anneal": {"full_epochs": 1},
+    "random-anneal": {"method": "random", "full_epochs": 1},
     # Control, not a dynsel method: least-used samples first, ties in a fresh random order every epoch.
     # It rotates like the usage penalty but ignores the factors: does the factor score matter at all?
     "usage-cycle": {"method": "random"},
