@@ -11,10 +11,10 @@ import torch
 from . import __version__
 from .config import FactorsConfig, as_settings
 from .devices import torch_device
-from .errors import DynselError
+from .errors import ArtifactError, DynselError
 from .formats.common import atomic_directory
 from .formats.factors import SampleFactors, UnitStats, write_factor_tables
-from .formats.features import read_features
+from .formats.features import iter_feature_batches, read_features_manifest
 from .formats.sae import SaeWeights, read_sae
 from .progress import ProgressFn, null_progress
 from .sae.model import TopKSae
@@ -30,32 +30,51 @@ def load_model(weights: SaeWeights, device: torch.device) -> TopKSae:
     return model.eval().to(device)
 
 
-@torch.no_grad()
-def encode_codes(vectors: np.ndarray, weights: SaeWeights, config: FactorsConfig, progress: ProgressFn = null_progress) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k unit ids (int32, -1 where the activation is 0) and activations (float32) of every sample."""
-    if vectors.shape[1] != weights.dim:
-        raise DynselError(f"the features have dimension {vectors.shape[1]} but the SAE expects {weights.dim}; use the SAE fitted on these features")
+def _check_batch(vectors: np.ndarray, first_row: int, where: str) -> None:
     if not np.isfinite(vectors).all():
-        raise DynselError("the features contain NaN or Inf; re-extract or clean them")
-    device = torch_device(config.device)
-    model = load_model(weights, device)
-    mean, scale = weights.input_mean.to(device), weights.input_scale.to(device)
+        bad = first_row + int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
+        raise DynselError(f"{where}: the features contain NaN or Inf (first at row {bad}); re-extract or clean them")
+
+
+class _Encoder:
+    """Batched SAE encoding on the configured device (a GPU when present and ``device`` is auto)."""
+
+    def __init__(self, weights: SaeWeights, config: FactorsConfig) -> None:
+        if config.batch_size < 1:
+            raise DynselError(f"--batch-size {config.batch_size}: must be at least 1")
+        self.device = torch_device(config.device)
+        self.model = load_model(weights, self.device)
+        self.mean = weights.input_mean.to(self.device)
+        self.scale = weights.input_scale.to(self.device)
+
+    @torch.no_grad()
+    def __call__(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = torch.from_numpy(np.require(vectors, np.float32, ["C", "W"])).to(self.device, non_blocking=True)
+        encoded = self.model.encode((x - self.mean) / self.scale)
+        values = encoded.values.float().cpu().numpy()
+        indices = encoded.indices.to(torch.int32).cpu().numpy()
+        indices[values <= 0] = -1
+        return indices, np.maximum(values, 0)
+
+
+@torch.no_grad()
+def encode_codes(vectors: np.ndarray, weights: SaeWeights, config: FactorsConfig = FactorsConfig(), progress: ProgressFn = null_progress) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k unit ids (int32, -1 where the activation is 0) and activations (float32) of in-memory vectors."""
+    if vectors.ndim != 2 or vectors.shape[1] != weights.dim:
+        raise DynselError(f"the features have dimension {vectors.shape[-1]} but the SAE expects {weights.dim}; use the SAE fitted on these features")
+    encoder = _Encoder(weights, config)
     n = len(vectors)
     units = np.empty((n, weights.k), dtype=np.int32)
     acts = np.empty((n, weights.k), dtype=np.float32)
     for start in range(0, n, config.batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(vectors[start : start + config.batch_size])).to(device)
-        encoded = model.encode((x - mean) / scale)
-        values = encoded.values.float().cpu().numpy()
-        indices = encoded.indices.cpu().numpy().astype(np.int32)
-        indices[values <= 0] = -1
-        units[start : start + len(x)] = indices
-        acts[start : start + len(x)] = np.maximum(values, 0)
-        progress("factors", min(start + config.batch_size, n), n)
+        part = vectors[start : start + config.batch_size]
+        _check_batch(part, start, "encode")
+        units[start : start + len(part)], acts[start : start + len(part)] = encoder(part)
+        progress("factors", start + len(part), n)
     return units, acts
 
 
-def unit_statistics(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray | None = None) -> UnitStats:
+def unit_statistics(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray | None = None, n_classes: int | None = None) -> UnitStats:
     """Per-unit count, frequency, activation mass, mean and max; per-class frequency when labelled."""
     n = len(units)
     fired = units >= 0
@@ -67,8 +86,10 @@ def unit_statistics(units: np.ndarray, acts: np.ndarray, width: int, labels: np.
     np.maximum.at(max_act, ids, values)
     mean_act = np.divide(mass, count, out=np.zeros(width), where=count > 0)
     class_frequency = None
-    if labels is not None:
-        n_classes = int(labels.max()) + 1
+    if labels is not None and n:
+        if labels.min() < 0:
+            raise DynselError(f"the features have a negative label ({int(labels.min())}); labels must be class ids 0..C-1")
+        n_classes = max(int(labels.max()) + 1, n_classes or 0)
         row_labels = np.broadcast_to(labels[:, None], units.shape)[fired]
         joint = np.bincount(row_labels * width + ids, minlength=n_classes * width).reshape(n_classes, width)
         class_sizes = np.bincount(labels, minlength=n_classes).astype(np.float64)
@@ -77,15 +98,45 @@ def unit_statistics(units: np.ndarray, acts: np.ndarray, width: int, labels: np.
 
 
 def build_factor_tables(features: Path, sae: Path, out: Path, config: FactorsConfig = FactorsConfig(), progress: ProgressFn = null_progress) -> dict[str, Any]:
-    """The factors stage: encode every sample with the SAE and write both tables atomically."""
-    table = read_features(Path(features))
-    weights, sae_manifest = read_sae(Path(sae))
-    trained_on = sae_manifest.get("inputs", {}).get("features")
-    units, acts = encode_codes(table.vectors, weights, config, progress)
-    stats = unit_statistics(units, acts, weights.width, table.labels)
-    samples = SampleFactors(ids=table.ids, labels=table.labels, units=units, acts=acts)
+    """The factors stage: stream the features, encode them in batches, write both tables atomically.
+
+    Only the codes (N × k) are held in memory, not the feature vectors.
+    """
+    features, sae = Path(features), Path(sae)
+    feature_manifest = read_features_manifest(features)
+    weights, sae_manifest = read_sae(sae)
+    n, dim = int(feature_manifest["n_samples"]), int(feature_manifest["dim"])
+    if dim != weights.dim:
+        raise DynselError(f"{features} has dimension {dim} but the SAE {sae} expects {weights.dim}; fit the SAE on these features (dynsel fit-sae)")
+    if n == 0:
+        raise DynselError(f"{features}: the features hold no samples; extract a non-empty data set first")
+    encoder = _Encoder(weights, config)
+    ids = np.empty(n, dtype=np.int64)
+    labels = np.empty(n, dtype=np.int64) if feature_manifest.get("has_labels") else None
+    units = np.empty((n, weights.k), dtype=np.int32)
+    acts = np.empty((n, weights.k), dtype=np.float32)
+    done = 0
+    for batch_ids, batch_labels, vectors in iter_feature_batches(features, batch_rows=config.batch_size, manifest=feature_manifest):
+        rows = len(batch_ids)
+        if done + rows > n:
+            raise ArtifactError(f"{features}: shards hold more rows than the manifest's {n}; re-extract the features")
+        _check_batch(vectors, done, str(features))
+        ids[done : done + rows] = batch_ids
+        if labels is not None:
+            if batch_labels is None:
+                raise ArtifactError(f"{features}: the manifest says labelled but a shard has no label column; re-extract the features")
+            labels[done : done + rows] = batch_labels
+        units[done : done + rows], acts[done : done + rows] = encoder(vectors)
+        done += rows
+        progress("factors", done, n)
+    if done != n:
+        raise ArtifactError(f"{features}: manifest says {n} rows, shards hold {done}; re-extract the features")
+    classes = feature_manifest.get("classes")
+    stats = unit_statistics(units, acts, weights.width, labels, len(classes) if classes else None)
+    samples = SampleFactors(ids=ids, labels=labels, units=units, acts=acts)
     settings = as_settings(config)
     settings.pop("device")
+    trained_on = sae_manifest.get("inputs", {}).get("features")
     with atomic_directory(Path(out)) as tmp:
         manifest = write_factor_tables(
             tmp,
@@ -94,9 +145,9 @@ def build_factor_tables(features: Path, sae: Path, out: Path, config: FactorsCon
             {
                 "dynsel_version": __version__,
                 "created_by": "dynsel factors",
-                "inputs": {"features": table.fingerprint, "sae": sae_manifest["fingerprint"]},
-                "sae_trained_on_these_features": trained_on == table.fingerprint,
-                "classes": table.classes,
+                "inputs": {"features": feature_manifest["fingerprint"], "sae": sae_manifest["fingerprint"]},
+                "sae_trained_on_these_features": trained_on == feature_manifest["fingerprint"],
+                "classes": classes,
                 "dead_units": int(stats.dead.sum()),
                 "settings": settings,
             },

@@ -8,6 +8,9 @@ load the weights::
       sae.safetensors        encoder.weight [m, d], encoder.bias [m], W_dec [m, d], b_dec [d]  (float32)
       input_norm.safetensors mean [d], scale [1]: the SAE sees (x - mean) / scale
       metrics.json           training and held-out quality (fvu, l0, dead_fraction, per-epoch history)
+
+A half-finished ``fit-sae`` keeps its epoch checkpoint beside the output, in ``.SAE.fit-sae-resume/``
+(see ``dynsel_cli/sae/resume.py``); it is not part of the artifact and is removed once SAE/ is written.
       manifest.json          dynsel's record: settings, input fingerprint, checksums
 """
 
@@ -118,6 +121,20 @@ def read_sae(path: Path, verify: bool = True) -> tuple[SaeWeights, dict[str, Any
     missing = [k for k in WEIGHT_KEYS if k not in tensors]
     if missing:
         raise ArtifactError(f"{path}/sae.safetensors: missing tensors {missing}; not a TopK SAE checkpoint")
+    for name, found in (("cfg.json", cfg), ("manifest.json", manifest)):
+        if not isinstance(found.get("k"), int) or found["k"] < 1:
+            raise ArtifactError(f"{path}/{name}: k must be a positive integer (found {found.get('k')!r}); rebuild the SAE")
+    if "mean" not in norm or "scale" not in norm:
+        raise ArtifactError(f"{path}/input_norm.safetensors: needs tensors 'mean' and 'scale'; rebuild the SAE")
+    m, d = (tuple(tensors["encoder.weight"].shape) + (-1, -1))[:2]
+    expected = {"encoder.weight": (m, d), "encoder.bias": (m,), "W_dec": (m, d), "b_dec": (d,)}
+    shapes = {**{k: tuple(tensors[k].shape) for k in WEIGHT_KEYS}, "mean": tuple(norm["mean"].shape), "scale": tuple(norm["scale"].shape)}
+    expected.update({"mean": (d,), "scale": (1,)})
+    wrong = [f"{k} {list(shapes[k])} (expected {list(v)})" for k, v in expected.items() if shapes[k] != v]
+    if tensors["encoder.weight"].dim() != 2 or wrong:
+        raise ArtifactError(f"{path}: tensor shapes do not fit together: {', '.join(wrong) or 'encoder.weight is not 2-D'}; rebuild the SAE")
+    if cfg.get("num_latents") != m or cfg.get("d_in") != d or manifest.get("width") != m or manifest.get("d_in") != d:
+        raise ArtifactError(f"{path}: cfg.json/manifest.json say width {cfg.get('num_latents')}, d_in {cfg.get('d_in')} but the weights are {m} × {d}; rebuild the SAE")
     weights = SaeWeights(
         encoder_weight=tensors["encoder.weight"],
         encoder_bias=tensors["encoder.bias"],
