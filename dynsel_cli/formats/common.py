@@ -131,6 +131,21 @@ def safe_child(directory: Path, name: str, what: str) -> Path:
     return candidate
 
 
+def read_artifact_manifest(path: Path, kind: str, what: str, a_what: str, made_by: str, verify: bool = True, name: str = "manifest.json") -> dict[str, Any]:
+    """Read an artifact directory's manifest, check its kind and version, and (by default) its files' checksums.
+
+    ``what`` names the artifact in messages ("SAE checkpoint"); ``a_what`` with its article ("an SAE checkpoint directory").
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: not {a_what} (run `{made_by}` to make one)")
+    manifest = read_json(path / name, what)
+    check_manifest_kind(manifest, kind, path, what)
+    if verify:
+        verify_files(path, manifest["files"], what)
+    return manifest
+
+
 def check_manifest_kind(manifest: dict[str, Any], kind: str, path: Path, what: str) -> None:
     if manifest.get("format") != kind:
         raise ArtifactError(f"{path}: not a dynsel {what} (format {manifest.get('format')!r}, expected {kind!r})")

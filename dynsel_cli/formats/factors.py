@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ArtifactError
-from .common import FORMAT_VERSION, check_manifest_kind, file_entry, read_json, verify_files, write_json
+from .common import FORMAT_VERSION, file_entry, read_artifact_manifest, write_json
 
 KIND = "dynsel.factors"
 WHAT = "factor tables directory"
@@ -114,14 +114,7 @@ def write_factor_tables(directory: Path, samples: SampleFactors, units: UnitStat
 
 
 def read_factors_manifest(path: Path, verify: bool = True) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_dir():
-        raise ArtifactError(f"{path}: not a factor tables directory (run `dynsel factors` to make one)")
-    manifest = read_json(path / "manifest.json", WHAT)
-    check_manifest_kind(manifest, KIND, path, WHAT)
-    if verify:
-        verify_files(path, manifest["files"], WHAT)
-    return manifest
+    return read_artifact_manifest(path, KIND, WHAT, "a factor tables directory", "dynsel factors", verify)
 
 
 def _fixed_list_to_numpy(column: pa.ChunkedArray, dtype: type, path: Path, name: str) -> np.ndarray:

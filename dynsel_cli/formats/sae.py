@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..errors import ArtifactError
-from .common import FORMAT_VERSION, check_manifest_kind, file_entry, read_json, verify_files, write_json
+from .common import FORMAT_VERSION, file_entry, read_artifact_manifest, read_json, write_json
 
 KIND = "dynsel.sae"
 WHAT = "SAE checkpoint"
@@ -98,14 +98,7 @@ def write_sae(directory: Path, weights: SaeWeights, metrics: dict[str, Any], ext
 
 
 def read_sae_manifest(path: Path, verify: bool = True) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_dir():
-        raise ArtifactError(f"{path}: not an SAE checkpoint directory (run `dynsel fit-sae` to make one)")
-    manifest = read_json(path / "manifest.json", WHAT)
-    check_manifest_kind(manifest, KIND, path, WHAT)
-    if verify:
-        verify_files(path, manifest["files"], WHAT)
-    return manifest
+    return read_artifact_manifest(path, KIND, WHAT, "an SAE checkpoint directory", "dynsel fit-sae", verify)
 
 
 def read_sae(path: Path, verify: bool = True) -> tuple[SaeWeights, dict[str, Any]]:
