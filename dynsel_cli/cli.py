@@ -58,7 +58,7 @@ def _errors() -> Iterator[None]:
         stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     except KeyboardInterrupt:
-        stderr.print("[red]interrupted[/red]; nothing partial was left behind")
+        stderr.print("[red]interrupted[/red]; no output was written or changed (resumable work, if any, is kept in a hidden directory beside it)")
         raise typer.Exit(code=130) from None
     except (typer.Exit, typer.Abort):
         raise
