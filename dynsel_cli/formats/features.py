@@ -25,9 +25,8 @@ import pyarrow.parquet as pq
 from ..errors import ArtifactError, DynselError
 from .common import (
     FORMAT_VERSION,
-    check_manifest_kind,
     file_entry,
-    read_json,
+    read_artifact_manifest,
     safe_child,
     verify_files,
     write_json,
@@ -156,13 +155,9 @@ def _concat(parts: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]]) -> tu
 
 def read_features_manifest(path: Path, verify: bool = True) -> dict[str, Any]:
     """Read and check a features directory's manifest (and, by default, every shard's checksum)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ArtifactError(f"{path}: not a features directory (run `dynsel extract` to make one)")
-    manifest = read_json(path / MANIFEST, WHAT)
-    check_manifest_kind(manifest, KIND, path, WHAT)
+    manifest = read_artifact_manifest(path, KIND, WHAT, "a features directory", "dynsel extract", verify=False, name=MANIFEST)
     if verify:
-        verify_files(path, {s["file"]: s for s in manifest["shards"]}, WHAT)
+        verify_files(Path(path), {s["file"]: s for s in manifest["shards"]}, WHAT)
     return manifest
 
 
