@@ -16,7 +16,9 @@ from .errors import ArtifactError, DynselError
 from .extract import extract
 from .extract.loop import source_options
 from .extract.sources import source_fingerprint
+from .extract.work import remove_abandoned
 from .factors import build_factor_tables
+from .formats.common import check_output_path, sweep_stale_temporaries
 from .formats.factors import read_factors_manifest
 from .formats.features import read_features_manifest
 from .formats.plan import read_plan
@@ -27,6 +29,7 @@ from .plan.methods import NEEDS_FEATURES
 from .plan.methods import validate as validate_plan_config
 from .progress import LogFn, ProgressFn, null_log, null_progress
 from .sae import fit_sae
+from .sae.resume import remove_state, resume_dir
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ def validate_run(source: Path, config: RunConfig) -> None:
 def run_pipeline(source: Path, out: Path, config: RunConfig = RunConfig(), progress: ProgressFn = null_progress, log: LogFn = null_log) -> RunResult:
     """Run extract → fit-sae → factors → plan into ``out``/{features,sae,factors,plan}."""
     out = Path(out)
+    check_output_path(out)
     validate_run(Path(source), config)
     stages: dict[str, str] = {}
     paths = {name: out / name for name in ("features", "sae", "factors", "plan")}
@@ -116,6 +120,14 @@ def run_pipeline(source: Path, out: Path, config: RunConfig = RunConfig(), progr
         log(f"plan: → {paths['plan']}")
         features_for_plan = paths["features"] if config.plan.method in NEEDS_FEATURES else None
         build_plan(paths["factors"], paths["plan"], config.plan, progress, features=features_for_plan)
+    # a run killed after a stage's artifact was in place, but before the stage had cleaned up, left its
+    # temporaries and resume state; a built stage has removed them, an up-to-date one does it now
+    for path in paths.values():
+        sweep_stale_temporaries(path)
+    if stages["extract"] == "up to date":
+        remove_abandoned(paths["features"])
+    if stages["fit-sae"] == "up to date":
+        remove_state(resume_dir(paths["sae"]))
     for stage, status in stages.items():
         log(f"{stage}: {status}")
     return RunResult(out=out, stages=stages)

@@ -50,6 +50,29 @@ def work_dir_for(out: Path) -> Path:
     return (out.parent if str(out.parent) else Path(".")) / f".{out.name}.partial"
 
 
+def remove_abandoned(out: Path) -> None:
+    """Remove ``out``'s work directory unless a live run holds its lock (`dynsel run`, when ``out`` is up to date:
+    a run killed after ``out`` was renamed into place but before its work directory was removed left it)."""
+    path = work_dir_for(out)
+    if not path.is_dir():
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: cannot tell a live run's
+        return
+    try:
+        handle = open(path / "lock", "a+")
+    except OSError:
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        pass  # another dynsel extract is writing it
+    finally:
+        handle.close()
+
+
 class WorkDir:
     """Owns ``.OUT.partial/`` for one run: lock, journal, resume."""
 

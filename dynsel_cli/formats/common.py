@@ -9,15 +9,24 @@ byte-identical artifacts.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ArtifactError, DynselError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: temporaries of killed runs are not swept
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT_VERSION = 1
 _CHUNK = 1 << 20
@@ -66,7 +75,11 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
 def atomic_directory(final: Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a fresh temporary directory next to ``final``; on success, swap it into place.
 
-    On any exception the temporary directory is removed and ``final`` is left as it was.
+    On any exception the temporary directory is removed and ``final`` is left as it was. The temporary
+    directory (``.NAME.tmp-*``) is flock'ed while its writer lives; one left by a killed writer is removed
+    by the next write of the same ``final`` (see :func:`sweep_stale_temporaries`). An existing ``final`` is
+    replaced by one atomic exchange where the system has it (Linux), so it never disappears, even for an
+    instant; elsewhere by two renames.
     """
     final = Path(final)
     parent = final.parent if str(final.parent) else Path(".")
@@ -78,8 +91,9 @@ def atomic_directory(final: Path, overwrite: bool = True) -> Iterator[Path]:
         raise DynselError(f"{final}: exists and is not a directory; choose another --out")
     if final.exists() and not overwrite:
         raise DynselError(f"{final}: already exists; remove it or pass --overwrite")
+    sweep_stale_temporaries(final)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=parent))
+        tmp, held = _held_temporary(parent, f".{final.name}{_TMP}")
     except OSError as exc:
         raise DynselError(f"{parent}: not writable ({exc.strerror}); choose a writable --out") from None
     try:
@@ -87,16 +101,156 @@ def atomic_directory(final: Path, overwrite: bool = True) -> Iterator[Path]:
         yield tmp
         for child in tmp.rglob("*"):
             _apply_umask(child)
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=parent))
-            os.replace(final, old / "artifact")
+        if not final.exists():
             os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
+        elif _exchange(tmp, final):
+            _discard(tmp)  # now the previous version
         else:
-            os.replace(tmp, final)
+            old, old_held = _held_temporary(parent, f".{final.name}{_OLD}")
+            try:
+                os.replace(final, old / "artifact")
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            finally:
+                _release(old_held)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        _release(held)
+
+
+_TMP, _OLD = ".tmp-", ".old-"
+_MKDTEMP_SUFFIX = re.compile(r"[a-z0-9_]+")
+
+
+def _hold(path: Path) -> int | None:
+    """Open ``path`` (a directory) and take an exclusive flock on it: the fd, or None if that fails
+    (another process holds it, or the file system cannot lock)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # type: ignore[union-attr]
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _discard(path: Path) -> None:
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _release(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
+def _held_temporary(parent: Path, prefix: str) -> tuple[Path, int | None]:
+    """mkdtemp in ``parent``, flock'ed by this process while it writes (unlocked where flock is unavailable)."""
+    for _ in range(100):
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        if fcntl is None:  # pragma: no cover - not POSIX
+            return tmp, None
+        fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a concurrent sweep took it for stale between mkdtemp and flock
+            os.close(fd)
+            continue
+        except OSError:  # pragma: no cover - a file system without flock: write unlocked (nothing is swept there)
+            return tmp, fd
+        if os.fstat(fd).st_nlink > 0:
+            return tmp, fd
+        os.close(fd)  # ... and removed it: make another
+    raise OSError(errno.EAGAIN, "could not make a temporary directory", str(parent))  # pragma: no cover
+
+
+def sweep_stale_temporaries(final: Path) -> None:
+    """Remove the temporary siblings of ``final`` (``.NAME.tmp-*``, ``.NAME.old-*``) whose writer is gone.
+
+    A writer holds an flock on its temporary directory, which the kernel drops when the process dies, so
+    a directory nobody holds was left by a killed run. If a killed two-rename replacement left ``final``
+    missing, the previous version parked in ``.NAME.old-*/artifact`` is put back first. Without flock
+    (not POSIX) nothing is removed.
+    """
+    if fcntl is None:  # pragma: no cover - not POSIX
+        return
+    final = Path(final)
+    parent = final.parent if str(final.parent) else Path(".")
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return
+    for entry in entries:
+        for marker in (_TMP, _OLD):
+            head = f".{final.name}{marker}"
+            if entry.name.startswith(head) and _MKDTEMP_SUFFIX.fullmatch(entry.name[len(head) :]) and entry.is_dir(follow_symlinks=False):
+                break
+        else:
+            continue
+        path = Path(entry.path)
+        fd = _hold(path)
+        if fd is None:
+            continue  # a live writer's
+        try:
+            parked = path / "artifact"
+            if marker == _OLD and parked.is_dir() and not final.exists():
+                os.replace(parked, final)
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+        finally:
+            _release(fd)
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+_renameat2: Any = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths (Linux renameat2 RENAME_EXCHANGE); False where that is unavailable."""
+    global _renameat2
+    if not sys.platform.startswith("linux"):
+        return False
+    if _renameat2 is None:
+        try:
+            function = ctypes.CDLL(None, use_errno=True).renameat2
+            function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            function.restype = ctypes.c_int
+            _renameat2 = function
+        except (AttributeError, OSError):  # pragma: no cover - glibc < 2.28, musl
+            _renameat2 = False
+    if _renameat2 is False:  # pragma: no cover
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # kernel or file system without it
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def check_output_path(final: Path, option: str = "--out") -> None:
+    """Fail early, before any expensive work, when ``final`` cannot become an artifact directory.
+
+    (``atomic_directory`` checks the same again when it writes; this only moves the answer up front.)
+    """
+    final = Path(final)
+    if final.exists() and not final.is_dir():
+        raise DynselError(f"{final}: exists and is not a directory; choose another {option}")
+    ancestor = final.parent if str(final.parent) else Path(".")
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise DynselError(f"{final}: cannot be created because {ancestor} is not a directory; choose another {option}")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise DynselError(f"{final}: cannot be created because {ancestor} is not writable; choose another {option}")
 
 
 def _apply_umask(path: Path) -> None:

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..formats.common import atomic_directory, canonical_json
+from ..formats.common import atomic_directory, canonical_json, sweep_stale_temporaries
 
 STATE_VERSION = 1
 
@@ -49,6 +49,7 @@ def load_state(directory: Path, key: str) -> tuple[dict[str, torch.Tensor], dict
 
 def remove_state(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
+    sweep_stale_temporaries(directory)  # a save_state killed half-way
 
 
 def optimiser_tensors(optimiser: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
