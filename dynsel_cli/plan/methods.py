@@ -116,10 +116,14 @@ def quotas_apply(method: str) -> bool:
 
 
 def _dynsel_epochs(r: np.ndarray, d: np.ndarray, weights: list[float], budget: int, config: PlanConfig, labels: np.ndarray | None, quotas: np.ndarray | None, beta: float, tau: float) -> Iterator[np.ndarray]:
+    # The penalty normaliser r·max(t, 1) is the usage expected under uniform selection. Below r = 1/N the
+    # budget is 1 sample (a share of 1/N) and float32(r·t) can underflow to 0 or make c / norm overflow,
+    # turning keys into nan (0/0, 0·inf) and the selection into "lowest indices"; so r is at least 1/N.
+    # Plans with r >= 1/N are unchanged.
     params = kernels.SelectionParams(
         n_select=budget,
         lambdas=weights,
-        ratio=config.ratio,
+        ratio=max(config.ratio, 1.0 / max(len(r), 1)),
         beta=beta,
         penalty="additive" if config.penalty == "none" else config.penalty,
         decay=config.decay,
