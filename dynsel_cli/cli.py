@@ -226,12 +226,13 @@ def factors_command(
     out: Path = typer.Option(..., "--out", "-o", help="Factor tables directory to write."),
     batch_size: int = typer.Option(FactorsConfig.batch_size, help=help_for(FactorsConfig, "batch_size")),
     device: str = typer.Option(FactorsConfig.device, help=help_for(FactorsConfig, "device")),
+    allow_foreign_sae: bool = typer.Option(False, "--allow-foreign-sae", help="Use an SAE trained on other features of the same width (recorded in the manifest as sae_trained_on_these_features: false)."),
 ) -> None:
     """Encode every sample with the SAE: the sample and unit factor tables (Parquet)."""
     from .factors import build_factor_tables
 
     with _errors(), _progress() as progress:
-        manifest = build_factor_tables(features, sae, out, FactorsConfig(batch_size=batch_size, device=device), progress)
+        manifest = build_factor_tables(features, sae, out, FactorsConfig(batch_size=batch_size, device=device), progress, allow_foreign_sae=allow_foreign_sae)
     _log(f"factors: {manifest['n_samples']} samples, {manifest['width']} units ({manifest['dead_units']} dead) → {out}")
 
 
@@ -311,6 +312,30 @@ def report(
             sys.stdout.write(json.dumps(payload, sort_keys=True) + "\n")
         else:
             render_terminal(main_report, Console(), compare=other)
+
+
+@app.command(epilog="Example: `dynsel verify runs/fm/plan --factors runs/fm/factors`  (exit 0: every check passed; 2: a check failed)")
+def verify(
+    plan: Path = typer.Argument(..., help="Plan directory to check."),
+    factors: Optional[Path] = typer.Option(None, "--factors", help="Factor tables the plan should come from: checks its inputs and recomputes it."),
+    features: Optional[Path] = typer.Option(None, "--features", help="Features the plan's data set should be (needed to recompute knn-density and kcenter plans)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the checks as one JSON object on stdout."),
+) -> None:
+    """Check a plan: checksums, budgets, duplicates, steps, copies; with --factors, that it belongs to them."""
+    from .verify import verify_plan
+
+    with _errors():
+        result = verify_plan(plan, factors, features)
+    if as_json:
+        sys.stdout.write(json.dumps(result.as_json(), sort_keys=True) + "\n")
+    else:
+        marks = {True: "[green]ok[/green]  ", False: "[red]FAIL[/red]", None: "[yellow]skip[/yellow]"}
+        for check in result.checks:
+            stderr.print(f"{marks[check.ok]} {check.name:<10} {escape(check.detail)}", highlight=False, soft_wrap=True)
+    if not result.ok:
+        names = ", ".join(dict.fromkeys(c.name for c in result.failed))
+        stderr.print(f"[red]error:[/red] {escape(str(plan))}: failed {names}; rebuild the plan with `dynsel plan` (see docs/reliability.md)", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2)
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
