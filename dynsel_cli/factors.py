@@ -12,7 +12,7 @@ from . import __version__
 from .config import FactorsConfig, as_settings
 from .devices import torch_device
 from .errors import ArtifactError, DynselError
-from .formats.common import atomic_directory
+from .formats.common import atomic_directory, check_output_path
 from .formats.factors import SampleFactors, UnitStats, write_factor_tables
 from .formats.features import iter_feature_batches, read_features_manifest
 from .formats.sae import SaeWeights, read_sae
@@ -97,12 +97,17 @@ def unit_statistics(units: np.ndarray, acts: np.ndarray, width: int, labels: np.
     return UnitStats(count=count, frequency=count / max(n, 1), mass=mass, mean_act=mean_act, max_act=max_act, class_frequency=class_frequency)
 
 
-def build_factor_tables(features: Path, sae: Path, out: Path, config: FactorsConfig = FactorsConfig(), progress: ProgressFn = null_progress) -> dict[str, Any]:
+def build_factor_tables(
+    features: Path, sae: Path, out: Path, config: FactorsConfig = FactorsConfig(), progress: ProgressFn = null_progress, allow_foreign_sae: bool = False
+) -> dict[str, Any]:
     """The factors stage: stream the features, encode them in batches, write both tables atomically.
 
-    Only the codes (N × k) are held in memory, not the feature vectors.
+    Only the codes (N × k) are held in memory, not the feature vectors. An SAE trained on other features
+    (another data set, or another encoder's features of the same width) is refused unless
+    ``allow_foreign_sae``: its units were never fitted to this data, and that is usually a mix-up.
     """
     features, sae = Path(features), Path(sae)
+    check_output_path(Path(out))
     feature_manifest = read_features_manifest(features)
     weights, sae_manifest = read_sae(sae)
     n, dim = int(feature_manifest["n_samples"]), int(feature_manifest["dim"])
@@ -110,6 +115,12 @@ def build_factor_tables(features: Path, sae: Path, out: Path, config: FactorsCon
         raise DynselError(f"{features} has dimension {dim} but the SAE {sae} expects {weights.dim}; fit the SAE on these features (dynsel fit-sae)")
     if n == 0:
         raise DynselError(f"{features}: the features hold no samples; extract a non-empty data set first")
+    trained_on = sae_manifest.get("inputs", {}).get("features")
+    if trained_on != feature_manifest["fingerprint"] and not allow_foreign_sae:
+        raise DynselError(
+            f"{sae}: this SAE was trained on other features (fingerprint {str(trained_on)[:16]}…) than {features} ({feature_manifest['fingerprint'][:16]}…); "
+            "fit one on these features (dynsel fit-sae) or pass --allow-foreign-sae"
+        )
     encoder = _Encoder(weights, config)
     ids = np.empty(n, dtype=np.int64)
     labels = np.empty(n, dtype=np.int64) if feature_manifest.get("has_labels") else None
@@ -136,7 +147,6 @@ def build_factor_tables(features: Path, sae: Path, out: Path, config: FactorsCon
     samples = SampleFactors(ids=ids, labels=labels, units=units, acts=acts)
     settings = as_settings(config)
     settings.pop("device")
-    trained_on = sae_manifest.get("inputs", {}).get("features")
     with atomic_directory(Path(out)) as tmp:
         manifest = write_factor_tables(
             tmp,

@@ -135,9 +135,12 @@ def test_sae_of_other_dimension_is_refused(small_run: Path, tmp_path: Path) -> N
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".factors.")] == []
 
 
-def test_sae_trained_on_other_features_is_recorded(small_run: Path, tmp_path: Path) -> None:
+def test_sae_trained_on_other_features_is_refused_unless_allowed_and_then_recorded(small_run: Path, tmp_path: Path) -> None:
     write_features_dir(tmp_path / "other", sparse_dictionary_data(50, 16, 32, seed=5))
-    manifest = build_factor_tables(tmp_path / "other", small_run / "sae", tmp_path / "factors", CPU)
+    with pytest.raises(DynselError, match="trained on other features .* --allow-foreign-sae"):
+        build_factor_tables(tmp_path / "other", small_run / "sae", tmp_path / "factors", CPU)
+    assert not (tmp_path / "factors").exists()
+    manifest = build_factor_tables(tmp_path / "other", small_run / "sae", tmp_path / "factors", CPU, allow_foreign_sae=True)
     assert manifest["sae_trained_on_these_features"] is False
     assert manifest["n_samples"] == 50 and manifest["has_labels"] is False
 

@@ -99,7 +99,7 @@ def test_nan_and_empty_features_are_refused(run: Path, tmp_path: Path) -> None:
     x[299, 0] = np.nan
     write_sharded(tmp_path / "nan", x, None, shard_rows=100)
     with pytest.raises(DynselError, match=r"NaN or Inf \(first at row 299\)"):
-        build_factor_tables(tmp_path / "nan", run / "sae", tmp_path / "out", CPU)
+        build_factor_tables(tmp_path / "nan", run / "sae", tmp_path / "out", CPU, allow_foreign_sae=True)
     empty = tmp_path / "empty"
     empty.mkdir()
     write_json(empty / "_manifest.json", {"format": "dynsel.features", "format_version": 1, "n_samples": 0, "dim": D, "dtype": "float32", "has_labels": False, "shards": [], "fingerprint": sha256_bytes(b"")})

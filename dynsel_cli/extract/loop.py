@@ -25,7 +25,7 @@ from .. import __version__
 from ..config import ExtractConfig, as_settings
 from ..devices import torch_device
 from ..errors import DynselError
-from ..formats.common import FORMAT_VERSION, atomic_directory, fingerprint, write_json
+from ..formats.common import FORMAT_VERSION, atomic_directory, check_output_path, fingerprint, write_json
 from ..formats.features import KIND, MANIFEST, VECTOR_DTYPES, FeatureShardWriter
 from ..progress import LogFn, ProgressFn, null_log, null_progress
 from .encoders import Encoder, make_encoder
@@ -145,8 +145,7 @@ def extract(source: Path, out: Path, config: ExtractConfig = ExtractConfig(), pr
     """
     _check(config)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DynselError(f"{out}: exists and is not a directory; choose another --out")
+    check_output_path(out)
     src = open_source(Path(source), source_options(config))
     n = len(src) if config.limit is None else min(config.limit, len(src))
     device = torch_device(config.device)

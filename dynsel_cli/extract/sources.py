@@ -182,6 +182,8 @@ def open_array_source(path: Path, sample_key: str | None = None, label_key: str 
             return _validated_array(path, samples, None, None, None, None)
         return _open_npz(path, sample_key, label_key)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        if "Python objects" in str(exc) or "Object arrays" in str(exc):
+            raise DynselError(f"{path}: holds Python objects (pickled), which dynsel never loads; save a numeric array instead") from None
         raise DynselError(f"{path}: not a readable numpy file ({exc})") from None
 
 
@@ -551,6 +553,9 @@ def open_table(path: Path, options: SourceOptions) -> TableSource:
         parse_problems = {}
     if n == 0:
         raise DynselError(f"{path}: the table has no rows")
+    if not names and parse_problems:  # no line could be read at all: say why, not "no column"
+        first = parse_problems[min(parse_problems)]
+        raise DynselError(f"{path} {first.where}: {first.detail}; no line of the file could be read (is it UTF-8 JSON Lines?)")
 
     text_col, vector_col = options.text_column, options.vector_column
     if vector_col is None and text_col == "text" and "text" not in names:

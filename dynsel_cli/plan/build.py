@@ -11,7 +11,7 @@ import numpy as np
 from .. import __version__
 from ..config import PlanConfig, as_settings
 from ..errors import DynselError
-from ..formats.common import atomic_directory
+from ..formats.common import atomic_directory, check_output_path
 from ..formats.factors import FactorTables, read_factor_tables
 from ..formats.features import Features, read_features
 from ..formats.plan import write_plan
@@ -78,6 +78,7 @@ def build_plan(
     features: Path | None = None,
 ) -> dict[str, Any]:
     """The plan stage: read the factor tables (and features, if given), compute the plan, write it atomically."""
+    check_output_path(Path(out))
     tables = read_factor_tables(Path(factors))
     feature_table = read_features(Path(features)) if features is not None else None
     result = compute_plan(tables, config, progress, feature_table)

@@ -21,7 +21,7 @@ from .. import __version__
 from ..config import SaeConfig, as_settings
 from ..devices import torch_device
 from ..errors import DynselError
-from ..formats.common import atomic_directory, fingerprint
+from ..formats.common import atomic_directory, check_output_path, fingerprint
 from ..formats.features import read_features_manifest
 from ..formats.sae import SaeWeights, write_sae
 from ..progress import LogFn, ProgressFn, null_log, null_progress
@@ -291,6 +291,7 @@ def fit_sae(features: Path, out: Path, config: SaeConfig = SaeConfig(), progress
     Returns the checkpoint's manifest. ``resume=False`` ignores (and replaces) a saved training state.
     """
     features, out = Path(features), Path(out)
+    check_output_path(out)
     manifest = read_features_manifest(features)
     stream = FeatureStream(features, config.buffer_rows, manifest)
     trainer = _Trainer(stream, config, progress, log)  # validates the settings before anything is written
