@@ -57,6 +57,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Control, not a dynsel method: least-used samples first, ties in a fresh random order every epoch.
     # It rotates like the usage penalty but ignores the factors: does the factor score matter at all?
     "usage-cycle": {"method": "random"},
+    # Probe, not a dynsel method: a process-level diversity term (method.md, "why the factors do not help").
+    "coverage-memory": {"method": "random"},
 }
 
 
@@ -243,6 +245,51 @@ def precompute_from_features(features: Path, work: Path, sae: SaeConfig, extract
     return timings
 
 
+def coverage_memory_epochs(tables: Any, budget: int, epochs: int, seed: int, rounds: int = 8) -> list[np.ndarray]:
+    """Prefer samples whose factors the trajectory has covered least so far.
+
+    Unit u's coverage C_u is the share of its activation mass trained on so far (summed over epochs). A
+    sample's score is its activation-weighted mean of 1 / (1 + C_u) over its k units. Each epoch is filled
+    in ``rounds`` slices, coverage updated after each, so one epoch does not take many samples of the same
+    uncovered factor; within a slice, the top scores per class (class quotas), ties broken at random.
+    """
+    from dynsel_cli.plan.budget import class_quotas
+
+    units = np.asarray(tables.samples.units)
+    acts = np.asarray(tables.samples.acts, dtype=np.float64)
+    labels = tables.samples.labels
+    n = len(units)
+    active = units >= 0
+    safe_units = np.where(active, units, 0)
+    width = int(safe_units.max()) + 1
+    weights = np.where(active, acts, 0.0)
+    mass = np.bincount(safe_units.ravel(), weights=weights.ravel(), minlength=width)
+    mass[mass == 0] = 1.0
+    row_mass = weights.sum(axis=1)
+    row_mass[row_mass == 0] = 1.0
+    coverage = np.zeros(width)
+    chosen = []
+    for t in range(epochs):
+        taken = np.zeros(n, dtype=bool)
+        noise = np.random.default_rng([seed, t, 11]).random(n) * 1e-9
+        rows_epoch = []
+        for r in range(rounds):
+            want = budget * (r + 1) // rounds - budget * r // rounds
+            score = (weights / (1.0 + coverage[safe_units])).sum(axis=1) / row_mass + noise
+            score[taken] = -np.inf
+            if labels is None:
+                picked = np.argpartition(-score, want - 1)[:want] if want else np.zeros(0, np.int64)
+            else:
+                quota = class_quotas(labels, want)
+                picked = np.concatenate([np.flatnonzero(labels == c)[np.argsort(-score[labels == c], kind="stable")[:q]] for c, q in enumerate(quota) if q])
+            taken[picked] = True
+            np.add.at(coverage, safe_units[picked].ravel(), (weights[picked] / mass[safe_units[picked]]).ravel())
+            rows_epoch.append(picked)
+        rows = np.concatenate(rows_epoch)
+        chosen.append(rows[np.random.default_rng([seed, t, 1]).permutation(len(rows))])
+    return chosen
+
+
 def plan_for(tables: Any, variant: str, ratio: float, seed: int, epochs: int, batch_size: int) -> tuple[list[np.ndarray], int, float]:
     overrides = VARIANTS[variant]
     config = dataclasses.replace(PlanConfig(), epochs=epochs, ratio=1.0 if variant == "full" else ratio, seed=seed, batch_size=batch_size, device="cpu", **overrides)
@@ -251,6 +298,10 @@ def plan_for(tables: Any, variant: str, ratio: float, seed: int, epochs: int, ba
         from dynsel_cli.plan.budget import epoch_budget
 
         epochs_ids = usage_cycle_epochs(tables.n_samples, epoch_budget(ratio, tables.n_samples), epochs, seed)
+    elif variant == "coverage-memory":
+        from dynsel_cli.plan.budget import epoch_budget
+
+        epochs_ids = [tables.samples.ids[rows] for rows in coverage_memory_epochs(tables, epoch_budget(ratio, tables.n_samples), epochs, seed)]
     else:
         epochs_ids = compute_plan(tables, config).epochs
     seconds = time.perf_counter() - start
