@@ -103,6 +103,7 @@ def test_metrics_file(fitted: Path) -> None:
     assert metrics["fvu"] <= min(h["fvu"] for h in metrics["history"]) + 1e-6
     manifest = json.loads((fitted / "manifest.json").read_text())
     assert manifest["metrics"] == {k: metrics[k] for k in ("fvu", "l0", "dead_fraction")}
+    assert manifest["reproducible_with"] == {"torch": torch.__version__.split("+")[0], "torch_threads": torch.get_num_threads()}
 
 
 @pytest.fixture(scope="module")

@@ -317,6 +317,9 @@ def fit_sae(features: Path, out: Path, config: SaeConfig = SaeConfig(), progress
                 "inputs": {"features": manifest["fingerprint"]},
                 "settings": settings,
                 "metrics": {k: metrics[k] for k in ("fvu", "l0", "dead_fraction")},
+                # float reductions split differently across thread counts: the weights are bit-reproducible
+                # only with the same torch version and thread count (docs/reliability.md)
+                "reproducible_with": {"torch": torch.__version__.split("+")[0], "torch_threads": torch.get_num_threads()},
             },
         )
     ckpt.remove_state(state_dir)
