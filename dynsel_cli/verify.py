@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from .config import PlanConfig
 from .errors import ArtifactError, DynselError
-from .formats.common import read_json, safe_child, sha256_bytes, verify_files
+from .formats.common import check_manifest_kind, read_json, safe_child, sha256_bytes, verify_files
 from .formats.features import Features, read_features
 from .formats.factors import FactorTables, read_factor_tables
 from .formats.plan import KIND, WHAT, Plan, read_plan, steps_for
@@ -67,8 +67,7 @@ def verify_plan(plan_dir: Path, factors: Path | None = None, features: Path | No
     if not plan_dir.is_dir():
         raise DynselError(f"{plan_dir}: not a plan directory (pass the directory `dynsel plan --out` wrote)")
     manifest = read_json(plan_dir / "manifest.json", WHAT)
-    if manifest.get("format") != KIND:
-        raise DynselError(f"{plan_dir}: not a dynsel plan directory (manifest format {manifest.get('format')!r})")
+    check_manifest_kind(manifest, KIND, plan_dir, WHAT)
     tables = read_factor_tables(Path(factors)) if factors is not None else None
     feature_table = read_features(Path(features)) if features is not None else None
 
@@ -132,10 +131,11 @@ def _full_epoch_flags(plan: Plan) -> list[bool]:
 
 def _budget(plan: Plan, epochs: list[np.ndarray]) -> Check:
     budget, n = int(plan.manifest["budget"]), plan.n_samples
-    bad = [e for e, (ids, full) in enumerate(zip(epochs, _full_epoch_flags(plan))) if len(ids) != (n if full else budget)]
+    expected = [n if full else budget for full in _full_epoch_flags(plan)]
+    bad = [e for e, ids in enumerate(epochs) if len(ids) != expected[e]]
     if bad:
         e = bad[0]
-        return Check("budget", False, f"epoch {e} holds {len(epochs[e])} ids, expected {n if _full_epoch_flags(plan)[e] else budget} ({len(bad)} epoch(s) off budget)")
+        return Check("budget", False, f"epoch {e} holds {len(epochs[e])} ids, expected {expected[e]} ({len(bad)} epoch(s) off budget)")
     return Check("budget", True, f"every epoch holds its budget ({budget} of {n})")
 
 

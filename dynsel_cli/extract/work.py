@@ -50,6 +50,20 @@ def work_dir_for(out: Path) -> Path:
     return (out.parent if str(out.parent) else Path(".")) / f".{out.name}.partial"
 
 
+def _try_lock(handle: Any) -> bool | None:
+    """Take an exclusive, non-blocking flock on an open file: True, False if another process holds it,
+    None where flock does not exist (not POSIX)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
 def remove_abandoned(out: Path) -> None:
     """Remove ``out``'s work directory unless a live run holds its lock (`dynsel run`, when ``out`` is up to date:
     a run killed after ``out`` was renamed into place but before its work directory was removed left it)."""
@@ -57,20 +71,12 @@ def remove_abandoned(out: Path) -> None:
     if not path.is_dir():
         return
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: cannot tell a live run's
-        return
-    try:
         handle = open(path / "lock", "a+")
     except OSError:
         return
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        shutil.rmtree(path, ignore_errors=True)
-    except OSError:
-        pass  # another dynsel extract is writing it
-    finally:
-        handle.close()
+    with handle:
+        if _try_lock(handle):  # False: another dynsel extract is writing it; None: cannot tell, keep it
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class WorkDir:
@@ -93,14 +99,8 @@ class WorkDir:
             raise DynselError(f"{self.path}: cannot create the work directory ({exc.strerror}); choose a writable --out") from None
         handle = open(self.path / "lock", "a+")
         try:
-            try:
-                import fcntl
-
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except ImportError:  # pragma: no cover - not POSIX: no lock
-                pass
-            except OSError:
-                raise DynselError(f"{self.path}: another dynsel extract is writing this output; wait for it to finish or stop it") from None
+            if _try_lock(handle) is False:  # None (not POSIX): run unlocked
+                raise DynselError(f"{self.path}: another dynsel extract is writing this output; wait for it to finish or stop it")
             self._lock = handle
             yield self
         finally:

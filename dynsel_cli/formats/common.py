@@ -83,12 +83,11 @@ def atomic_directory(final: Path, overwrite: bool = True) -> Iterator[Path]:
     """
     final = Path(final)
     parent = final.parent if str(final.parent) else Path(".")
+    check_output_path(final)
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DynselError(f"{final}: cannot create output directory ({exc.strerror}); choose a writable --out") from None
-    if final.exists() and not final.is_dir():
-        raise DynselError(f"{final}: exists and is not a directory; choose another --out")
     if final.exists() and not overwrite:
         raise DynselError(f"{final}: already exists; remove it or pass --overwrite")
     sweep_stale_temporaries(final)
@@ -239,7 +238,7 @@ def _exchange(a: Path, b: Path) -> bool:
 def check_output_path(final: Path, option: str = "--out") -> None:
     """Fail early, before any expensive work, when ``final`` cannot become an artifact directory.
 
-    (``atomic_directory`` checks the same again when it writes; this only moves the answer up front.)
+    ``atomic_directory`` runs it too; stages call it first so that the answer comes before the work.
     """
     final = Path(final)
     if final.exists() and not final.is_dir():
