@@ -31,6 +31,7 @@ app = typer.Typer(
 )
 stderr = Console(stderr=True)
 _state = {"debug": False}
+FORCE_HELP = "Let --out replace a dynsel artifact of another kind. A folder dynsel did not write is never replaced."
 
 
 def _version(value: bool) -> None:
@@ -139,6 +140,7 @@ def extract(
     workers: Optional[int] = typer.Option(None, help=help_for(ExtractConfig, "workers")),
     on_error: str = typer.Option(ExtractConfig.on_error, help=help_for(ExtractConfig, "on_error")),
     limit: Optional[int] = typer.Option(None, help=help_for(ExtractConfig, "limit")),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Encode every sample of SOURCE into feature vectors (sharded Parquet)."""
     import time
@@ -169,7 +171,7 @@ def extract(
                 plain(name, done, total)
 
         try:
-            manifest = run_extract(source, out, config, progress, log=_log)
+            manifest = run_extract(source, out, config, progress, log=_log, force=force)
         except KeyboardInterrupt:
             from .extract.work import work_dir_for
 
@@ -205,6 +207,7 @@ def fit_sae_command(
     seed: int = typer.Option(SaeConfig.seed, help=help_for(SaeConfig, "seed")),
     device: str = typer.Option(SaeConfig.device, help=help_for(SaeConfig, "device")),
     restart: bool = typer.Option(False, "--restart", help="Ignore the saved state of an interrupted run and train from scratch."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Train a TopK sparse autoencoder on FEATURES; its units are the data set's factors. Quality is logged after every epoch."""
     from .sae import fit_sae
@@ -214,7 +217,7 @@ def fit_sae_command(
         dead_samples=dead_samples, holdout=holdout, patience=patience, buffer_rows=buffer_rows, seed=seed, device=device,
     )
     with _errors(), _progress() as progress:
-        manifest = fit_sae(features, out, config, progress, log=_log, resume=not restart)
+        manifest = fit_sae(features, out, config, progress, log=_log, resume=not restart, force=force)
     m = manifest["metrics"]
     _log(f"sae: width {manifest['width']}, k {manifest['k']}: held-out FVU {m['fvu']:.3f}, L0 {m['l0']:.1f}, dead {m['dead_fraction']:.1%} → {out}")
 
@@ -227,12 +230,13 @@ def factors_command(
     batch_size: int = typer.Option(FactorsConfig.batch_size, help=help_for(FactorsConfig, "batch_size")),
     device: str = typer.Option(FactorsConfig.device, help=help_for(FactorsConfig, "device")),
     allow_foreign_sae: bool = typer.Option(False, "--allow-foreign-sae", help="Use an SAE trained on other features of the same width (recorded in the manifest as sae_trained_on_these_features: false)."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Encode every sample with the SAE: the sample and unit factor tables (Parquet)."""
     from .factors import build_factor_tables
 
     with _errors(), _progress() as progress:
-        manifest = build_factor_tables(features, sae, out, FactorsConfig(batch_size=batch_size, device=device), progress, allow_foreign_sae=allow_foreign_sae)
+        manifest = build_factor_tables(features, sae, out, FactorsConfig(batch_size=batch_size, device=device), progress, allow_foreign_sae=allow_foreign_sae, force=force)
     _log(f"factors: {manifest['n_samples']} samples, {manifest['width']} units ({manifest['dead_units']} dead) → {out}")
 
 
@@ -264,6 +268,7 @@ def plan_command(
     formats: str = typer.Option("bin,txt,parquet", help="Plan files to write besides the manifest: any of bin (always), txt, npy, parquet."),
     features: Optional[Path] = typer.Option(None, "--features", help="The features FACTORS was made from; needed by --method knn-density and kcenter."),
     device: str = typer.Option(PlanConfig.device, help=help_for(PlanConfig, "device")),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Compute the per-epoch selection plan from FACTORS."""
     from .formats.factors import read_factor_tables
@@ -284,7 +289,7 @@ def plan_command(
             return
         wanted = tuple(f.strip() for f in formats.split(",") if f.strip())
         check_formats(wanted)
-        manifest = build_plan(factors, Path(out), config, progress, formats=wanted, features=features)
+        manifest = build_plan(factors, Path(out), config, progress, formats=wanted, features=features, force=force)
     _log(f"plan: {manifest['epochs']} epochs × {manifest['budget']} of {manifest['n_samples']} ({method}), {manifest['total_steps']} steps at batch {batch_size} → {out}")
 
 
@@ -299,14 +304,20 @@ def report(
     """Summarise what a plan does: budgets, coverage, usage, overlap, schedule, classes."""
     from .formats.factors import read_factor_tables
     from .formats.plan import read_plan
+    from .formats.common import write_text_atomic
+    from .formats.output import check_output_file
     from .report import build_report, compare_reports, render_html, render_terminal
+    from .report.html import GENERATOR
 
     with _errors():
+        if html:
+            check_output_file(html, GENERATOR, inputs=[plan, factors, compare], option="--html")
         tables = read_factor_tables(factors) if factors else None
         main_report = build_report(read_plan(plan), tables)
         other = build_report(read_plan(compare), tables) if compare else None
         if html:
-            _write_text_atomic(html, render_html(main_report, compare=other))
+            write_text_atomic(html, render_html(main_report, compare=other))
+            _log(f"report: HTML page written to {html}")
         if as_json:
             payload = main_report if other is None else compare_reports(main_report, other)
             sys.stdout.write(json.dumps(payload, sort_keys=True) + "\n")
@@ -338,19 +349,6 @@ def verify(
         raise typer.Exit(code=2)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
-    except OSError as exc:
-        raise DynselError(f"{path}: cannot write here ({exc.strerror}); choose another --html path") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 @app.command(epilog="Example: `dynsel run sample_data/fashion_mnist_2k.npz --out runs/fm --epochs 10 --ratio 0.5 --seed 0`")
 def run(
     source: Path = typer.Argument(..., help="A .npy or .npz array file (images or vectors)."),
@@ -366,6 +364,7 @@ def run(
     batch_size: int = typer.Option(PlanConfig.batch_size, help=help_for(PlanConfig, "batch_size")),
     device: str = typer.Option("auto", help="Where every stage runs: auto, cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan report as JSON on stdout."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
 ) -> None:
     """Run every stage (extract → fit-sae → factors → plan) into OUT and print the report; up-to-date stages are skipped."""
     from .formats.factors import read_factor_tables
@@ -380,7 +379,7 @@ def run(
         plan=PlanConfig(epochs=epochs, ratio=ratio, seed=seed, method=method, batch_size=batch_size, device=device),
     )
     with _errors(), _progress() as progress:
-        result = run_pipeline(source, out, config, progress, _log)
+        result = run_pipeline(source, out, config, progress, _log, force=force)
         summary = build_report(read_plan(result.plan), read_factor_tables(out / "factors"))
     if as_json:
         sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")

@@ -12,7 +12,9 @@ from . import __version__
 from .config import FactorsConfig, as_settings
 from .devices import torch_device
 from .errors import ArtifactError, DynselError
-from .formats.common import atomic_directory, check_output_path
+from .formats.common import atomic_directory
+from .formats.output import check_output
+from .formats.factors import KIND as FACTORS_KIND
 from .formats.factors import SampleFactors, UnitStats, write_factor_tables
 from .formats.features import iter_feature_batches, read_features_manifest
 from .formats.sae import SaeWeights, read_sae
@@ -98,7 +100,14 @@ def unit_statistics(units: np.ndarray, acts: np.ndarray, width: int, labels: np.
 
 
 def build_factor_tables(
-    features: Path, sae: Path, out: Path, config: FactorsConfig = FactorsConfig(), progress: ProgressFn = null_progress, allow_foreign_sae: bool = False
+    features: Path,
+    sae: Path,
+    out: Path,
+    config: FactorsConfig = FactorsConfig(),
+    progress: ProgressFn = null_progress,
+    allow_foreign_sae: bool = False,
+    *,
+    force: bool = False,
 ) -> dict[str, Any]:
     """The factors stage: stream the features, encode them in batches, write both tables atomically.
 
@@ -107,7 +116,7 @@ def build_factor_tables(
     ``allow_foreign_sae``: its units were never fitted to this data, and that is usually a mix-up.
     """
     features, sae = Path(features), Path(sae)
-    check_output_path(Path(out))
+    check_output(Path(out), FACTORS_KIND, inputs=[features, sae], force=force)
     feature_manifest = read_features_manifest(features)
     weights, sae_manifest = read_sae(sae)
     n, dim = int(feature_manifest["n_samples"]), int(feature_manifest["dim"])
@@ -147,7 +156,7 @@ def build_factor_tables(
     samples = SampleFactors(ids=ids, labels=labels, units=units, acts=acts)
     settings = as_settings(config)
     settings.pop("device")
-    with atomic_directory(Path(out)) as tmp:
+    with atomic_directory(Path(out), FACTORS_KIND, force) as tmp:
         manifest = write_factor_tables(
             tmp,
             samples,

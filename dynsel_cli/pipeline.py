@@ -18,7 +18,8 @@ from .extract.loop import source_options
 from .extract.sources import source_fingerprint
 from .extract.work import remove_abandoned
 from .factors import build_factor_tables
-from .formats.common import check_output_path, sweep_stale_temporaries
+from .formats.common import sweep_stale_temporaries
+from .formats.output import RUN_KIND, check_output
 from .formats.factors import read_factors_manifest
 from .formats.features import read_features_manifest
 from .formats.plan import read_plan
@@ -85,10 +86,16 @@ def validate_run(source: Path, config: RunConfig) -> None:
         raise DynselError(f"--k {config.sae.k}: must be between 1 and the SAE width ({config.sae.width})")
 
 
-def run_pipeline(source: Path, out: Path, config: RunConfig = RunConfig(), progress: ProgressFn = null_progress, log: LogFn = null_log) -> RunResult:
-    """Run extract → fit-sae → factors → plan into ``out``/{features,sae,factors,plan}."""
+def run_pipeline(
+    source: Path, out: Path, config: RunConfig = RunConfig(), progress: ProgressFn = null_progress, log: LogFn = null_log, *, force: bool = False
+) -> RunResult:
+    """Run extract → fit-sae → factors → plan into ``out``/{features,sae,factors,plan}.
+
+    ``out`` must be new, empty, or a run directory (only stage artifacts inside); ``force`` lets a stage
+    folder replace a dynsel artifact of another kind.
+    """
     out = Path(out)
-    check_output_path(out)
+    check_output(out, RUN_KIND, inputs=[Path(source)], force=force)
     validate_run(Path(source), config)
     stages: dict[str, str] = {}
     paths = {name: out / name for name in ("features", "sae", "factors", "plan")}
@@ -99,27 +106,27 @@ def run_pipeline(source: Path, out: Path, config: RunConfig = RunConfig(), progr
     stages["extract"] = "up to date" if features else "built"
     if features is None:
         log(f"extract: {source} → {paths['features']}")
-        features = extract(Path(source), paths["features"], config.extract, progress)
+        features = extract(Path(source), paths["features"], config.extract, progress, force=force)
 
     sae = _current(read_sae_manifest, paths["sae"], {"features": features["fingerprint"]}, _settings(config.sae))
     stages["fit-sae"] = "up to date" if sae else "built"
     if sae is None:
         log(f"fit-sae: → {paths['sae']}")
-        sae = fit_sae(paths["features"], paths["sae"], config.sae, progress)
+        sae = fit_sae(paths["features"], paths["sae"], config.sae, progress, force=force)
 
     factor_inputs = {"features": features["fingerprint"], "sae": sae["fingerprint"]}
     factors = _current(read_factors_manifest, paths["factors"], factor_inputs, _settings(config.factors))
     stages["factors"] = "up to date" if factors else "built"
     if factors is None:
         log(f"factors: → {paths['factors']}")
-        factors = build_factor_tables(paths["features"], paths["sae"], paths["factors"], config.factors, progress)
+        factors = build_factor_tables(paths["features"], paths["sae"], paths["factors"], config.factors, progress, force=force)
 
     plan = _current(_plan_manifest, paths["plan"], {"factors": factors["fingerprint"]}, _settings(config.plan))
     stages["plan"] = "up to date" if plan else "built"
     if plan is None:
         log(f"plan: → {paths['plan']}")
         features_for_plan = paths["features"] if config.plan.method in NEEDS_FEATURES else None
-        build_plan(paths["factors"], paths["plan"], config.plan, progress, features=features_for_plan)
+        build_plan(paths["factors"], paths["plan"], config.plan, progress, features=features_for_plan, force=force)
     # a run killed after a stage's artifact was in place, but before the stage had cleaned up, left its
     # temporaries and resume state; a built stage has removed them, an up-to-date one does it now
     for path in paths.values():

@@ -166,6 +166,21 @@ CASES: list[Case] = [
     Case("plan-features-other-data", "`--features` of another data set", lambda w, r: ["plan", r.factors, "--out", OUT, "--method", "knn-density", "--features", _other_features(w, r)], "--features"),
     Case("plan-out-is-file", "`--out` is an existing file", lambda w, r: ["plan", r.factors, "--out", _write(w / "plan.txt", b"keep me\n")], "plan.txt"),
     Case("plan-manifest-path-escape", "manifest naming a file outside its artifact (`../`)", lambda w, r: ["plan", _escaping_factors(w, r), "--out", OUT], "outside"),
+    # output safety: --out replaces only dynsel's own artifacts of the same kind
+    Case("plan-out-user-folder", "`--out` is an existing folder dynsel did not write", lambda w, r: ["plan", r.factors, "--out", _user_folder(w)], "mydata"),
+    Case("plan-out-user-folder-force", "`--out` is a folder dynsel did not write, with `--force`", lambda w, r: ["plan", r.factors, "--out", _user_folder(w), "--force"], "not a dynsel plan"),
+    Case("plan-out-other-kind", "`--out` is a dynsel artifact of another kind (features), no `--force`", lambda w, r: ["plan", r.factors, "--out", _copy(r.features, w, "feats")], "--force"),
+    Case("plan-out-damaged-manifest", "`--out` is a plan whose manifest is unreadable", lambda w, r: ["plan", r.factors, "--out", _damaged_plan(w, r)], "not a dynsel plan"),
+    Case("plan-out-current-dir", "`--out .` (the current directory)", lambda w, r: ["plan", r.factors, "--out", "."], "current directory"),
+    Case("plan-out-parent-dir", "`--out ..` (a directory holding the current one)", lambda w, r: ["plan", r.factors, "--out", ".."], "current directory"),
+    Case("plan-out-is-input", "`--out` is the command's own input", lambda w, r: ["plan", _copy(r.factors, w, "factors"), "--out", w / "factors"], "input"),
+    Case("plan-out-holds-input", "`--out` is a folder holding the input", lambda w, r: ["plan", _nested_factors(w, r), "--out", w / "data"], "holds the input"),
+    Case("plan-out-inside-input", "`--out` inside the input directory", lambda w, r: ["plan", r.factors, "--out", r.factors / "plan"], "inside the input"),
+    Case("factors-out-user-folder", "`factors --out` is an existing folder dynsel did not write", lambda w, r: ["factors", r.features, "--sae", r.sae, "--out", _user_folder(w)], "mydata"),
+    Case("fit-sae-out-other-kind", "`fit-sae --out` is a plan, no `--force`", lambda w, r: ["fit-sae", r.features, "--out", _copy(r.plan, w, "a-plan")], "--force"),
+    Case("extract-out-inside-source", "`extract --out` inside the image folder it reads", lambda w, r: ["extract", _images(w, [(32, 32), (32, 32)]), "--out", w / "images" / "feats"], "inside the input"),
+    Case("run-out-user-folder", "`run --out` is an existing folder dynsel did not write", lambda w, r: ["run", SAMPLE, "--out", _user_folder(w)], "notes.txt"),
+    Case("report-html-user-file", "`report --html` is an existing file dynsel did not write", lambda w, r: ["report", r.plan, "--html", _write(w / "notes.html", b"<html>mine</html>\n")], "notes.html"),
     # report and verify
     Case("report-tampered-plan", "plan whose `indices.bin` was modified", lambda w, r: ["report", _tampered_plan(w, r)], "indices.bin"),
     Case("report-not-plan", "report of a directory that is not a plan", lambda w, r: ["report", r.factors], "plan"),
@@ -180,6 +195,25 @@ CASES: list[Case] = [
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def _user_folder(work: Path) -> Path:
+    folder = work / "mydata"
+    (folder / "raw").mkdir(parents=True)
+    (folder / "notes.txt").write_text("keep me\n")
+    (folder / "raw" / "table.csv").write_text("a,b\n1,2\n")
+    return folder
+
+
+def _damaged_plan(work: Path, run: PipelineRun) -> Path:
+    plan = _copy(run.plan, work, "plan-copy")
+    (plan / "manifest.json").write_text("{ truncated")
+    return plan
+
+
+def _nested_factors(work: Path, run: PipelineRun) -> Path:
+    (work / "data").mkdir()
+    return _copy(run.factors, work / "data", "factors")
 
 
 def _truncate(path: Path, keep: int) -> Path:

@@ -390,7 +390,7 @@ def test_atomic_directory_exception_keeps_the_old_artifact(tmp_path: Path) -> No
     assert (tmp_path / "art" / "data.txt").read_text() == "old"
 
 
-def test_atomic_directory_replaces_on_success_and_refuses_without_overwrite(tmp_path: Path) -> None:
+def test_atomic_directory_replaces_on_success_and_refuses_what_it_may_not_replace(tmp_path: Path) -> None:
     with atomic_directory(tmp_path / "art") as tmp:
         (tmp / "a.txt").write_text("1")
         (tmp / "stale.txt").write_text("stale")
@@ -399,9 +399,10 @@ def test_atomic_directory_replaces_on_success_and_refuses_without_overwrite(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
     assert [p.name for p in (tmp_path / "art").iterdir()] == ["a.txt"]  # nothing of the old version survives
     assert (tmp_path / "art" / "a.txt").read_text() == "2"
-    with pytest.raises(DynselError, match="already exists"):
-        with atomic_directory(tmp_path / "art", overwrite=False):
+    with pytest.raises(DynselError, match="not a dynsel plan"):  # no manifest: not dynsel's to replace
+        with atomic_directory(tmp_path / "art", "dynsel.plan"):
             pass
+    assert (tmp_path / "art" / "a.txt").read_text() == "2"
     (tmp_path / "file").write_text("x")
     with pytest.raises(DynselError, match="not a directory"):
         with atomic_directory(tmp_path / "file"):

@@ -25,7 +25,8 @@ from .. import __version__
 from ..config import ExtractConfig, as_settings
 from ..devices import torch_device
 from ..errors import DynselError
-from ..formats.common import FORMAT_VERSION, atomic_directory, check_output_path, fingerprint, write_json
+from ..formats.common import FORMAT_VERSION, atomic_directory, fingerprint, write_json
+from ..formats.output import check_output
 from ..formats.features import KIND, MANIFEST, VECTOR_DTYPES, FeatureShardWriter
 from ..progress import LogFn, ProgressFn, null_log, null_progress
 from .encoders import Encoder, make_encoder
@@ -138,14 +139,17 @@ def _stop_error(source: Source, record: dict[str, Any]) -> DynselError:
     return DynselError(f"{source.full_where(record['source'])}: {record['detail']} ({ident}); fix or remove it, or pass --on-error skip")
 
 
-def extract(source: Path, out: Path, config: ExtractConfig = ExtractConfig(), progress: ProgressFn = null_progress, log: LogFn = null_log) -> dict[str, Any]:
+def extract(
+    source: Path, out: Path, config: ExtractConfig = ExtractConfig(), progress: ProgressFn = null_progress, log: LogFn = null_log, *, force: bool = False
+) -> dict[str, Any]:
     """Encode every sample of ``source`` and write the features directory ``out``; returns its manifest.
 
-    Resumes a killed run of the same source and settings from its last completed shard.
+    Resumes a killed run of the same source and settings from its last completed shard. ``force`` lets
+    ``out`` replace a dynsel artifact of another kind (never a folder dynsel did not write).
     """
     _check(config)
     out = Path(out)
-    check_output_path(out)
+    check_output(out, KIND, inputs=[Path(source), Path(config.labels_csv) if config.labels_csv else None], force=force)
     src = open_source(Path(source), source_options(config))
     n = len(src) if config.limit is None else min(config.limit, len(src))
     device = torch_device(config.device)
@@ -186,7 +190,7 @@ def extract(source: Path, out: Path, config: ExtractConfig = ExtractConfig(), pr
                 work.remove()
                 raise
             raise DynselError(f"{exc} [{len(work.records)} completed shards kept in {work.path}; a rerun resumes]") from None
-        manifest = _assemble(out, work, hasher, dim, config.dtype, has_labels, n, src, source_info, encoder_info, settings)
+        manifest = _assemble(out, work, hasher, dim, config.dtype, has_labels, n, src, source_info, encoder_info, settings, force)
         work.remove()
     return manifest
 
@@ -280,7 +284,7 @@ class _ShardBuffer:
         self.positions, self.vectors, self.skipped = [], [], []
 
 
-def _assemble(out: Path, work: WorkDir, hasher: ContentHasher, dim: int, dtype: str, has_labels: bool, n: int, src: Source, source_info: dict[str, Any], encoder_info: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+def _assemble(out: Path, work: WorkDir, hasher: ContentHasher, dim: int, dtype: str, has_labels: bool, n: int, src: Source, source_info: dict[str, Any], encoder_info: dict[str, Any], settings: dict[str, Any], force: bool) -> dict[str, Any]:
     """Link the completed shards into a fresh features directory with its manifest; rename it into place."""
     records = work.records
     rows = sum(r.rows for r in records)
@@ -291,7 +295,7 @@ def _assemble(out: Path, work: WorkDir, hasher: ContentHasher, dim: int, dtype: 
     reasons_count: dict[str, int] = {}
     for s in skipped:
         reasons_count[s["reason"]] = reasons_count.get(s["reason"], 0) + 1
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, KIND, force) as tmp:
         shards = []
         for record in (r for r in records if r.file):
             name = f"part-{len(shards):05d}.parquet"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ArtifactError, DynselError
+from .output import check_output_path, check_replaceable
 
 try:
     import fcntl
@@ -72,8 +73,12 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def atomic_directory(final: Path, overwrite: bool = True) -> Iterator[Path]:
+def atomic_directory(final: Path, kind: str | None = None, force: bool = False) -> Iterator[Path]:
     """Yield a fresh temporary directory next to ``final``; on success, swap it into place.
+
+    With ``kind`` (an artifact kind), an existing ``final`` is replaced only if the output-safety rule
+    allows it (:func:`dynsel_cli.formats.output.check_replaceable`), checked again just before the swap
+    so that a folder created meanwhile is not lost.
 
     On any exception the temporary directory is removed and ``final`` is left as it was. The temporary
     directory (``.NAME.tmp-*``) is flock'ed while its writer lives; one left by a killed writer is removed
@@ -88,8 +93,8 @@ def atomic_directory(final: Path, overwrite: bool = True) -> Iterator[Path]:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DynselError(f"{final}: cannot create output directory ({exc.strerror}); choose a writable --out") from None
-    if final.exists() and not overwrite:
-        raise DynselError(f"{final}: already exists; remove it or pass --overwrite")
+    if kind is not None:
+        check_replaceable(final, kind, force=force)
     sweep_stale_temporaries(final)
     try:
         tmp, held = _held_temporary(parent, f".{final.name}{_TMP}")
@@ -100,6 +105,8 @@ def atomic_directory(final: Path, overwrite: bool = True) -> Iterator[Path]:
         yield tmp
         for child in tmp.rglob("*"):
             _apply_umask(child)
+        if kind is not None:
+            check_replaceable(final, kind, force=force)
         if not final.exists():
             os.replace(tmp, final)
         elif _exchange(tmp, final):
@@ -235,21 +242,18 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def check_output_path(final: Path, option: str = "--out") -> None:
-    """Fail early, before any expensive work, when ``final`` cannot become an artifact directory.
-
-    ``atomic_directory`` runs it too; stages call it first so that the answer comes before the work.
-    """
-    final = Path(final)
-    if final.exists() and not final.is_dir():
-        raise DynselError(f"{final}: exists and is not a directory; choose another {option}")
-    ancestor = final.parent if str(final.parent) else Path(".")
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise DynselError(f"{final}: cannot be created because {ancestor} is not a directory; choose another {option}")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise DynselError(f"{final}: cannot be created because {ancestor} is not writable; choose another {option}")
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a text file by temporary file and rename, with the permissions a plain open() would give."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        _apply_umask(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _apply_umask(path: Path) -> None:

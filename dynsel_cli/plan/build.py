@@ -11,10 +11,11 @@ import numpy as np
 from .. import __version__
 from ..config import PlanConfig, as_settings
 from ..errors import DynselError
-from ..formats.common import atomic_directory, check_output_path
+from ..formats.common import atomic_directory
+from ..formats.output import check_output
 from ..formats.factors import FactorTables, read_factor_tables
 from ..formats.features import Features, read_features
-from ..formats.plan import write_plan
+from ..formats.plan import KIND, write_plan
 from ..progress import ProgressFn, null_progress
 from .budget import epoch_budget
 from .methods import quotas_apply, select
@@ -76,13 +77,15 @@ def build_plan(
     progress: ProgressFn = null_progress,
     formats: tuple[str, ...] = ("bin", "txt", "parquet"),
     features: Path | None = None,
+    *,
+    force: bool = False,
 ) -> dict[str, Any]:
     """The plan stage: read the factor tables (and features, if given), compute the plan, write it atomically."""
-    check_output_path(Path(out))
+    check_output(Path(out), KIND, inputs=[Path(factors), features], force=force)
     tables = read_factor_tables(Path(factors))
     feature_table = read_features(Path(features)) if features is not None else None
     result = compute_plan(tables, config, progress, feature_table)
-    with atomic_directory(Path(out)) as tmp:
+    with atomic_directory(Path(out), KIND, force) as tmp:
         return write_plan(
             tmp,
             result.epochs,

@@ -15,6 +15,8 @@ from typing import Any, Sequence
 
 from .fmt import class_label, fmt, fmt_delta, fmt_field, has_values, label, plan_title, series
 
+GENERATOR = "dynsel report"  # the <meta name='generator'> that lets `report --html` replace its own page
+
 COLORS = {"A": "#2563eb", "B": "#ea580c"}
 W, H = 560, 260
 M_LEFT, M_RIGHT, M_TOP, M_BOTTOM = 52, 16, 34, 40
@@ -562,6 +564,7 @@ def render_html(report: dict[str, Any], compare: dict[str, Any] | None = None) -
     return "\n".join([
         "<!DOCTYPE html>",
         "<html lang='en'><head><meta charset='utf-8'>",
+        f"<meta name='generator' content='{GENERATOR}'>",
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">",
         f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>",

@@ -21,8 +21,10 @@ from .. import __version__
 from ..config import SaeConfig, as_settings
 from ..devices import torch_device
 from ..errors import DynselError
-from ..formats.common import atomic_directory, check_output_path, fingerprint
+from ..formats.common import atomic_directory, fingerprint
+from ..formats.output import check_output
 from ..formats.features import read_features_manifest
+from ..formats.sae import KIND as SAE_KIND
 from ..formats.sae import SaeWeights, write_sae
 from ..progress import LogFn, ProgressFn, null_log, null_progress
 from . import resume as ckpt
@@ -285,13 +287,15 @@ def train_sae(vectors: np.ndarray, config: SaeConfig = SaeConfig(), progress: Pr
     return _Trainer(stream, config, progress, log).run(None)
 
 
-def fit_sae(features: Path, out: Path, config: SaeConfig = SaeConfig(), progress: ProgressFn = null_progress, *, log: LogFn = null_log, resume: bool = True) -> dict[str, Any]:
+def fit_sae(
+    features: Path, out: Path, config: SaeConfig = SaeConfig(), progress: ProgressFn = null_progress, *, log: LogFn = null_log, resume: bool = True, force: bool = False
+) -> dict[str, Any]:
     """The fit-sae stage: stream the features, train (resuming a killed run), write the checkpoint atomically.
 
     Returns the checkpoint's manifest. ``resume=False`` ignores (and replaces) a saved training state.
     """
     features, out = Path(features), Path(out)
-    check_output_path(out)
+    check_output(out, SAE_KIND, inputs=[features], force=force)
     manifest = read_features_manifest(features)
     stream = FeatureStream(features, config.buffer_rows, manifest)
     trainer = _Trainer(stream, config, progress, log)  # validates the settings before anything is written
@@ -306,7 +310,7 @@ def fit_sae(features: Path, out: Path, config: SaeConfig = SaeConfig(), progress
     except DynselError:
         ckpt.remove_state(state_dir)  # bad input or divergence: resuming would not help
         raise
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, SAE_KIND, force) as tmp:
         result = write_sae(
             tmp,
             weights,
