@@ -28,8 +28,8 @@ from dynsel_cli.plan.scores import normalise, representativeness_and_rarity
 from conftest import tree_digests
 
 N = 2000
-BASE = PlanConfig(epochs=4, ratio=0.3, seed=0, device="cpu")
-SET_METHODS = ("dynsel", "random", "static-random", "static-top")
+BASE = PlanConfig(epochs=4, ratio=0.3, seed=0, method="score", device="cpu")  # the scored method; dynsel and rs2: test_rotation.py
+SET_METHODS = ("score", "dynsel", "rs2", "random", "static-random", "static-top")
 GEOMETRIC = ("knn-density", "kcenter")
 
 
@@ -140,12 +140,12 @@ def test_method_invariants_and_determinism(factor_tables, features, method: str)
 
 def test_static_top_selects_the_most_representative(factor_tables) -> None:
     r, _ = representativeness_and_rarity(factor_tables, "rank", "cpu")
-    chosen = set(plan_epochs(factor_tables, replace(BASE, method="static-top", class_quota=False))[0].tolist())
+    chosen = set(plan_epochs(factor_tables, replace(BASE, method="static-top", class_quota="none"))[0].tolist())
     mask = np.zeros(N, bool)
     mask[list(chosen)] = True
     assert r[mask].min() >= r[~mask].max()
     # dynsel's first epoch with λ = 0 (no usage yet) is the same top-R selection
-    first = plan_epochs(factor_tables, replace(BASE, class_quota=False, lambda_start=0.0))[0]
+    first = plan_epochs(factor_tables, replace(BASE, class_quota="none", lambda_start=0.0))[0]
     assert set(first.tolist()) == chosen
 
 
@@ -187,7 +187,7 @@ def test_class_quotas_are_met_exactly(factor_tables, features, method: str, rati
     labels = factor_tables.samples.labels
     quotas = class_quotas(labels, epoch_budget(ratio, N))
     feats = features if method in GEOMETRIC else None
-    for epoch in plan_epochs(factor_tables, replace(BASE, ratio=ratio, method=method, tau=0.2 if method == "dynsel" else 0.0), feats):
+    for epoch in plan_epochs(factor_tables, replace(BASE, ratio=ratio, method=method, tau=0.2 if method == "score" else 0.0), feats):
         np.testing.assert_array_equal(np.bincount(labels[epoch], minlength=10), quotas)
 
 
@@ -201,7 +201,7 @@ def test_class_quotas_for_the_baselines(factor_tables, features, method: str) ->
 
 
 def test_without_quotas_the_budget_is_still_exact(factor_tables) -> None:
-    for epoch in plan_epochs(factor_tables, replace(BASE, ratio=0.333, class_quota=False)):
+    for epoch in plan_epochs(factor_tables, replace(BASE, ratio=0.333, class_quota="none")):
         check_epoch(epoch, N, 666)
 
 
@@ -268,7 +268,7 @@ def usage_counts(epochs: list[np.ndarray]) -> np.ndarray:
 
 
 def test_usage_frequency_penalty_rotates_samples(factor_tables) -> None:
-    config = PlanConfig(epochs=6, ratio=0.5, seed=0, device="cpu")
+    config = PlanConfig(epochs=6, ratio=0.5, seed=0, method="score", device="cpu")
     with_penalty = usage_counts(plan_epochs(factor_tables, replace(config, beta=1.0)))
     without = plan_epochs(factor_tables, replace(config, penalty="none", tau=0.0, schedule="constant"))
     no_penalty = usage_counts(without)
@@ -327,7 +327,7 @@ def test_same_inputs_give_byte_identical_plans(pipeline_run, tmp_path: Path) -> 
     build_plan(pipeline_run.factors, tmp_path / "a", config)
     build_plan(pipeline_run.factors, tmp_path / "b", config)
     digests = tree_digests(tmp_path / "a")
-    assert len(digests) == 1 + 2 + 1 + 6  # manifest, indices/offsets, parquet, 6 text files
+    assert len(digests) == 1 + 2 + 1 + 6 + 1  # manifest, indices/offsets, parquet, 6 text files, signals.parquet
     assert tree_digests(tmp_path / "b") == digests
     # ... and identical, manifest included, to the plan `dynsel run` wrote with the same settings
     assert tree_digests(pipeline_run.plan) == digests
@@ -341,7 +341,7 @@ def test_plan_manifest_contents(pipeline_run, factor_tables, tmp_path: Path) -> 
     build_plan(pipeline_run.factors, tmp_path / "plan", replace(BASE, batch_size=128))
     plan = read_plan(tmp_path / "plan")
     m = plan.manifest
-    assert m["method"] == "dynsel" and m["ratio"] == 0.3 and m["seed"] == 0 and m["epochs"] == 4
+    assert m["method"] == "score" and m["ratio"] == 0.3 and m["seed"] == 0 and m["epochs"] == 4
     assert m["steps_per_epoch"] == [5] * 4 and m["total_steps"] == 20  # ceil(600 / 128) = 5
     assert m["inputs"]["factors"] == factor_tables.fingerprint
     assert m["dataset_fingerprint"] == factor_tables.manifest["inputs"]["features"]

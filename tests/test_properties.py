@@ -30,7 +30,7 @@ from dynsel_cli.formats.factors import FactorTables, SampleFactors, read_factor_
 from dynsel_cli.formats.features import Features, read_features
 from dynsel_cli.formats.plan import read_plan, steps_for, write_plan_stream
 from dynsel_cli.plan import compute_plan
-from dynsel_cli.plan.budget import class_quotas, epoch_budget
+from dynsel_cli.plan.budget import epoch_budget, quotas_for
 from dynsel_cli.plan.methods import METHODS, NEEDS_FEATURES
 from dynsel_cli.plan.scores import representativeness_and_rarity
 
@@ -134,7 +134,7 @@ def plan_cases(draw: st.DrawFn, method: str) -> tuple[FactorTables, Features | N
         beta=draw(st.sampled_from([0.0, 1.0, 3.0])),
         decay=draw(st.sampled_from([1.0, 0.5])),
         tau=draw(st.sampled_from([0.0, 0.0, 0.3, 2.0])),
-        class_quota=draw(st.booleans()),
+        class_quota=draw(st.sampled_from(["proportional", "balanced", "none"])),
         full_epochs=draw(st.integers(0, epochs)),
         device="cpu",
     )
@@ -174,12 +174,12 @@ def test_plan_invariants_of_every_method(method: str, data: st.DataObject) -> No
         row_sets.append(frozenset(id_to_row[int(i)] for i in epoch))
 
     # Class quotas: applied exactly when asked for, labelled, and the method honours them.
-    applied = config.class_quota and labels is not None and config.method not in ("full", "kcenter")
+    applied = config.class_quota != "none" and labels is not None and config.method not in ("full", "kcenter")
     assert extra["class_quota_applied"] is applied
     if applied:
         event("class quota applied")
-        quotas = class_quotas(labels, budget)
-        assert quotas.sum() == budget
+        quotas = quotas_for(config.class_quota, labels, budget)
+        assert quotas is not None and quotas.sum() == budget
         for t in range(n_select):
             rows = np.fromiter(row_sets[t], dtype=np.int64)
             np.testing.assert_array_equal(np.bincount(labels[rows], minlength=len(quotas)), quotas)
@@ -219,7 +219,7 @@ def dynsel_special_cases(tables: FactorTables, config: PlanConfig) -> None:
     n = tables.n_samples
     row_of = {int(i): row for row, i in enumerate(tables.samples.ids)}
     r, _ = representativeness_and_rarity(tables, config.normalise, "cpu")
-    top = compute_plan(tables, replace(config, method="static-top", class_quota=False)).epochs[0]
+    top = compute_plan(tables, replace(config, method="static-top", class_quota="none")).epochs[0]
     mask = np.zeros(n, dtype=bool)
     mask[[row_of[int(i)] for i in top]] = True
     if not mask.all():
@@ -242,7 +242,7 @@ def test_dynsel_first_epoch_and_unpenalised_repeats(n: int, ratio: float, penalt
     labels = rng.integers(0, 3, n).astype(np.int64) if labelled else None
     units, acts = codes(rng, n, 4, 12, ties)
     tables = make_tables(sample_ids(rng, n, gaps=True), labels, units, acts, 12)
-    config = PlanConfig(epochs=epochs, ratio=ratio, seed=seed, penalty=penalty, beta=beta, decay=decay, device="cpu")
+    config = PlanConfig(epochs=epochs, ratio=ratio, seed=seed, method="score", penalty=penalty, beta=beta, decay=decay, device="cpu")
     dynsel_special_cases(tables, config)
 
 
@@ -254,7 +254,7 @@ def test_dynsel_special_cases_at_tiny_ratios(ratio: float) -> None:
     units, acts = codes(rng, 20, 4, 12, "none")
     tables = make_tables(np.arange(20, dtype=np.int64), None, units, acts, 12)
     with np.errstate(all="raise"):  # no nan or inf anywhere in the scoring
-        dynsel_special_cases(tables, PlanConfig(epochs=4, ratio=ratio, device="cpu"))
+        dynsel_special_cases(tables, PlanConfig(epochs=4, ratio=ratio, method="score", device="cpu"))
 
 
 # ------------------------------------------------------------------------------------------ plan format

@@ -137,6 +137,7 @@ def write_plan(
     extra: dict[str, Any],
     weights: Sequence[np.ndarray] | None = None,
     formats: Sequence[str] = ("bin", "txt", "parquet"),
+    signals: pa.Table | None = None,
 ) -> dict[str, Any]:
     """Write a plan into ``directory`` (a temporary directory of an atomic write); returns the manifest.
 
@@ -172,6 +173,9 @@ def write_plan(
     if "parquet" in formats:
         _write_parquet(directory / "plan.parquet", epochs, weights)
         names.append("plan.parquet")
+    if signals is not None:
+        pq.write_table(signals, directory / "signals.parquet", compression="zstd")
+        names.append("signals.parquet")
     files = {name: file_entry(directory / name) for name in names}
     steps = [steps_for(c, batch_size, world_size, drop_last) for c in counts]
     manifest = {

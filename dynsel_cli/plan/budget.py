@@ -30,3 +30,41 @@ def class_quotas(labels: np.ndarray, budget: int) -> np.ndarray:
     if (quotas > sizes).any():  # cannot happen with proportional shares; guard the invariant anyway
         raise DynselError("class quotas exceed class sizes")
     return quotas
+
+
+QUOTA_MODES = ("proportional", "balanced", "none")
+
+
+def balanced_class_quotas(labels: np.ndarray, budget: int) -> np.ndarray:
+    """Split ``budget`` as evenly as possible over classes, capped by class size (water-filling).
+
+    Every class gets the same share unless it is too small, in which case it contributes all its samples
+    and the rest is shared again among the larger classes; remainders go to the lower class ids.
+    """
+    sizes = np.bincount(labels).astype(np.int64)
+    quotas = np.zeros_like(sizes)
+    left = min(int(budget), int(sizes.sum()))
+    open_classes = [c for c in range(len(sizes)) if sizes[c] > 0]
+    while left > 0 and open_classes:
+        share, extra = divmod(left, len(open_classes))
+        still_open = []
+        for position, c in enumerate(open_classes):
+            want = share + (1 if position < extra else 0)
+            give = min(want, int(sizes[c] - quotas[c]))
+            quotas[c] += give
+            left -= give
+            if quotas[c] < sizes[c]:
+                still_open.append(c)
+        if len(still_open) == len(open_classes):
+            break
+        open_classes = still_open
+    return quotas
+
+
+def quotas_for(mode: str, labels: np.ndarray | None, budget: int) -> np.ndarray | None:
+    """Per-class budgets for ``--class-quota MODE`` (None: no quotas, or no labels)."""
+    if labels is None or mode == "none":
+        return None
+    if mode == "balanced":
+        return balanced_class_quotas(labels, budget)
+    return class_quotas(labels, budget)

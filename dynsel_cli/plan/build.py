@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from .. import __version__
 from ..config import PlanConfig, as_settings
@@ -17,19 +18,22 @@ from ..formats.factors import FactorTables, read_factor_tables
 from ..formats.features import Features, read_features
 from ..formats.plan import KIND, write_plan
 from ..progress import ProgressFn, null_progress
+from . import streams
 from .budget import epoch_budget
 from .methods import quotas_apply, select
+from .signals import Signals
 
 
 @dataclass(frozen=True)
 class PlanResult:
     epochs: list[np.ndarray]  # int64 sample ids per epoch, training order
     manifest_extra: dict[str, Any]
+    signals: pa.Table | None = None  # dynsel: per-sample near-duplicate groups and label trust (signals.parquet)
 
 
 def training_order(rows: np.ndarray, seed: int, epoch: int) -> np.ndarray:
     """A seeded shuffle of one epoch's rows (PCG64 keyed by seed and epoch: same on every platform)."""
-    rng = np.random.default_rng([seed, epoch, 1])
+    rng = np.random.default_rng([seed, epoch, streams.ORDER])
     return rows[rng.permutation(len(rows))]
 
 
@@ -54,14 +58,29 @@ def compute_plan(tables: FactorTables, config: PlanConfig, progress: ProgressFn 
         "ratio": config.ratio,
         "seed": config.seed,
         "budget": epoch_budget(config.ratio, tables.n_samples),
-        "class_quota_applied": bool(config.class_quota and tables.samples.labels is not None and quotas_apply(config.method)),
+        "class_quota_applied": bool(config.class_quota != "none" and tables.samples.labels is not None and quotas_apply(config.method)),
         "settings": settings,
-        "schedule": {"kind": config.schedule, "lambda": selection.lambdas} if config.method == "dynsel" else None,
+        "schedule": {"kind": config.schedule, "lambda": selection.lambdas} if config.method == "score" else None,
         "inputs": {"factors": tables.fingerprint, **({"features": features.fingerprint} if features is not None else {})},
         "dataset_fingerprint": tables.manifest.get("inputs", {}).get("features"),
         "classes": tables.manifest.get("classes"),
+        "signals": selection.signals.summary() if selection.signals is not None else None,
     }
-    return PlanResult(epochs=epochs, manifest_extra=extra)
+    signals = signals_table(ids, selection.signals) if selection.signals is not None else None
+    return PlanResult(epochs=epochs, manifest_extra=extra, signals=signals)
+
+
+def signals_table(ids: np.ndarray, signals: Signals) -> pa.Table:
+    """signals.parquet: what dynsel's rotation weights rest on, one row per sample (docs/formats.md)."""
+    columns = {
+        "id": pa.array(ids, pa.int64()),
+        "group": pa.array(ids[signals.group], pa.int64()),
+        "group_size": pa.array(signals.group_size, pa.int64()),
+        "label_support": pa.array(signals.label_support, pa.float32()) if signals.label_support is not None else pa.nulls(len(ids), pa.float32()),
+        "suspect": pa.array(signals.suspect, pa.bool_()),
+        "weight": pa.array(signals.weights, pa.float64()),
+    }
+    return pa.table(columns)
 
 
 def check_same_data_set(tables: FactorTables, features: Features) -> None:
@@ -95,4 +114,5 @@ def build_plan(
             drop_last=config.drop_last,
             extra=result.manifest_extra,
             formats=formats,
+            signals=result.signals,
         )

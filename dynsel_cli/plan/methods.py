@@ -13,12 +13,15 @@ from ..config import PlanConfig
 from ..errors import DynselError
 from ..formats.factors import FactorTables
 from ..progress import ProgressFn, null_progress
-from .budget import class_quotas, epoch_budget
-from .schedule import scheduler_weights
+from . import streams
+from .budget import QUOTA_MODES, epoch_budget, quotas_for
 from .geometric import kcenter_greedy, knn_density
+from .rotation import rs2_epochs, weighted_rotation_epochs
+from .schedule import scheduler_weights
 from .scores import normalise, representativeness_and_rarity
+from .signals import Signals, compute_signals
 
-METHODS = ("dynsel", "full", "random", "static-random", "static-top", "knn-density", "kcenter")
+METHODS = ("dynsel", "rs2", "score", "full", "random", "static-random", "static-top", "knn-density", "kcenter")
 NEEDS_FEATURES = ("knn-density", "kcenter")
 PENALTIES = ("additive", "multiplicative", "none")
 
@@ -29,6 +32,7 @@ class Selection:
 
     rows: list[np.ndarray]  # int64, sorted, one per epoch
     lambdas: list[float | None]  # scheduler weight per epoch (None where it does not apply)
+    signals: Signals | None = None  # dynsel: near-duplicate groups and label trust behind the weights
 
 
 def validate(config: PlanConfig) -> None:
@@ -38,6 +42,10 @@ def validate(config: PlanConfig) -> None:
         raise DynselError(f"--epochs {config.epochs}: must be at least 1")
     if not 0 <= config.full_epochs <= config.epochs:
         raise DynselError(f"--full-epochs {config.full_epochs}: must be between 0 and --epochs ({config.epochs})")
+    if config.class_quota not in QUOTA_MODES:
+        raise DynselError(f"--class-quota {config.class_quota!r}: use one of {', '.join(QUOTA_MODES)}")
+    if not 0 < config.dup_cosine <= 1:
+        raise DynselError(f"--dup-cosine {config.dup_cosine}: must be in (0, 1]")
     if config.penalty not in PENALTIES:
         raise DynselError(f"--penalty {config.penalty!r}: use one of {', '.join(PENALTIES)}")
     if config.beta < 0 or config.tau < 0:
@@ -59,17 +67,28 @@ def select(tables: FactorTables, config: PlanConfig, progress: ProgressFn = null
     budget = epoch_budget(config.ratio, n)
     n_select_epochs = config.epochs - config.full_epochs
     labels = tables.samples.labels
-    quotas = class_quotas(labels, budget) if (config.class_quota and labels is not None) else None
+    quotas = quotas_for(config.class_quota, labels, budget)
     everything = np.arange(n, dtype=np.int64)
 
     rows: list[np.ndarray]
     lambdas: list[float | None] = [None] * n_select_epochs
+    signals = None
     if config.method == "full" or budget == n:
         rows = [everything] * n_select_epochs
     elif config.method == "random":
-        rows = [_uniform(n, budget, np.random.default_rng([config.seed, t, 0]), labels, quotas) for t in range(n_select_epochs)]
+        rows = [_uniform(n, budget, np.random.default_rng([config.seed, t, streams.RANDOM]), labels, quotas) for t in range(n_select_epochs)]
     elif config.method == "static-random":
-        rows = [_uniform(n, budget, np.random.default_rng([config.seed, 0, 0]), labels, quotas)] * n_select_epochs
+        rows = [_uniform(n, budget, np.random.default_rng([config.seed, 0, streams.RANDOM]), labels, quotas)] * n_select_epochs
+    elif config.method == "rs2":
+        rows = list(rs2_epochs(n, budget, n_select_epochs, config.seed, labels, quotas))
+    elif config.method == "dynsel":
+        signals = compute_signals(
+            tables.samples.units, tables.samples.acts, int(tables.manifest.get("width", 0)), labels, dedup=config.dedup, trust=config.trust, dup_cosine=config.dup_cosine
+        )
+        rows = []
+        for t, chosen in enumerate(weighted_rotation_epochs(signals.weights, budget, n_select_epochs, config.seed, labels, quotas)):
+            rows.append(chosen)
+            progress("plan", t + 1, n_select_epochs)
     elif config.method == "static-top":
         r, _ = representativeness_and_rarity(tables, config.normalise, kernels.resolve_device(config.device))
         rows = [_top(r, budget, config, labels, quotas)] * n_select_epochs
@@ -80,23 +99,23 @@ def select(tables: FactorTables, config: PlanConfig, progress: ProgressFn = null
     elif config.method == "kcenter":
         assert vectors is not None
         rows = [kcenter_greedy(vectors, budget, config.seed)] * n_select_epochs
-    else:
+    else:  # score: the paper's representativeness → rarity schedule with the usage-frequency penalty
         r, d = representativeness_and_rarity(tables, config.normalise, kernels.resolve_device(config.device))
         weights = scheduler_weights(config.schedule, config.lambda_start, config.lambda_end, n_select_epochs)
         beta = 0.0 if config.penalty == "none" else config.beta
         rows = []
-        for t, chosen in enumerate(_dynsel_epochs(r, d, weights, budget, config, labels, quotas, beta, config.tau)):
+        for t, chosen in enumerate(_score_epochs(r, d, weights, budget, config, labels, quotas, beta, config.tau)):
             rows.append(chosen)
             progress("plan", t + 1, n_select_epochs)
         lambdas = list(weights)
     rows = rows + [everything] * config.full_epochs
     lambdas = lambdas + [None] * config.full_epochs
-    return Selection(rows=rows, lambdas=lambdas)
+    return Selection(rows=rows, lambdas=lambdas, signals=signals)
 
 
 def _top(score: np.ndarray, budget: int, config: PlanConfig, labels: np.ndarray | None, quotas: np.ndarray | None) -> np.ndarray:
     """The ``budget`` highest scores (within class quotas when given), by the kernels' exact tie rule."""
-    return next(_dynsel_epochs(score, score, [0.0], budget, config, labels, quotas, beta=0.0, tau=0.0))
+    return next(_score_epochs(score, score, [0.0], budget, config, labels, quotas, beta=0.0, tau=0.0))
 
 
 def _uniform(n: int, budget: int, rng: np.random.Generator, labels: np.ndarray | None = None, quotas: np.ndarray | None = None) -> np.ndarray:
@@ -115,7 +134,7 @@ def quotas_apply(method: str) -> bool:
     return method not in ("full", "kcenter")
 
 
-def _dynsel_epochs(r: np.ndarray, d: np.ndarray, weights: list[float], budget: int, config: PlanConfig, labels: np.ndarray | None, quotas: np.ndarray | None, beta: float, tau: float) -> Iterator[np.ndarray]:
+def _score_epochs(r: np.ndarray, d: np.ndarray, weights: list[float], budget: int, config: PlanConfig, labels: np.ndarray | None, quotas: np.ndarray | None, beta: float, tau: float) -> Iterator[np.ndarray]:
     # The penalty normaliser r·max(t, 1) is the usage expected under uniform selection. Below r = 1/N the
     # budget is 1 sample (a share of 1/N) and float32(r·t) can underflow to 0 or make c / norm overflow,
     # turning keys into nan (0/0, 0·inf) and the selection into "lowest indices"; so r is at least 1/N.

@@ -16,6 +16,7 @@ import numpy as np
 from ..formats.factors import FactorTables
 from ..formats.plan import Plan, steps_for
 from . import metrics as m
+from .messy import messy_data_summary, read_plan_signals, signals_from_factors
 
 SCHEMA_VERSION = 1
 KIND = "dynsel.report"
@@ -259,6 +260,11 @@ def build_report(plan: Plan, factors: FactorTables | None = None) -> dict[str, A
                 overall["class_worst"] = worst[2]
                 overall["class_worst_deviation_mean"] = float(np.mean([t[0] for t in devs]))
 
+    signals = read_plan_signals(plan.path, to_rows, n)
+    if signals is None and factors is not None:
+        signals = signals_from_factors(factors, manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {})
+    messy = messy_data_summary(usage, signals, factors.samples.labels if factors is not None else None)
+
     class_names = None
     if factors is not None and classes is not None:
         # class names: the factor tables' manifest ("classes", as dynsel factors writes it), else the plan's
@@ -295,6 +301,7 @@ def build_report(plan: Plan, factors: FactorTables | None = None) -> dict[str, A
         "class_share_dataset": [float(x) for x in dataset_share] if dataset_share is not None else None,
         "per_epoch": per_epoch,
         "overall": overall,
+        "messy_data": messy,
         "warnings": warnings,
     }
 

@@ -265,6 +265,33 @@ def _classes(report: dict[str, Any], compare: dict[str, Any] | None) -> Table | 
     return table
 
 
+def _messy(report: dict[str, Any], compare: dict[str, Any] | None) -> Table | None:
+    """Near-duplicates and suspected mislabels: share of the data set vs share of the plan's draws."""
+    mine = report.get("messy_data") or {}
+    if "near_duplicates_data_share" not in mine and "class_size_ratio" not in mine:
+        return None
+    other = (compare or {}).get("messy_data") or {}
+    table = Table(title="Messy data (share of the data set vs of the plan's draws)", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    table.add_column("signal")
+    table.add_column("data set", justify="right")
+    table.add_column("A: draws", justify="right", style=COLOR_A)
+    if compare is not None:
+        table.add_column("B: draws", justify="right", style=COLOR_B)
+    for name, key in (("near-duplicates", "near_duplicates"), ("suspected mislabels", "suspected_mislabels")):
+        if f"{key}_data_share" in mine:
+            cells = [name, fmt(mine[f"{key}_data_share"], "pct"), fmt(mine[f"{key}_draw_share"], "pct")]
+            if compare is not None:
+                cells.append(fmt(other.get(f"{key}_draw_share"), "pct"))
+            table.add_row(*cells)
+    if "class_size_ratio" in mine:
+        hint = "  (≥ 10: consider --class-quota balanced, docs/method.md)" if mine.get("balanced_quota_suggested") else ""
+        cells = ["largest / smallest class", f"{mine['class_size_ratio']:.1f}×{hint}", ""]
+        if compare is not None:
+            cells.append("")
+        table.add_row(*cells)
+    return table
+
+
 def _range(values: list[Any]) -> str:
     finite = [v for v in values if v is not None]
     if not finite:
@@ -292,3 +319,6 @@ def render_terminal(report: dict[str, Any], console: Console, compare: dict[str,
     classes = _classes(report, compare)
     if classes is not None:
         console.print(classes)
+    messy = _messy(report, compare)
+    if messy is not None:
+        console.print(messy)

@@ -1,0 +1,177 @@
+"""What the factors see that rotation cannot: near-duplicates and labels that look wrong.
+
+Both come from one neighbour search in *factor space*: each sample is its SAE code (k active units with
+their activations), and two samples are similar when they activate the same factors with similar
+strength (the cosine of their codes). Near-duplicates share their dominant factors almost exactly; a
+mislabelled sample's factor neighbours carry another label.
+
+- **Candidates.** Codes are projected to 128 dimensions by a fixed Gaussian matrix (Johnson-Lindenstrauss;
+  a sparse gather, O(N·k)), and faiss finds each sample's 24 nearest candidates by inner product. Their
+  exact code cosines are then computed in float64 from the units themselves, so every decision below
+  rests on exact numbers whatever faiss's thread count or the projection's error.
+- **Near-duplicate groups.** Samples joined by a code cosine ≥ ``dup_cosine`` (default 0.9) form one group
+  (connected components). Group sizes are 1 on data without duplicates.
+- **Label support.** For a labelled sample, the similarity-weighted share of its 10 nearest candidates
+  outside its own group that carry its label, smoothed by the class prior:
+  p_i(c) = (Σ_j w_ij [y_j = c] + prior_c) / (Σ_j w_ij + 1).
+- **Separability** s ∈ [0, 1]: how far the leave-one-out neighbour vote beats always guessing the
+  largest class, (acc − chance) / (1 − chance). It measures how much the labels can be trusted to
+  judge labels: near 0 when the factors carry little label information, and then nothing is flagged
+  as more than noise.
+- **Suspects** (confident-learning style, Northcutt et al. 2021, with neighbour votes for model
+  probabilities): p_i(y_i) is below its class's typical support t_y (the mean of p(y) over samples
+  labelled y) *and* some other class c reaches its own typical support t_c.
+- **Trust** of a suspect: 1 − s · (1 − min(1, p_i(y_i) / t_y)); 1 for everyone else.
+
+The exposure weight of a sample in dynsel's rotation is trust / group size: a group of near-duplicates
+shares one sample's turn, and a suspect comes around less often the surer the factors are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import streams
+
+PROJECTION_DIM = 128
+CANDIDATES = 24
+VOTERS = 10
+_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class Signals:
+    group: np.ndarray  # int64 [N]: near-duplicate group id (the group's smallest row)
+    group_size: np.ndarray  # int64 [N]
+    label_support: np.ndarray | None  # float64 [N]: p_i(y_i); None without labels
+    suspect: np.ndarray  # bool [N]
+    trust: np.ndarray  # float64 [N] in (0, 1]
+    separability: float | None
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Exposure weight π_i = trust_i / group_size_i."""
+        return self.trust / self.group_size
+
+    def summary(self) -> dict[str, float | int | None]:
+        n = len(self.group)
+        return {
+            "near_duplicate_groups": int(np.count_nonzero(np.bincount(self.group, minlength=n)[np.unique(self.group)] > 1)),
+            "rows_in_near_duplicate_groups": int(np.count_nonzero(self.group_size > 1)),
+            "distinct_groups": int(len(np.unique(self.group))),
+            "suspected_mislabels": int(np.count_nonzero(self.suspect)),
+            "separability": None if self.separability is None else round(float(self.separability), 6),
+        }
+
+
+def _normalised(acts: np.ndarray) -> np.ndarray:
+    a = np.maximum(np.asarray(acts, dtype=np.float64), 0.0)
+    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    return np.divide(a, norms, out=np.zeros_like(a), where=norms > 0)
+
+
+def code_neighbours(units: np.ndarray, acts: np.ndarray, width: int, candidates: int = CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest other rows in factor space: (rows int64 [N, K], exact code cosines float64 [N, K]),
+    best first (ties → lower row). K = min(candidates, N − 1)."""
+    import faiss
+
+    n, k = units.shape
+    want = min(candidates, n - 1)
+    if want <= 0:
+        return np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float64)
+    units = np.asarray(units, dtype=np.int64)
+    a = _normalised(np.where(units >= 0, acts, 0.0))  # a negative unit id pads a code with fewer than k units
+    units = np.maximum(units, 0)
+    rows_needed = max(width, int(units.max()) + 1, 1)
+    projection = np.random.default_rng([streams.PROJECTION]).standard_normal((rows_needed, PROJECTION_DIM)).astype(np.float32)
+    projected = np.empty((n, PROJECTION_DIM), dtype=np.float32)
+    for start in range(0, n, 4096):
+        stop = min(start + 4096, n)
+        projected[start:stop] = np.einsum("nk,nkd->nd", a[start:stop].astype(np.float32), projection[units[start:stop]])
+    faiss.normalize_L2(projected)
+    index = faiss.IndexFlatIP(PROJECTION_DIM)
+    index.add(projected)
+    _, found = index.search(projected, want + 1)
+    rows = np.arange(n)
+    found = np.where(found < 0, rows[:, None], found)  # faiss pads with -1 when it finds fewer
+    cosines = np.empty(found.shape, dtype=np.float64)
+    for start in range(0, n, _CHUNK):
+        stop = min(start + _CHUNK, n)
+        mine_u, mine_a = units[start:stop], a[start:stop]
+        their_u, their_a = units[found[start:stop]], a[found[start:stop]]
+        same = mine_u[:, None, :, None] == their_u[:, :, None, :]
+        cosines[start:stop] = np.einsum("cpij,ci,cpj->cp", same, mine_a, their_a)
+    cosines[found == rows[:, None]] = -np.inf  # never one's own neighbour
+    order = np.lexsort((found, -cosines), axis=1)
+    found = np.take_along_axis(found, order, axis=1)[:, :want]
+    cosines = np.take_along_axis(cosines, order, axis=1)[:, :want]
+    return found.astype(np.int64), cosines
+
+
+def connected_groups(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected components of the graph with edges (a_e, b_e): each row's component id is its smallest row."""
+    parent = np.arange(n, dtype=np.int64)
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    while True:
+        while True:  # pointer jumping: every row points at its root
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+        ra, rb = parent[a], parent[b]
+        differ = ra != rb
+        if not differ.any():
+            return parent
+        high, low = np.maximum(ra[differ], rb[differ]), np.minimum(ra[differ], rb[differ])
+        np.minimum.at(parent, high, low)
+
+
+def label_support(neighbours: np.ndarray, cosines: np.ndarray, group: np.ndarray, labels: np.ndarray, voters: int = VOTERS) -> tuple[np.ndarray, np.ndarray]:
+    """(p [N, C]: smoothed neighbour vote per class, voted-for mask [N, K] actually used)."""
+    n = len(labels)
+    classes = int(labels.max()) + 1
+    prior = np.bincount(labels, minlength=classes) / n
+    usable = (group[neighbours] != group[:, None]) & np.isfinite(cosines)
+    used = usable & (np.cumsum(usable, axis=1) <= voters)
+    w = np.where(used, np.maximum(cosines, 0.0), 0.0)
+    votes = np.zeros((n, classes), dtype=np.float64)
+    np.add.at(votes, (np.repeat(np.arange(n), neighbours.shape[1]), labels[neighbours].ravel()), w.ravel())
+    p = (votes + prior[None, :]) / (w.sum(axis=1, keepdims=True) + 1.0)
+    return p, used
+
+
+def compute_signals(
+    units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray | None, *, dedup: bool = True, trust: bool = True, dup_cosine: float = 0.9
+) -> Signals:
+    """Near-duplicate groups and label trust of every row (see the module docstring)."""
+    n = len(units)
+    group = np.arange(n, dtype=np.int64)
+    suspect = np.zeros(n, dtype=bool)
+    trust_values = np.ones(n, dtype=np.float64)
+    support = None
+    separability = None
+    if n > 1 and (dedup or (trust and labels is not None)):
+        neighbours, cosines = code_neighbours(units, acts, width)
+        if dedup:
+            close = cosines >= dup_cosine
+            group = connected_groups(n, np.repeat(np.arange(n), neighbours.shape[1])[close.ravel()], neighbours[close])
+        if trust and labels is not None:
+            labels = np.asarray(labels, dtype=np.int64)
+            p, _ = label_support(neighbours, cosines, group, labels)
+            rows = np.arange(n)
+            support = p[rows, labels]
+            prior = np.bincount(labels, minlength=p.shape[1]) / n
+            accuracy = float(np.mean(p.argmax(axis=1) == labels))
+            chance = float(prior.max())
+            separability = float(np.clip((accuracy - chance) / (1.0 - chance), 0.0, 1.0)) if chance < 1.0 else 0.0
+            typical = np.array([p[labels == c, c].mean() if np.any(labels == c) else 1.0 for c in range(p.shape[1])])
+            others = p >= typical[None, :]
+            others[rows, labels] = False
+            suspect = (support < typical[labels]) & others.any(axis=1)
+            relative = np.minimum(1.0, support / typical[labels])
+            trust_values = np.where(suspect, 1.0 - separability * (1.0 - relative), 1.0)
+            trust_values = np.maximum(trust_values, 1e-3)
+    sizes = np.bincount(group, minlength=n)[group].astype(np.int64)
+    return Signals(group=group, group_size=sizes, label_support=support, suspect=suspect, trust=trust_values, separability=separability)
