@@ -2,13 +2,27 @@
 
 One command per experiment (see docs/results.md for the exact commands and the numbers):
 
-    python benchmarks/evidence.py vision --quick                       # < 5 min: sample_data, 1 seed
+    python benchmarks/evidence.py vision --quick                       # a few minutes: sample_data, 1 seed
+    python benchmarks/evidence.py vision --quick --regime all --work runs/ev-quick   # every data regime in turn
     python benchmarks/evidence.py vision --data /work/bench/fashion_mnist.npz --work /work/bench/ev-vision \
         --ratios 0.3 0.5 0.7 --seeds 0 1 2 --epochs 8 --json results-vision.json
 
 Vision: a small CNN trained from pixels (Fashion-MNIST), plans built from efficientnet-lite0 features.
 Text: an MLP on sentence-embedding features (20 Newsgroups), plans built from the same features.
 Every run uses a one-cycle learning rate over the plan's total steps (built once from the manifest).
+
+Data regimes (``--regime``, benchmarks/regimes.py): the training split is made messy (redundant, noisy,
+imbalanced) with a seeded transform, or kept clean (``clean``; ``long``: clean data, 30 epochs instead of
+8). The test split is never transformed. The transformed training data is written into the work
+directory (vision: ``regime-NAME-seedS.npz``; text: ``newsgroups-train-NAME.jsonl``) and goes through
+``dynsel extract`` like any user's data; clean regimes use the input data itself.
+
+Work directory layout (one per regime; pass distinct ``--work`` folders): ``run/`` holds the dynsel run
+(features, sae, factors, plan), ``precompute_seconds.json`` its stage times; the regime data and, for
+text, the JSONL splits and the test features sit next to it.
+
+Metrics (percent, on the test set): ``acc`` (top-1), ``balanced_acc`` (mean per-class recall) and
+``worst_class_recall`` (the lowest per-class recall).
 """
 
 from __future__ import annotations
@@ -34,45 +48,47 @@ from dynsel_cli.formats.factors import read_factor_tables
 from dynsel_cli.pipeline import RunConfig, run_pipeline
 from dynsel_cli.plan import compute_plan
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from regimes import IDENTITY_REGIMES, REGIMES, sha256_file, write_text_regime, write_vision_regime  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
+RUN_DIR = "run"  # the dynsel run directory inside --work
+SAMPLE = REPO / "sample_data" / "fashion_mnist_2k.npz"
+QUICK_METHODS = ["full", "rs2", "dynsel"]
+#: Training epochs unless --epochs is given: (quick?, regime long?) → epochs.
+DEFAULT_EPOCHS = {(False, False): 8, (False, True): 30, (True, False): 2, (True, True): 8}
 
 #: Method name → how its plan differs from PlanConfig's defaults. Ablations change one thing each.
 VARIANTS: dict[str, dict[str, Any]] = {
     "full": {"method": "full"},
     "random": {"method": "random"},
+    # RS2 without replacement (Okanovic et al., ICLR 2024): a fresh permutation walked ratio*N at a time.
+    "rs2": {"method": "rs2"},
     "static-random": {"method": "static-random"},
     "dynsel": {},
-    "no-penalty": {"penalty": "none"},
-    "no-scheduler": {"schedule": "constant", "lambda_start": 0.5},
-    "repr-only": {"schedule": "constant", "lambda_start": 0.0},
-    "rarity-only": {"schedule": "constant", "lambda_start": 1.0},
-    # The first default: representativeness first, moving to rarity over the run (cosine 0 → 1).
-    "cosine": {"schedule": "cosine", "lambda_start": 0.0, "lambda_end": 1.0},
-    # Candidate defaults: a weaker penalty lets the scores, not the rotation, decide; noise diversifies.
-    "beta-0.2": {"beta": 0.2},
-    "beta-0.2-tau-0.3": {"beta": 0.2, "tau": 0.3},
+    "dynsel-balanced": {"class_quota": "balanced"},
+    "rs2-balanced": {"method": "rs2", "class_quota": "balanced"},
+    "dynsel-no-dedup": {"dedup": False},
+    "dynsel-no-trust": {"trust": False},
+    # how fast label trust reaches full strength as separability grows (the default is 0.5)
+    "dynsel-trust-1.0": {"trust_full": 1.0},
+    "dynsel-trust-0.25": {"trust_full": 0.25},
+    # The earlier default: representativeness/rarity score with a usage penalty.
+    "score": {"method": "score"},
     # InfoBatch-style annealing: the last epoch trains on all samples (costs one extra full epoch of steps).
     "dynsel-anneal": {"full_epochs": 1},
     "random-anneal": {"method": "random", "full_epochs": 1},
-    # Control, not a dynsel method: least-used samples first, ties in a fresh random order every epoch.
-    # It rotates like the usage penalty but ignores the factors: does the factor score matter at all?
-    "usage-cycle": {"method": "random"},
-    # Probe, not a dynsel method: a process-level diversity term (method.md, "why the factors do not help").
-    "coverage-memory": {"method": "random"},
 }
 
+#: Plan methods that never read the factor tables: their plans cost no precompute. ("usage-cycle": a
+#: former control, kept so that old run logs summarise with the same accounting.)
+NO_FACTOR_METHODS = frozenset({"full", "random", "rs2", "static-random", "usage-cycle"})
 
-def usage_cycle_epochs(n: int, budget: int, epochs: int, seed: int) -> list[np.ndarray]:
-    """Each epoch takes the ``budget`` least-used samples, ties broken by a seeded random order."""
-    counts = np.zeros(n, dtype=np.int64)
-    chosen = []
-    for t in range(epochs):
-        tie_break = np.random.default_rng([seed, t, 7]).permutation(n)
-        order = np.lexsort((tie_break, counts))
-        rows = order[:budget]
-        counts[rows] += 1
-        chosen.append(rows[np.random.default_rng([seed, t, 1]).permutation(budget)])
-    return chosen
+
+def needs_factors(variant: str) -> bool:
+    """Whether ``variant``'s plan needs the factor tables (extract → fit-sae → factors)."""
+    method = VARIANTS[variant].get("method", PlanConfig.method) if variant in VARIANTS else variant
+    return method not in NO_FACTOR_METHODS
 
 
 class SmallCnn(nn.Module):
@@ -113,13 +129,43 @@ class Task:
 
 
 def vision_task(npz: Path, limit: int | None) -> Task:
-    data = np.load(npz)
-    x_train, y_train = data["x_train"], data["y_train"]
+    """The CNN task on ``npz``'s x_train/y_train (first ``limit`` rows) and its untouched x_test/y_test."""
+    with np.load(npz, allow_pickle=False) as data:
+        x_train, y_train, x_test, y_test = data["x_train"], data["y_train"], data["x_test"], data["y_test"]
     if limit:
         x_train, y_train = x_train[:limit], y_train[:limit]
     to_x = lambda a: (torch.from_numpy(a).float().unsqueeze(1) / 255.0 - 0.286) / 0.353  # noqa: E731
-    classes = int(y_train.max()) + 1
-    return Task("vision", to_x(x_train), torch.from_numpy(y_train).long(), to_x(data["x_test"]), torch.from_numpy(data["y_test"]).long(), lambda: SmallCnn(classes), lr=0.05, batch_size=128)
+    classes = int(max(y_train.max(), y_test.max())) + 1
+    return Task("vision", to_x(x_train), torch.from_numpy(y_train).long(), to_x(x_test), torch.from_numpy(y_test).long(), lambda: SmallCnn(classes), lr=0.05, batch_size=128)
+
+
+def _cached(out: Path, key: dict[str, Any], build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Reuse ``out`` when its sidecar (``out``.json) records the same ``key``; else rebuild it. Returns info."""
+    sidecar = out.with_name(out.name + ".json")
+    if out.exists() and sidecar.exists():
+        try:
+            recorded = json.loads(sidecar.read_text())
+        except ValueError:
+            recorded = {}
+        if recorded.get("key") == key:
+            return dict(recorded["info"])
+    info = build()
+    sidecar.write_text(json.dumps({"key": key, "info": info}, indent=2))
+    return info
+
+
+def vision_regime_source(data: Path, work: Path, regime: str, seed: int, limit: int | None) -> tuple[Path, int | None, dict[str, Any]]:
+    """The file the pipeline and the task read for ``regime``, the limit still to apply to it, and its info.
+
+    Clean regimes use ``data`` itself (with ``limit``), so a run on the same file is reused as it is; the
+    others write ``work``/regime-NAME-seedS.npz from the first ``limit`` training images.
+    """
+    if regime in IDENTITY_REGIMES:
+        return data, limit, {"regime": regime}
+    out = work / f"regime-{regime}-seed{seed}.npz"
+    key = {"data_sha256": sha256_file(data), "regime": regime, "seed": seed, "limit": limit}
+    work.mkdir(parents=True, exist_ok=True)
+    return out, None, _cached(out, key, lambda: write_vision_regime(data, out, regime, seed, limit))
 
 
 def prepare_newsgroups(work: Path) -> tuple[Path, Path]:
@@ -141,35 +187,52 @@ def prepare_newsgroups(work: Path) -> tuple[Path, Path]:
     return train_path, test_path
 
 
-def text_task(work: Path, encoder: str, limit: int | None) -> tuple[Task, Path, ExtractConfig]:
-    """MLP on sentence embeddings; the same encoder's features feed dynsel. Returns the task and its source."""
+def text_regime_source(work: Path, encoder: str, regime: str, seed: int, limit: int | None) -> tuple[Path, ExtractConfig, dict[str, Any]]:
+    """Training JSONL for ``regime`` and its extract settings; the clean test split's features are extracted too."""
     from dynsel_cli.extract import extract
-    from dynsel_cli.formats.features import read_features
 
     train_path, test_path = prepare_newsgroups(work)
     config = ExtractConfig(encoder=encoder, limit=limit)
     test_dir = work / f"test-features-{encoder}"
     if not (test_dir / "_manifest.json").exists():
         extract(test_path, test_dir, dataclasses.replace(config, limit=None))
-    return Task("text", torch.empty(0), torch.empty(0), torch.empty(0), torch.empty(0), lambda: nn.Identity(), lr=0.0, batch_size=128), train_path, config
+    if regime in IDENTITY_REGIMES:
+        return train_path, config, {"regime": regime}
+    out = work / f"newsgroups-train-{regime}.jsonl"
+    key = {"train_sha256": sha256_file(train_path), "regime": regime, "seed": seed, "limit": limit}
+    info = _cached(out, key, lambda: write_text_regime(train_path, out, regime, seed, limit))
+    return out, dataclasses.replace(config, limit=None), info
 
 
-def finish_text_task(task: Task, work: Path, encoder: str) -> Task:
+def text_task(run: Path, work: Path, encoder: str) -> Task:
+    """MLP on sentence embeddings: the run's training features, the clean test split's features."""
     from dynsel_cli.formats.features import read_features
 
-    train = read_features(work / "features")
+    train = read_features(run / "features")
     test = read_features(work / f"test-features-{encoder}")
     assert np.array_equal(train.ids, np.arange(len(train.ids))), "ids index the feature rows"
     mean, std = train.vectors.mean(0), train.vectors.std(0) + 1e-6
     x_train = torch.from_numpy((train.vectors - mean) / std)
     x_test = torch.from_numpy((test.vectors - mean) / std)
-    classes = int(train.labels.max()) + 1
+    classes = int(max(train.labels.max(), test.labels.max())) + 1
     dim = x_train.shape[1]
     return Task("text", x_train, torch.from_numpy(train.labels), x_test, torch.from_numpy(test.labels), lambda: Mlp(dim, classes), lr=0.05, batch_size=128)
 
 
-def train_and_evaluate(task: Task, epochs: list[np.ndarray], total_steps: int, seed: int) -> tuple[float, float]:
-    """Train on the plan's epochs (ids index task.x_train); returns (test accuracy %, training seconds)."""
+def class_metrics(predictions: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Top-1 accuracy, balanced accuracy (mean per-class recall) and the worst class's recall, in percent.
+
+    Classes are those present in ``labels`` (the test set).
+    """
+    predictions, labels = predictions.numpy(), labels.numpy()
+    hit = predictions == labels
+    classes = np.unique(labels)
+    recall = np.array([hit[labels == c].mean() for c in classes])
+    return {"acc": 100.0 * float(hit.mean()), "balanced_acc": 100.0 * float(recall.mean()), "worst_class_recall": 100.0 * float(recall.min())}
+
+
+def train_and_evaluate(task: Task, epochs: list[np.ndarray], total_steps: int, seed: int) -> tuple[dict[str, float], float]:
+    """Train on the plan's epochs (ids index task.x_train); returns (test metrics, training seconds)."""
     torch.manual_seed(seed)
     model = task.make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=task.lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
@@ -190,30 +253,25 @@ def train_and_evaluate(task: Task, epochs: list[np.ndarray], total_steps: int, s
             steps += 1
     seconds = time.perf_counter() - start
     model.eval()
-    correct = 0
     with torch.no_grad():
-        for b in range(0, len(task.x_test), 1024):
-            correct += int((model(task.x_test[b : b + 1024]).argmax(1) == task.y_test[b : b + 1024]).sum())
-    return 100.0 * correct / len(task.x_test), seconds
+        predictions = torch.cat([model(task.x_test[b : b + 1024]).argmax(1) for b in range(0, len(task.x_test), 1024)])
+    return class_metrics(predictions, task.y_test), seconds
 
 
 def precompute(source: Path, work: Path, extract: ExtractConfig, sae: SaeConfig) -> dict[str, float]:
-    """Run extract → fit-sae → factors once (cached in ``work``); returns each stage's wall time."""
+    """Run extract → fit-sae → factors once (cached in ``work``/run); returns each stage's wall time."""
     timings_file = work / "precompute_seconds.json"
     stamps: dict[str, float] = {}
-    last = [time.perf_counter()]
 
     def log(message: str) -> None:
-        now = time.perf_counter()
         stage = message.split(":")[0]
         if message.endswith("built") or message.endswith("up to date"):
             return
-        stamps[stage] = now
+        stamps[stage] = time.perf_counter()
         print(f"  {message}", file=sys.stderr)
-        last[0] = now
 
     t0 = time.perf_counter()
-    run_pipeline(source, work, RunConfig(extract=extract, sae=sae, plan=PlanConfig(epochs=1)), log=log)
+    run_pipeline(source, work / RUN_DIR, RunConfig(extract=extract, sae=sae, plan=PlanConfig(epochs=1)), log=log)
     if stamps:  # something was (re)built: turn start stamps into durations and cache them
         order = [s for s in ("extract", "fit-sae", "factors", "plan") if s in stamps]
         ends = [stamps[s] for s in order[1:]] + [time.perf_counter()]
@@ -230,177 +288,198 @@ def precompute_from_features(features: Path, work: Path, sae: SaeConfig, extract
     from dynsel_cli.factors import build_factor_tables
     from dynsel_cli.sae import fit_sae
 
+    run = work / RUN_DIR
     timings_file = work / "precompute_seconds.json"
-    if (work / "factors" / "manifest.json").exists() and timings_file.exists():
+    if (run / "factors" / "manifest.json").exists() and timings_file.exists():
         return json.loads(timings_file.read_text())
-    work.mkdir(parents=True, exist_ok=True)
+    run.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    manifest = fit_sae(features, work / "sae", sae)
+    manifest = fit_sae(features, run / "sae", sae)
     fit_s = time.perf_counter() - start
     print(f"  sae: {manifest['metrics']}", file=sys.stderr)
     start = time.perf_counter()
-    build_factor_tables(features, work / "sae", work / "factors")
+    build_factor_tables(features, run / "sae", run / "factors")
     timings = {"extract": extract_seconds, "fit-sae": fit_s, "factors": time.perf_counter() - start}
     timings_file.write_text(json.dumps(timings, indent=2))
     return timings
-
-
-def coverage_memory_epochs(tables: Any, budget: int, epochs: int, seed: int, rounds: int = 8) -> list[np.ndarray]:
-    """Prefer samples whose factors the trajectory has covered least so far.
-
-    Unit u's coverage C_u is the share of its activation mass trained on so far (summed over epochs). A
-    sample's score is its activation-weighted mean of 1 / (1 + C_u) over its k units. Each epoch is filled
-    in ``rounds`` slices, coverage updated after each, so one epoch does not take many samples of the same
-    uncovered factor; within a slice, the top scores per class (class quotas), ties broken at random.
-    """
-    from dynsel_cli.plan.budget import class_quotas
-
-    units = np.asarray(tables.samples.units)
-    acts = np.asarray(tables.samples.acts, dtype=np.float64)
-    labels = tables.samples.labels
-    n = len(units)
-    active = units >= 0
-    safe_units = np.where(active, units, 0)
-    width = int(safe_units.max()) + 1
-    weights = np.where(active, acts, 0.0)
-    mass = np.bincount(safe_units.ravel(), weights=weights.ravel(), minlength=width)
-    mass[mass == 0] = 1.0
-    row_mass = weights.sum(axis=1)
-    row_mass[row_mass == 0] = 1.0
-    coverage = np.zeros(width)
-    chosen = []
-    for t in range(epochs):
-        taken = np.zeros(n, dtype=bool)
-        noise = np.random.default_rng([seed, t, 11]).random(n) * 1e-9
-        rows_epoch = []
-        for r in range(rounds):
-            want = budget * (r + 1) // rounds - budget * r // rounds
-            score = (weights / (1.0 + coverage[safe_units])).sum(axis=1) / row_mass + noise
-            score[taken] = -np.inf
-            if labels is None:
-                picked = np.argpartition(-score, want - 1)[:want] if want else np.zeros(0, np.int64)
-            else:
-                quota = class_quotas(labels, want)
-                picked = np.concatenate([np.flatnonzero(labels == c)[np.argsort(-score[labels == c], kind="stable")[:q]] for c, q in enumerate(quota) if q])
-            taken[picked] = True
-            np.add.at(coverage, safe_units[picked].ravel(), (weights[picked] / mass[safe_units[picked]]).ravel())
-            rows_epoch.append(picked)
-        rows = np.concatenate(rows_epoch)
-        chosen.append(rows[np.random.default_rng([seed, t, 1]).permutation(len(rows))])
-    return chosen
 
 
 def plan_for(tables: Any, variant: str, ratio: float, seed: int, epochs: int, batch_size: int) -> tuple[list[np.ndarray], int, float]:
     overrides = VARIANTS[variant]
     config = dataclasses.replace(PlanConfig(), epochs=epochs, ratio=1.0 if variant == "full" else ratio, seed=seed, batch_size=batch_size, device="cpu", **overrides)
     start = time.perf_counter()
-    if variant == "usage-cycle":
-        from dynsel_cli.plan.budget import epoch_budget
-
-        epochs_ids = usage_cycle_epochs(tables.n_samples, epoch_budget(ratio, tables.n_samples), epochs, seed)
-    elif variant == "coverage-memory":
-        from dynsel_cli.plan.budget import epoch_budget
-
-        epochs_ids = [tables.samples.ids[rows] for rows in coverage_memory_epochs(tables, epoch_budget(ratio, tables.n_samples), epochs, seed)]
-    else:
-        epochs_ids = compute_plan(tables, config).epochs
+    epochs_ids = compute_plan(tables, config).epochs
     seconds = time.perf_counter() - start
     steps = sum(math.ceil(len(e) / batch_size) for e in epochs_ids)
     return epochs_ids, steps, seconds
 
 
-def summarise(runs: list[dict[str, Any]], precompute_s: float) -> list[dict[str, Any]]:
-    full_time = statistics.mean([r["train_s"] for r in runs if r["method"] == "full"] or [float("nan")])
-    full_steps = statistics.mean([r["steps"] for r in runs if r["method"] == "full"] or [float("nan")])
+METRICS = ("acc", "balanced_acc", "worst_class_recall")
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample std; None when a run lacks the metric (logs written before it was recorded)."""
+    if not values or any(v is None for v in values):
+        return None, None
+    numbers = [float(v) for v in values if v is not None]
+    return statistics.mean(numbers), (statistics.stdev(numbers) if len(numbers) > 1 else 0.0)
+
+
+def summarise(runs: list[dict[str, Any]], precompute_s: float | dict[str, float]) -> list[dict[str, Any]]:
+    """One row per (regime, ratio, method): metrics' mean ± std over seeds, steps, times and speedups.
+
+    ``precompute_s``: extract + fit-sae + factors seconds, one number or one per regime; it counts only for
+    methods whose plan needs the factors (:func:`needs_factors`). Runs without a regime are ``clean``.
+    """
+    order = list(VARIANTS)
+    regime_of = lambda r: r.get("regime", "clean")  # noqa: E731
     rows = []
-    keys = sorted({(r["method"], r["ratio"]) for r in runs}, key=lambda k: (k[1], list(VARIANTS).index(k[0])))
-    for method, ratio in keys:
-        group = [r for r in runs if r["method"] == method and r["ratio"] == ratio]
-        acc = [r["acc"] for r in group]
+    keys = sorted(
+        {(regime_of(r), r["method"], r["ratio"]) for r in runs},
+        key=lambda k: (REGIMES.index(k[0]) if k[0] in REGIMES else len(REGIMES), k[0], k[2], order.index(k[1]) if k[1] in order else len(order), k[1]),
+    )
+    for regime, method, ratio in keys:
+        in_regime = [r for r in runs if regime_of(r) == regime]
+        full_time = statistics.mean([r["train_s"] for r in in_regime if r["method"] == "full"] or [float("nan")])
+        full_steps = statistics.mean([r["steps"] for r in in_regime if r["method"] == "full"] or [float("nan")])
+        group = [r for r in in_regime if r["method"] == method and r["ratio"] == ratio]
         train_s = statistics.mean(r["train_s"] for r in group)
         plan_s = statistics.mean(r["plan_s"] for r in group)
-        extra = 0.0 if method in ("full", "random", "static-random", "usage-cycle") else precompute_s + plan_s
-        rows.append(
+        pre = precompute_s.get(regime, 0.0) if isinstance(precompute_s, dict) else precompute_s
+        extra = pre + plan_s if needs_factors(method) else 0.0
+        steps = statistics.mean(r["steps"] for r in group)
+        row: dict[str, Any] = {"regime": regime, "method": method, "ratio": ratio, "seeds": len(group)}
+        for metric in METRICS:
+            row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std([r.get(metric) for r in group])
+        row.update(
             {
-                "method": method,
-                "ratio": ratio,
-                "seeds": len(group),
-                "acc_mean": statistics.mean(acc),
-                "acc_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
                 "train_s": train_s,
-                "steps": statistics.mean(r["steps"] for r in group),
-                "speedup_steps": full_steps / statistics.mean(r["steps"] for r in group),
+                "steps": steps,
+                "speedup_steps": full_steps / steps,
                 "speedup_train": full_time / train_s,
                 "speedup_with_precompute": full_time / (train_s + extra),
             }
         )
+        rows.append(row)
     return rows
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| ratio | method | seeds | accuracy % (mean ± std) | steps | speedup (steps) | train s | speedup (train s) | speedup (incl. precompute) |", "|---|---|---|---|---|---|---|---|---|"]
+    def pm(row: dict[str, Any], metric: str) -> str:
+        mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
+        return "–" if mean is None else f"{mean:.2f} ± {std:.2f}"
+
+    lines = [
+        "| regime | ratio | method | seeds | accuracy % (mean ± std) | balanced acc % | worst-class recall % | steps | speedup (steps) | train s | speedup (train s) | speedup (incl. precompute) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
-            f"| {r['ratio']} | {r['method']} | {r['seeds']} | {r['acc_mean']:.2f} ± {r['acc_std']:.2f} | {r['steps']:.0f} | {r['speedup_steps']:.2f}x | {r['train_s']:.1f} | {r['speedup_train']:.2f}x | {r['speedup_with_precompute']:.2f}x |"
+            f"| {r.get('regime', 'clean')} | {r['ratio']} | {r['method']} | {r['seeds']} | {pm(r, 'acc')} | {pm(r, 'balanced_acc')} | {pm(r, 'worst_class_recall')} | {r['steps']:.0f} | {r['speedup_steps']:.2f}x | {r['train_s']:.1f} | {r['speedup_train']:.2f}x | {r['speedup_with_precompute']:.2f}x |"
         )
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=["vision", "text"])
-    parser.add_argument("--encoder", default="wordllama", help="text task: the sentence encoder (wordllama or minilm)")
-    parser.add_argument("--quick", action="store_true", help="sample_data, 1 seed, ratio 0.5, 4 epochs, 3 methods: under 5 minutes")
-    parser.add_argument("--data", type=Path, default=REPO / "sample_data" / "fashion_mnist_2k.npz")
-    parser.add_argument("--work", type=Path, default=REPO / "runs" / "evidence")
-    parser.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--ratios", nargs="+", type=float, default=[0.3, 0.5, 0.7])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N training samples")
-    parser.add_argument("--image-size", type=int, default=112)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--features", type=Path, default=None, help="vision: use features extracted earlier (skips extract)")
-    parser.add_argument("--extract-seconds", type=float, default=0.0, help="with --features: the measured extract time, for the precompute cost")
-    parser.add_argument("--sae-epochs", type=int, default=None, help="override fit-sae's epoch cap")
-    parser.add_argument("--json", type=Path, default=None, help="write all runs and the summary here")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.methods, args.ratios, args.seeds, args.epochs = ["full", "random", "dynsel"], [0.5], [0], 4
-    torch.set_num_threads(args.threads)
-
-    sae_config = SaeConfig() if args.sae_epochs is None else dataclasses.replace(SaeConfig(), epochs=args.sae_epochs)
-    if args.task == "vision" and args.features is not None:
-        task = vision_task(args.data, args.limit)
-        timings = precompute_from_features(args.features, args.work, sae_config, args.extract_seconds)
-    elif args.task == "vision":
-        task = vision_task(args.data, args.limit)
-        timings = precompute(args.data, args.work, ExtractConfig(image_size=args.image_size, limit=args.limit), sae_config)
+def run_regime(args: argparse.Namespace, regime: str, work: Path, sae_config: SaeConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Precompute and train every (ratio, method, seed) of one regime in ``work``; returns runs and details."""
+    print(f"regime {regime}: {work}", file=sys.stderr, flush=True)
+    epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[(args.quick, regime == "long")]
+    if args.task == "vision":
+        source, limit, info = vision_regime_source(args.data, work, regime, args.regime_seed, args.limit)
+        task = vision_task(source, limit)
+        if args.features is not None:
+            timings = precompute_from_features(args.features, work, sae_config, args.extract_seconds)
+        else:
+            timings = precompute(source, work, ExtractConfig(image_size=args.image_size, limit=limit), sae_config)
     else:
-        args.work.mkdir(parents=True, exist_ok=True)
-        task, source, extract_config = text_task(args.work, args.encoder, args.limit)
-        timings = precompute(source, args.work, extract_config, sae_config)
-        task = finish_text_task(task, args.work, args.encoder)
-    precompute_s = sum(timings.get(s, 0.0) for s in ("extract", "fit-sae", "factors"))
-    tables = read_factor_tables(args.work / "factors")
+        work.mkdir(parents=True, exist_ok=True)
+        source, extract_config, info = text_regime_source(work, args.encoder, regime, args.regime_seed, args.limit)
+        timings = precompute(source, work, extract_config, sae_config)
+        task = text_task(work / RUN_DIR, work, args.encoder)
+    print(f"  regime data: {json.dumps(info)}", file=sys.stderr)
+    tables = read_factor_tables(work / RUN_DIR / "factors")
+    if tables.n_samples != len(task.y_train):
+        raise SystemExit(f"{work / RUN_DIR}: factors cover {tables.n_samples} samples, the training data {len(task.y_train)}; use a fresh --work")
     runs: list[dict[str, Any]] = []
     for ratio in args.ratios:
         for method in args.methods:
             if method == "full" and any(r["method"] == "full" for r in runs):
                 continue  # full data does not depend on the ratio
             for seed in args.seeds:
-                epochs, steps, plan_s = plan_for(tables, method, ratio, seed, args.epochs, task.batch_size)
-                acc, train_s = train_and_evaluate(task, epochs, steps, seed)
-                run = {"method": method, "ratio": 1.0 if method == "full" else ratio, "seed": seed, "acc": acc, "train_s": train_s, "plan_s": plan_s, "steps": steps}
+                plan_epochs, steps, plan_s = plan_for(tables, method, ratio, seed, epochs, task.batch_size)
+                metrics, train_s = train_and_evaluate(task, plan_epochs, steps, seed)
+                run = {
+                    "regime": regime,
+                    "regime_seed": args.regime_seed,
+                    "method": method,
+                    "ratio": 1.0 if method == "full" else ratio,
+                    "seed": seed,
+                    **metrics,
+                    "train_s": train_s,
+                    "plan_s": plan_s,
+                    "steps": steps,
+                    "epochs": epochs,
+                    "n_train": len(task.y_train),
+                }
                 runs.append(run)
                 print(json.dumps(run), file=sys.stderr, flush=True)
                 if args.json:  # every finished run is kept, even if the sweep is stopped early
                     with open(args.json.with_suffix(".runs.jsonl"), "a", encoding="utf-8") as handle:
                         handle.write(json.dumps(run) + "\n")
+    return runs, {"work": str(work), "epochs": epochs, "info": info, "precompute_s": timings}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", choices=["vision", "text"])
+    parser.add_argument("--encoder", default="wordllama", help="text task: the sentence encoder (wordllama or minilm)")
+    parser.add_argument("--quick", action="store_true", help="defaults: sample_data, 1 seed, ratio 0.5, 2 epochs, methods full, rs2, dynsel")
+    parser.add_argument("--regime", default="clean", choices=[*REGIMES, "all"], help="training-data regime (benchmarks/regimes.py); all: every regime in turn, in WORK/NAME (--quick only)")
+    parser.add_argument("--regime-seed", type=int, default=0, help="seed of the regime transform")
+    parser.add_argument("--data", type=Path, default=SAMPLE)
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "evidence")
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(VARIANTS), help="default: every variant (--quick: full rs2 dynsel)")
+    parser.add_argument("--ratios", nargs="+", type=float, default=None, help="default: 0.3 0.5 0.7 (--quick: 0.5)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2 (--quick: 0)")
+    parser.add_argument("--epochs", type=int, default=None, help="default: 8, regime long 30 (--quick: 2, long 8)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N training samples (taken before the regime transform)")
+    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--features", type=Path, default=None, help="vision, clean regimes: use features extracted earlier (skips extract)")
+    parser.add_argument("--extract-seconds", type=float, default=0.0, help="with --features: the measured extract time, for the precompute cost")
+    parser.add_argument("--sae-epochs", type=int, default=None, help="override fit-sae's epoch cap")
+    parser.add_argument("--json", type=Path, default=None, help="write all runs and the summary here")
+    args = parser.parse_args(argv)
+    if args.methods is None:
+        args.methods = QUICK_METHODS if args.quick else list(VARIANTS)
+    if args.ratios is None:
+        args.ratios = [0.5] if args.quick else [0.3, 0.5, 0.7]
+    if args.seeds is None:
+        args.seeds = [0] if args.quick else [0, 1, 2]
+    if args.regime == "all" and not args.quick:
+        parser.error("--regime all runs only with --quick; run one --regime per --work otherwise")
+    if args.features is not None and (args.task != "vision" or args.regime not in IDENTITY_REGIMES):
+        parser.error("--features: only for the vision task on a clean regime (clean, long)")
+    torch.set_num_threads(args.threads)
+
+    sae_config = SaeConfig() if args.sae_epochs is None else dataclasses.replace(SaeConfig(), epochs=args.sae_epochs)
+    regimes = list(REGIMES) if args.regime == "all" else [args.regime]
+    runs: list[dict[str, Any]] = []
+    details: dict[str, Any] = {}
+    for regime in regimes:
+        regime_runs, details[regime] = run_regime(args, regime, args.work / regime if args.regime == "all" else args.work, sae_config)
+        runs += regime_runs
+    precompute_s = {r: sum(d["precompute_s"].get(s, 0.0) for s in ("extract", "fit-sae", "factors")) for r, d in details.items()}
     rows = summarise(runs, precompute_s)
     table = markdown(rows)
     print(table)
-    result = {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "precompute_s": timings, "runs": runs, "summary": rows}
+    result = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "precompute_s": details[regimes[0]]["precompute_s"] if len(regimes) == 1 else {r: d["precompute_s"] for r, d in details.items()},
+        "regimes": details,
+        "runs": runs,
+        "summary": rows,
+    }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result

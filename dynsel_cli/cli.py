@@ -264,6 +264,7 @@ def plan_command(
     dedup: bool = typer.Option(PlanConfig.dedup, "--dedup/--no-dedup", help=help_for(PlanConfig, "dedup")),
     trust: bool = typer.Option(PlanConfig.trust, "--trust/--no-trust", help=help_for(PlanConfig, "trust")),
     dup_cosine: float = typer.Option(PlanConfig.dup_cosine, help=help_for(PlanConfig, "dup_cosine")),
+    trust_full: float = typer.Option(PlanConfig.trust_full, help=help_for(PlanConfig, "trust_full")),
     full_epochs: int = typer.Option(PlanConfig.full_epochs, help=help_for(PlanConfig, "full_epochs")),
     batch_size: int = typer.Option(PlanConfig.batch_size, help=help_for(PlanConfig, "batch_size")),
     world_size: int = typer.Option(PlanConfig.world_size, help=help_for(PlanConfig, "world_size")),
@@ -281,7 +282,7 @@ def plan_command(
 
     config = PlanConfig(
         epochs=epochs, ratio=ratio, seed=seed, method=method, normalise=normalise, schedule=schedule, lambda_start=lambda_start, lambda_end=lambda_end,
-        penalty=penalty, beta=beta, decay=decay, tau=tau, class_quota=class_quota, dedup=dedup, trust=trust, dup_cosine=dup_cosine, full_epochs=full_epochs, batch_size=batch_size, world_size=world_size,
+        penalty=penalty, beta=beta, decay=decay, tau=tau, class_quota=class_quota, dedup=dedup, trust=trust, dup_cosine=dup_cosine, trust_full=trust_full, full_epochs=full_epochs, batch_size=batch_size, world_size=world_size,
         drop_last=drop_last, device=device,
     )
     with _errors(), _progress() as progress:

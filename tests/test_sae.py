@@ -122,7 +122,7 @@ def test_fit_is_deterministic_per_seed(fitted: Path, fitted_again: Path, sparse_
 
 
 def test_fit_output_is_byte_identical(fitted: Path, fitted_again: Path) -> None:
-    """DESIGN §4: same inputs and seed give byte-identical outputs — the whole checkpoint directory."""
+    """Same inputs and seed give byte-identical outputs — the whole checkpoint directory."""
     assert tree_digests(fitted_again) == tree_digests(fitted)
 
 

@@ -44,6 +44,8 @@ def validate(config: PlanConfig) -> None:
         raise DynselError(f"--full-epochs {config.full_epochs}: must be between 0 and --epochs ({config.epochs})")
     if config.class_quota not in QUOTA_MODES:
         raise DynselError(f"--class-quota {config.class_quota!r}: use one of {', '.join(QUOTA_MODES)}")
+    if config.trust_full < 0:
+        raise DynselError(f"--trust-full {config.trust_full}: must be >= 0")
     if not 0 < config.dup_cosine <= 1:
         raise DynselError(f"--dup-cosine {config.dup_cosine}: must be in (0, 1]")
     if config.penalty not in PENALTIES:
@@ -83,7 +85,11 @@ def select(tables: FactorTables, config: PlanConfig, progress: ProgressFn = null
         rows = list(rs2_epochs(n, budget, n_select_epochs, config.seed, labels, quotas))
     elif config.method == "dynsel":
         signals = compute_signals(
-            tables.samples.units, tables.samples.acts, int(tables.manifest.get("width", 0)), labels, dedup=config.dedup, trust=config.trust, dup_cosine=config.dup_cosine
+            tables.samples.units, tables.samples.acts, int(tables.manifest.get("width", 0)), labels,
+            dedup=config.dedup,
+            trust=config.trust,
+            dup_cosine=config.dup_cosine,
+            trust_full=config.trust_full,
         )
         rows = []
         for t, chosen in enumerate(weighted_rotation_epochs(signals.weights, budget, n_select_epochs, config.seed, labels, quotas)):

@@ -1,4 +1,4 @@
-"""Per-sample representativeness R and rarity D from the factor tables (DESIGN §3).
+"""Per-sample representativeness R and rarity D from the factor tables (docs/method.md, "The paper's scored method").
 
 With a_ij = z_ij / Σ_j z_ij and unit frequency f_j:  R_i = Σ_j a_ij f_j,  D_i = Σ_j a_ij log(1 / f_j).
 The gather over each sample's k units runs in the kernels package (CPU or Triton, same result).

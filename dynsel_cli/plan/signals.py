@@ -21,7 +21,9 @@ mislabelled sample's factor neighbours carry another label.
 - **Suspects** (confident-learning style, Northcutt et al. 2021, with neighbour votes for model
   probabilities): p_i(y_i) is below its class's typical support t_y (the mean of p(y) over samples
   labelled y) *and* some other class c reaches its own typical support t_c.
-- **Trust** of a suspect: 1 − s · (1 − min(1, p_i(y_i) / t_y)); 1 for everyone else.
+- **Trust** of a suspect: 1 − g · (1 − min(1, p_i(y_i) / t_y)) with g = min(1, s / ``trust_full``): at
+  separability ``trust_full`` (default 0.5) or more a suspect's turn rate is its relative support alone,
+  below it the hold-back shrinks in proportion. 1 for everyone else.
 
 The exposure weight of a sample in dynsel's rotation is trust / group size: a group of near-duplicates
 shares one sample's turn, and a suspect comes around less often the surer the factors are.
@@ -143,7 +145,15 @@ def label_support(neighbours: np.ndarray, cosines: np.ndarray, group: np.ndarray
 
 
 def compute_signals(
-    units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray | None, *, dedup: bool = True, trust: bool = True, dup_cosine: float = 0.9
+    units: np.ndarray,
+    acts: np.ndarray,
+    width: int,
+    labels: np.ndarray | None,
+    *,
+    dedup: bool = True,
+    trust: bool = True,
+    dup_cosine: float = 0.9,
+    trust_full: float = 0.5,
 ) -> Signals:
     """Near-duplicate groups and label trust of every row (see the module docstring)."""
     n = len(units)
@@ -171,7 +181,8 @@ def compute_signals(
             others[rows, labels] = False
             suspect = (support < typical[labels]) & others.any(axis=1)
             relative = np.minimum(1.0, support / typical[labels])
-            trust_values = np.where(suspect, 1.0 - separability * (1.0 - relative), 1.0)
+            gate = min(1.0, separability / trust_full) if trust_full > 0 else 0.0
+            trust_values = np.where(suspect, 1.0 - gate * (1.0 - relative), 1.0)
             trust_values = np.maximum(trust_values, 1e-3)
     sizes = np.bincount(group, minlength=n)[group].astype(np.int64)
     return Signals(group=group, group_size=sizes, label_support=support, suspect=suspect, trust=trust_values, separability=separability)
