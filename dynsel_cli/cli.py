@@ -19,7 +19,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import __version__
-from .config import ExtractConfig, FactorsConfig, PlanConfig, SaeConfig, help_for
+from .cli_config import ConfigSpec, with_configs
+from .config import ExtractConfig, FactorsConfig, PlanConfig, SaeConfig
 from .errors import DynselError
 
 app = typer.Typer(
@@ -31,6 +32,13 @@ app = typer.Typer(
 )
 stderr = Console(stderr=True)
 _state = {"debug": False}
+SOURCE_HELP = (
+    "An image folder (class subfolders, or flat with a labels CSV), a .npy/.npz array (images [N,H,W(,C)] or vectors [N,D]), "
+    "or a Parquet/CSV/TSV/JSONL table with a text or vector column."
+)
+DEFAULT_FORMATS = "bin,txt,parquet"
+FORMATS_HELP = "Plan files to write besides the manifest: any of bin (always), txt, npy, parquet."
+RESTART_HELP = "Ignore the saved state of an interrupted fit-sae and train from scratch."
 FORCE_HELP = "Let --out replace a dynsel artifact of another kind. A folder dynsel did not write is never replaced."
 
 
@@ -58,8 +66,12 @@ def _errors() -> Iterator[None]:
             raise
         stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
+    except BrokenPipeError:
+        _quiet_broken_pipe()
     except KeyboardInterrupt:
-        stderr.print("[red]interrupted[/red]; no output was written or changed (resumable work, if any, is kept in a hidden directory beside it)")
+        stderr.print(
+            "[red]interrupted[/red]; no output was written or changed (resumable work, if any, is kept in a hidden directory beside it)", soft_wrap=True
+        )
         raise typer.Exit(code=130) from None
     except (typer.Exit, typer.Abort):
         raise
@@ -68,6 +80,26 @@ def _errors() -> Iterator[None]:
             raise
         stderr.print(f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader of stdout went away (``| head``): stop quietly, as standard tools do (exit 141, SIGPIPE's)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+    except (OSError, ValueError):
+        pass
+    raise typer.Exit(code=141)
+
+
+class _StdoutConsole(Console):
+    """stdout for tables: a closed pipe ends the command quietly with 141, like any other write to stdout."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        _quiet_broken_pipe()
 
 
 @contextlib.contextmanager
@@ -119,39 +151,18 @@ def _log(message: str) -> None:
 
 
 @app.command(epilog="Examples: `dynsel extract sample_data/fashion_mnist_2k.npz --out runs/fm/features`; `dynsel extract photos/ --out feats` (class subfolders); `dynsel extract sample_data/sms_spam_1k.csv --encoder minilm --out feats`. See docs/extract.md.")
+@with_configs(ConfigSpec("config", ExtractConfig))
 def extract(
-    source: Path = typer.Argument(..., help="An image folder (class subfolders, or flat with a labels CSV), a .npy/.npz array (images [N,H,W(,C)] or vectors [N,D]), or a Parquet/CSV/TSV/JSONL table with a text or vector column."),
+    source: Path = typer.Argument(..., help=SOURCE_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Features directory to write (a killed run resumes from .OUT.partial/ next to it)."),
-    encoder: str = typer.Option(ExtractConfig.encoder, help=help_for(ExtractConfig, "encoder")),
-    allow_user_code: bool = typer.Option(ExtractConfig.allow_user_code, "--allow-user-code", help=help_for(ExtractConfig, "allow_user_code")),
-    array: Optional[str] = typer.Option(None, help=help_for(ExtractConfig, "array")),
-    labels: Optional[str] = typer.Option(None, help=help_for(ExtractConfig, "labels")),
-    text_column: str = typer.Option(ExtractConfig.text_column, help=help_for(ExtractConfig, "text_column")),
-    label_column: Optional[str] = typer.Option(None, help=help_for(ExtractConfig, "label_column")),
-    id_column: Optional[str] = typer.Option(None, help=help_for(ExtractConfig, "id_column")),
-    vector_column: Optional[str] = typer.Option(None, help=help_for(ExtractConfig, "vector_column")),
-    labels_csv: Optional[str] = typer.Option(None, help=help_for(ExtractConfig, "labels_csv")),
-    image_size: int = typer.Option(ExtractConfig.image_size, help=help_for(ExtractConfig, "image_size")),
-    mixed_sizes: str = typer.Option(ExtractConfig.mixed_sizes, help=help_for(ExtractConfig, "mixed_sizes")),
-    batch_size: int = typer.Option(ExtractConfig.batch_size, help=help_for(ExtractConfig, "batch_size")),
-    shard_size: int = typer.Option(ExtractConfig.shard_size, help=help_for(ExtractConfig, "shard_size")),
-    dtype: str = typer.Option(ExtractConfig.dtype, help=help_for(ExtractConfig, "dtype")),
-    device: str = typer.Option(ExtractConfig.device, help=help_for(ExtractConfig, "device")),
-    workers: Optional[int] = typer.Option(None, help=help_for(ExtractConfig, "workers")),
-    on_error: str = typer.Option(ExtractConfig.on_error, help=help_for(ExtractConfig, "on_error")),
-    limit: Optional[int] = typer.Option(None, help=help_for(ExtractConfig, "limit")),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    config: ExtractConfig = ExtractConfig(),
 ) -> None:
     """Encode every sample of SOURCE into feature vectors (sharded Parquet)."""
     import time
 
     from .extract import extract as run_extract
 
-    config = ExtractConfig(
-        encoder=encoder, allow_user_code=allow_user_code, array=array, labels=labels, text_column=text_column, label_column=label_column, id_column=id_column,
-        vector_column=vector_column, labels_csv=labels_csv, image_size=image_size, mixed_sizes=mixed_sizes, batch_size=batch_size, shard_size=shard_size,
-        dtype=dtype, device=device, workers=workers, on_error=on_error, limit=limit,
-    )
     # The stage reports (done, total); on a terminal the bar adds samples/s (elsewhere _progress prints plain lines with the rate).
     clock: dict[str, Any] = {"first": None, "first_done": 0, "done": 0}
     with _errors(), contextlib.ExitStack() as stack:
@@ -188,34 +199,17 @@ def extract(
 
 
 @app.command("fit-sae", epilog="Example: `dynsel fit-sae runs/fm/features --out runs/fm/sae --k 32`  (a killed run resumes from its last epoch when rerun with the same settings)")
+@with_configs(ConfigSpec("config", SaeConfig))
 def fit_sae_command(
     features: Path = typer.Argument(..., help="Features directory (from `dynsel extract`)."),
     out: Path = typer.Option(..., "--out", "-o", help="SAE checkpoint directory to write."),
-    width: int = typer.Option(SaeConfig.width, help=help_for(SaeConfig, "width")),
-    k: int = typer.Option(SaeConfig.k, help=help_for(SaeConfig, "k")),
-    epochs: Optional[int] = typer.Option(None, help=help_for(SaeConfig, "epochs")),
-    batch_size: Optional[int] = typer.Option(None, help=help_for(SaeConfig, "batch_size")),
-    lr: Optional[float] = typer.Option(None, help=help_for(SaeConfig, "lr")),
-    lr_warmup: float = typer.Option(SaeConfig.lr_warmup, help=help_for(SaeConfig, "lr_warmup")),
-    lr_decay: float = typer.Option(SaeConfig.lr_decay, help=help_for(SaeConfig, "lr_decay")),
-    auxk_coef: float = typer.Option(SaeConfig.auxk_coef, help=help_for(SaeConfig, "auxk_coef")),
-    k_aux: int = typer.Option(SaeConfig.k_aux, help=help_for(SaeConfig, "k_aux")),
-    dead_samples: int = typer.Option(SaeConfig.dead_samples, help=help_for(SaeConfig, "dead_samples")),
-    holdout: float = typer.Option(SaeConfig.holdout, help=help_for(SaeConfig, "holdout")),
-    patience: int = typer.Option(SaeConfig.patience, help=help_for(SaeConfig, "patience")),
-    buffer_rows: int = typer.Option(SaeConfig.buffer_rows, help=help_for(SaeConfig, "buffer_rows")),
-    seed: int = typer.Option(SaeConfig.seed, help=help_for(SaeConfig, "seed")),
-    device: str = typer.Option(SaeConfig.device, help=help_for(SaeConfig, "device")),
-    restart: bool = typer.Option(False, "--restart", help="Ignore the saved state of an interrupted run and train from scratch."),
+    restart: bool = typer.Option(False, "--restart", help=RESTART_HELP),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    config: SaeConfig = SaeConfig(),
 ) -> None:
     """Train a TopK sparse autoencoder on FEATURES; its units are the data set's factors. Quality is logged after every epoch."""
     from .sae import fit_sae
 
-    config = SaeConfig(
-        width=width, k=k, epochs=epochs, batch_size=batch_size, lr=lr, lr_warmup=lr_warmup, lr_decay=lr_decay, auxk_coef=auxk_coef, k_aux=k_aux,
-        dead_samples=dead_samples, holdout=holdout, patience=patience, buffer_rows=buffer_rows, seed=seed, device=device,
-    )
     with _errors(), _progress() as progress:
         manifest = fit_sae(features, out, config, progress, log=_log, resume=not restart, force=force)
     m = manifest["metrics"]
@@ -223,78 +217,43 @@ def fit_sae_command(
 
 
 @app.command("factors", epilog="Example: `dynsel factors runs/fm/features --sae runs/fm/sae --out runs/fm/factors`")
+@with_configs(ConfigSpec("config", FactorsConfig))
 def factors_command(
     features: Path = typer.Argument(..., help="Features directory (from `dynsel extract`)."),
     sae: Path = typer.Option(..., "--sae", help="SAE checkpoint directory (from `dynsel fit-sae`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Factor tables directory to write."),
-    batch_size: int = typer.Option(FactorsConfig.batch_size, help=help_for(FactorsConfig, "batch_size")),
-    device: str = typer.Option(FactorsConfig.device, help=help_for(FactorsConfig, "device")),
     allow_foreign_sae: bool = typer.Option(False, "--allow-foreign-sae", help="Use an SAE trained on other features of the same width (recorded in the manifest as sae_trained_on_these_features: false)."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    config: FactorsConfig = FactorsConfig(),
 ) -> None:
     """Encode every sample with the SAE: the sample and unit factor tables (Parquet)."""
     from .factors import build_factor_tables
 
     with _errors(), _progress() as progress:
-        manifest = build_factor_tables(features, sae, out, FactorsConfig(batch_size=batch_size, device=device), progress, allow_foreign_sae=allow_foreign_sae, force=force)
+        manifest = build_factor_tables(features, sae, out, config, progress, allow_foreign_sae=allow_foreign_sae, force=force)
     _log(f"factors: {manifest['n_samples']} samples, {manifest['width']} units ({manifest['dead_units']} dead) → {out}")
 
 
-def _plan_config(**values: Any) -> PlanConfig:
-    return PlanConfig(**values)
-
-
 @app.command("plan", epilog="Example: `dynsel plan runs/fm/factors --out runs/fm/plan --epochs 10 --ratio 0.5 --seed 0`  (use `--out -` to print one line of ids per epoch)")
+@with_configs(ConfigSpec("config", PlanConfig))
 def plan_command(
     factors: Path = typer.Argument(..., help="Factor tables directory (from `dynsel factors`)."),
     out: str = typer.Option(..., "--out", "-o", help="Plan directory to write, or - for one line of sample ids per epoch on stdout."),
-    epochs: int = typer.Option(PlanConfig.epochs, help=help_for(PlanConfig, "epochs")),
-    ratio: float = typer.Option(PlanConfig.ratio, help=help_for(PlanConfig, "ratio")),
-    seed: int = typer.Option(PlanConfig.seed, help=help_for(PlanConfig, "seed")),
-    method: str = typer.Option(PlanConfig.method, help=help_for(PlanConfig, "method")),
-    normalise: str = typer.Option(PlanConfig.normalise, help=help_for(PlanConfig, "normalise")),
-    schedule: str = typer.Option(PlanConfig.schedule, help=help_for(PlanConfig, "schedule")),
-    lambda_start: float = typer.Option(PlanConfig.lambda_start, help=help_for(PlanConfig, "lambda_start")),
-    lambda_end: float = typer.Option(PlanConfig.lambda_end, help=help_for(PlanConfig, "lambda_end")),
-    penalty: str = typer.Option(PlanConfig.penalty, help=help_for(PlanConfig, "penalty")),
-    beta: float = typer.Option(PlanConfig.beta, help=help_for(PlanConfig, "beta")),
-    decay: float = typer.Option(PlanConfig.decay, help=help_for(PlanConfig, "decay")),
-    tau: float = typer.Option(PlanConfig.tau, help=help_for(PlanConfig, "tau")),
-    class_quota: str = typer.Option(PlanConfig.class_quota, help=help_for(PlanConfig, "class_quota")),
-    dedup: bool = typer.Option(PlanConfig.dedup, "--dedup/--no-dedup", help=help_for(PlanConfig, "dedup")),
-    trust: bool = typer.Option(PlanConfig.trust, "--trust/--no-trust", help=help_for(PlanConfig, "trust")),
-    dup_cosine: float = typer.Option(PlanConfig.dup_cosine, help=help_for(PlanConfig, "dup_cosine")),
-    trust_full: float = typer.Option(PlanConfig.trust_full, help=help_for(PlanConfig, "trust_full")),
-    full_epochs: int = typer.Option(PlanConfig.full_epochs, help=help_for(PlanConfig, "full_epochs")),
-    batch_size: int = typer.Option(PlanConfig.batch_size, help=help_for(PlanConfig, "batch_size")),
-    world_size: int = typer.Option(PlanConfig.world_size, help=help_for(PlanConfig, "world_size")),
-    drop_last: bool = typer.Option(PlanConfig.drop_last, "--drop-last/--no-drop-last", help=help_for(PlanConfig, "drop_last")),
-    formats: str = typer.Option("bin,txt,parquet", help="Plan files to write besides the manifest: any of bin (always), txt, npy, parquet."),
+    formats: str = typer.Option(DEFAULT_FORMATS, help=FORMATS_HELP),
     features: Optional[Path] = typer.Option(None, "--features", help="The features FACTORS was made from; needed by --method knn-density and kcenter."),
-    device: str = typer.Option(PlanConfig.device, help=help_for(PlanConfig, "device")),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    config: PlanConfig = PlanConfig(),
 ) -> None:
     """Compute the per-epoch selection plan from FACTORS."""
-    from .formats.factors import read_factor_tables
-    from .formats.features import read_features
-    from .formats.plan import check_formats, write_plan_stream
-    from .plan import build_plan, compute_plan
+    from .formats.plan import parse_formats
+    from .plan import build_plan, print_plan
 
-    config = PlanConfig(
-        epochs=epochs, ratio=ratio, seed=seed, method=method, normalise=normalise, schedule=schedule, lambda_start=lambda_start, lambda_end=lambda_end,
-        penalty=penalty, beta=beta, decay=decay, tau=tau, class_quota=class_quota, dedup=dedup, trust=trust, dup_cosine=dup_cosine, trust_full=trust_full, full_epochs=full_epochs, batch_size=batch_size, world_size=world_size,
-        drop_last=drop_last, device=device,
-    )
     with _errors(), _progress() as progress:
         if out == "-":
-            feature_table = read_features(features) if features else None
-            result = compute_plan(read_factor_tables(factors), config, progress, feature_table)
-            write_plan_stream(sys.stdout, result.epochs)
+            print_plan(factors, sys.stdout, config, progress, features=features)
             return
-        wanted = tuple(f.strip() for f in formats.split(",") if f.strip())
-        check_formats(wanted)
-        manifest = build_plan(factors, Path(out), config, progress, formats=wanted, features=features, force=force)
-    _log(f"plan: {manifest['epochs']} epochs × {manifest['budget']} of {manifest['n_samples']} ({method}), {manifest['total_steps']} steps at batch {batch_size} → {out}")
+        manifest = build_plan(factors, Path(out), config, progress, formats=parse_formats(formats), features=features, force=force)
+    _log(f"plan: {manifest['epochs']} epochs × {manifest['budget']} of {manifest['n_samples']} ({config.method}), {manifest['total_steps']} steps at batch {config.batch_size} → {out}")
 
 
 @app.command(epilog="Example: `dynsel report runs/fm/plan --factors runs/fm/factors --compare runs/fm/plan-random --html report.html`")
@@ -326,7 +285,7 @@ def report(
             payload = main_report if other is None else compare_reports(main_report, other)
             sys.stdout.write(json.dumps(payload, sort_keys=True) + "\n")
         else:
-            render_terminal(main_report, Console(), compare=other)
+            render_terminal(main_report, _StdoutConsole(), compare=other)
 
 
 @app.command(epilog="Example: `dynsel verify runs/fm/plan --factors runs/fm/factors`  (exit 0: every check passed; 2: a check failed)")
@@ -353,43 +312,62 @@ def verify(
         raise typer.Exit(code=2)
 
 
-@app.command(epilog="Example: `dynsel run sample_data/fashion_mnist_2k.npz --out runs/fm --epochs 10 --ratio 0.5 --seed 0`")
+@app.command(epilog="Example: `dynsel run sample_data/fashion_mnist_2k.npz --out runs/fm --epochs 10 --ratio 0.5 --seed 0`. Every option of extract, fit-sae, factors and plan is accepted; where two stages share a name, plan keeps it and the other gets its stage prefix (`--sae-epochs`, `--extract-batch-size`); `--device` and `--seed` set every stage.")
+@with_configs(
+    ConfigSpec("plan_config", PlanConfig, "plan"),
+    ConfigSpec("extract_config", ExtractConfig, "extract"),
+    ConfigSpec("sae_config", SaeConfig, "sae"),
+    ConfigSpec("factors_config", FactorsConfig, "factors"),
+    shared=("device", "seed"),
+)
 def run(
-    source: Path = typer.Argument(..., help="A .npy or .npz array file (images or vectors)."),
+    source: Path = typer.Argument(..., help=SOURCE_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: features/, sae/, factors/, plan/ go inside."),
-    epochs: int = typer.Option(PlanConfig.epochs, help=help_for(PlanConfig, "epochs")),
-    ratio: float = typer.Option(PlanConfig.ratio, help=help_for(PlanConfig, "ratio")),
-    seed: int = typer.Option(PlanConfig.seed, help="Seed of the SAE and of the plan."),
-    method: str = typer.Option(PlanConfig.method, help=help_for(PlanConfig, "method")),
-    encoder: str = typer.Option(ExtractConfig.encoder, help=help_for(ExtractConfig, "encoder")),
-    image_size: int = typer.Option(ExtractConfig.image_size, help=help_for(ExtractConfig, "image_size")),
-    width: int = typer.Option(SaeConfig.width, help=help_for(SaeConfig, "width")),
-    k: int = typer.Option(SaeConfig.k, help=help_for(SaeConfig, "k")),
-    batch_size: int = typer.Option(PlanConfig.batch_size, help=help_for(PlanConfig, "batch_size")),
-    device: str = typer.Option("auto", help="Where every stage runs: auto, cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan report as JSON on stdout."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    formats: str = typer.Option(DEFAULT_FORMATS, help=FORMATS_HELP),
+    restart: bool = typer.Option(False, "--restart", help=RESTART_HELP),
+    extract_config: ExtractConfig = ExtractConfig(),
+    sae_config: SaeConfig = SaeConfig(),
+    factors_config: FactorsConfig = FactorsConfig(),
+    plan_config: PlanConfig = PlanConfig(),
 ) -> None:
     """Run every stage (extract → fit-sae → factors → plan) into OUT and print the report; up-to-date stages are skipped."""
     from .formats.factors import read_factor_tables
     from .formats.plan import read_plan
+    from .formats.plan import parse_formats
     from .pipeline import RunConfig, run_pipeline
     from .report import build_report, render_terminal
 
-    config = RunConfig(
-        extract=ExtractConfig(encoder=encoder, image_size=image_size, device=device),
-        sae=SaeConfig(width=width, k=k, seed=seed, device=device),
-        factors=FactorsConfig(device=device),
-        plan=PlanConfig(epochs=epochs, ratio=ratio, seed=seed, method=method, batch_size=batch_size, device=device),
-    )
+    config = RunConfig(extract=extract_config, sae=sae_config, factors=factors_config, plan=plan_config)
     with _errors(), _progress() as progress:
-        result = run_pipeline(source, out, config, progress, _log, force=force)
+        result = run_pipeline(source, out, config, progress, _log, force=force, formats=parse_formats(formats), restart=restart)
         summary = build_report(read_plan(result.plan), read_factor_tables(out / "factors"))
     if as_json:
         sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
     else:
-        render_terminal(summary, Console())
+        render_terminal(summary, _StdoutConsole())
 
 
 def main() -> None:
-    app(prog_name="dynsel")
+    """The ``dynsel`` entry point: Typer, with usage errors as one line and a closed stdout as a quiet exit."""
+    try:
+        code = app(prog_name="dynsel", standalone_mode=False)
+    except typer.Abort:
+        stderr.print("[red]interrupted[/red]", soft_wrap=True)
+        sys.exit(130)
+    except typer.TyperException as exc:  # usage errors (Typer's own click): bad value, unknown option, missing argument
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `dynsel CMD`: the help is the answer
+            typer.echo(ctx.get_help(), err=True)
+            sys.exit(2)
+        where = ctx.command_path if ctx is not None else "dynsel"
+        message = " ".join(str(exc.format_message()).split()).rstrip(".") if hasattr(exc, "format_message") else str(exc)
+        stderr.print(f"[red]error:[/red] {escape(message)}; see `{escape(where)} --help`", highlight=False, soft_wrap=True)
+        sys.exit(int(getattr(exc, "exit_code", 2)))
+    except BrokenPipeError:
+        try:
+            _quiet_broken_pipe()
+        except typer.Exit as exit_:
+            sys.exit(exit_.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

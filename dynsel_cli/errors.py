@@ -10,8 +10,10 @@ from __future__ import annotations
 class DynselError(Exception):
     """A problem with the user's input or options; the message says what is wrong and how to fix it."""
 
-    exit_code = 2
-
 
 class ArtifactError(DynselError):
     """An artifact on disk is missing, corrupt, of the wrong kind, or does not match its inputs."""
+
+
+class DeviceError(DynselError, ValueError):
+    """``--device`` names a device that does not exist or is not usable here (also a ValueError for library callers)."""

@@ -87,12 +87,21 @@ def validate_run(source: Path, config: RunConfig) -> None:
 
 
 def run_pipeline(
-    source: Path, out: Path, config: RunConfig = RunConfig(), progress: ProgressFn = null_progress, log: LogFn = null_log, *, force: bool = False
+    source: Path,
+    out: Path,
+    config: RunConfig = RunConfig(),
+    progress: ProgressFn = null_progress,
+    log: LogFn = null_log,
+    *,
+    force: bool = False,
+    formats: tuple[str, ...] = ("bin", "txt", "parquet"),
+    restart: bool = False,
 ) -> RunResult:
     """Run extract → fit-sae → factors → plan into ``out``/{features,sae,factors,plan}.
 
     ``out`` must be new, empty, or a run directory (only stage artifacts inside); ``force`` lets a stage
-    folder replace a dynsel artifact of another kind.
+    folder replace a dynsel artifact of another kind. ``formats`` are the plan's files; ``restart`` ignores the
+    saved state of an interrupted fit-sae.
     """
     out = Path(out)
     check_output(out, RUN_KIND, inputs=[Path(source)], force=force)
@@ -112,7 +121,7 @@ def run_pipeline(
     stages["fit-sae"] = "up to date" if sae else "built"
     if sae is None:
         log(f"fit-sae: → {paths['sae']}")
-        sae = fit_sae(paths["features"], paths["sae"], config.sae, progress, force=force)
+        sae = fit_sae(paths["features"], paths["sae"], config.sae, progress, force=force, resume=not restart)
 
     factor_inputs = {"features": features["fingerprint"], "sae": sae["fingerprint"]}
     factors = _current(read_factors_manifest, paths["factors"], factor_inputs, _settings(config.factors))
@@ -126,7 +135,7 @@ def run_pipeline(
     if plan is None:
         log(f"plan: → {paths['plan']}")
         features_for_plan = paths["features"] if config.plan.method in NEEDS_FEATURES else None
-        build_plan(paths["factors"], paths["plan"], config.plan, progress, features=features_for_plan, force=force)
+        build_plan(paths["factors"], paths["plan"], config.plan, progress, formats=formats, features=features_for_plan, force=force)
     # a run killed after a stage's artifact was in place, but before the stage had cleaned up, left its
     # temporaries and resume state; a built stage has removed them, an up-to-date one does it now
     for path in paths.values():

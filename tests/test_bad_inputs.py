@@ -118,6 +118,7 @@ def _unwritable_parent(work: Path) -> Path:
     return blocker / "features"
 
 
+_CUDA = __import__("torch").cuda.is_available()  # the no-GPU case is a bad input only where there is none
 OUT = "OUTPUT"  # stands for the output path; each case's output is work/"out"
 
 
@@ -166,6 +167,11 @@ CASES: list[Case] = [
     Case("plan-features-other-data", "`--features` of another data set", lambda w, r: ["plan", r.factors, "--out", OUT, "--method", "knn-density", "--features", _other_features(w, r)], "--features"),
     Case("plan-out-is-file", "`--out` is an existing file", lambda w, r: ["plan", r.factors, "--out", _write(w / "plan.txt", b"keep me\n")], "plan.txt"),
     Case("plan-manifest-path-escape", "manifest naming a file outside its artifact (`../`)", lambda w, r: ["plan", _escaping_factors(w, r), "--out", OUT], "outside"),
+    Case("plan-unknown-class-quota", "unknown `--class-quota`", lambda w, r: ["plan", r.factors, "--out", OUT, "--class-quota", "equal"], "--class-quota"),
+    Case("plan-bad-dup-cosine", "`--dup-cosine 0`", lambda w, r: ["plan", r.factors, "--out", OUT, "--dup-cosine", "0"], "--dup-cosine"),
+    Case("plan-unknown-device", "`--device gpu`", lambda w, r: ["plan", r.factors, "--out", OUT, "--device", "gpu"], "--device"),
+    *([Case("plan-cuda-without-gpu", "`--device cuda` on a machine without a usable GPU", lambda w, r: ["plan", r.factors, "--out", OUT, "--device", "cuda"], "--device cuda")] if not _CUDA else []),
+    Case("fit-sae-unknown-device", "`fit-sae --device gpu`", lambda w, r: ["fit-sae", r.features, "--out", OUT, "--device", "gpu"], "--device"),
     # output safety: --out replaces only dynsel's own artifacts of the same kind
     Case("plan-out-user-folder", "`--out` is an existing folder dynsel did not write", lambda w, r: ["plan", r.factors, "--out", _user_folder(w)], "mydata"),
     Case("plan-out-user-folder-force", "`--out` is a folder dynsel did not write, with `--force`", lambda w, r: ["plan", r.factors, "--out", _user_folder(w), "--force"], "not a dynsel plan"),

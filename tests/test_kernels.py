@@ -420,7 +420,7 @@ def test_resolve_device():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         assert resolve_device("auto") == "cpu"
-        with pytest.raises(ValueError, match="no CUDA GPU"):
+        with pytest.raises(ValueError, match="no CUDA GPU"):  # a DeviceError: exit 2 on the command line
             resolve_device("cuda")
 
 

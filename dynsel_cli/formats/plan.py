@@ -121,6 +121,13 @@ class Plan:
 PLAN_FORMATS = ("bin", "txt", "npy", "parquet")
 
 
+def parse_formats(text: str) -> tuple[str, ...]:
+    """``--formats bin,txt`` → ("bin", "txt"), refusing unknown names."""
+    wanted = tuple(f.strip() for f in text.split(",") if f.strip())
+    check_formats(wanted)
+    return wanted
+
+
 def check_formats(formats: Sequence[str]) -> None:
     unknown = set(formats) - set(PLAN_FORMATS)
     if unknown:

@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from .. import devices
 from ._common import check_factor_inputs, check_scalar_params, check_selection_inputs
 from .cpu import factor_scores_cpu, select_epochs_cpu
 
@@ -62,48 +63,15 @@ class SelectionParams:
         )
 
 
-def _triton_importable() -> bool:
-    try:
-        import triton  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except Exception:
-        return False
-    return bool(torch.cuda.is_available())
-
-
 def resolve_device(device: str) -> str:
-    """Map ``"auto" | "cpu" | "cuda"`` to ``"cpu"`` or ``"cuda"``.
-
-    ``"auto"`` is ``"cuda"`` iff ``torch.cuda.is_available()`` and triton imports. ``"cuda"`` without a
-    usable GPU or without triton raises :class:`ValueError`.
-    """
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "cpu":
-        return "cpu"
-    cuda = _cuda_available()
-    if device == "auto":
-        return "cuda" if cuda and _triton_importable() else "cpu"
-    if not cuda:
-        raise ValueError(
-            "device 'cuda' was requested but no CUDA GPU is usable (torch.cuda.is_available() is False, or "
-            "torch is a CPU-only build); use device 'cpu' or 'auto'"
-        )
-    if not _triton_importable():
-        raise ValueError("device 'cuda' needs the triton package (pip install triton); use device 'cpu' or 'auto'")
-    return "cuda"
+    """Map ``"auto" | "cpu" | "cuda"`` to ``"cpu"`` or ``"cuda"`` for the scoring kernels (which need triton
+    on CUDA); raises :class:`~dynsel_cli.errors.DeviceError` (a ValueError) when that device is not usable."""
+    return devices.resolve_device(device, needs_triton=True)
 
 
 def _resolve(device: str) -> str:
     if device == "triton-cpu":
-        if not _triton_importable():
+        if not devices.triton_importable():
             raise ValueError("device 'triton-cpu' needs the triton package (pip install triton)")
         return device
     return resolve_device(device)

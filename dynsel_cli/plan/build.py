@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import pyarrow as pa
@@ -16,7 +16,7 @@ from ..formats.common import atomic_directory
 from ..formats.output import check_output
 from ..formats.factors import FactorTables, read_factor_tables
 from ..formats.features import Features, read_features
-from ..formats.plan import KIND, write_plan
+from ..formats.plan import KIND, write_plan, write_plan_stream
 from ..progress import ProgressFn, null_progress
 from . import streams
 from .budget import epoch_budget
@@ -81,6 +81,13 @@ def signals_table(ids: np.ndarray, signals: Signals) -> pa.Table:
         "weight": pa.array(signals.weights, pa.float64()),
     }
     return pa.table(columns)
+
+
+def print_plan(factors: Path, handle: TextIO, config: PlanConfig = PlanConfig(), progress: ProgressFn = null_progress, features: Path | None = None) -> None:
+    """``dynsel plan --out -``: compute the plan and print one line of ids per epoch (nothing on disk)."""
+    tables = read_factor_tables(Path(factors))
+    feature_table = read_features(Path(features)) if features is not None else None
+    write_plan_stream(handle, compute_plan(tables, config, progress, feature_table).epochs)
 
 
 def check_same_data_set(tables: FactorTables, features: Features) -> None:

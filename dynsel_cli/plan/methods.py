@@ -10,6 +10,7 @@ import numpy as np
 
 from .. import kernels
 from ..config import PlanConfig
+from ..devices import resolve_device
 from ..errors import DynselError
 from ..formats.factors import FactorTables
 from ..progress import ProgressFn, null_progress
@@ -42,6 +43,7 @@ def validate(config: PlanConfig) -> None:
         raise DynselError(f"--epochs {config.epochs}: must be at least 1")
     if not 0 <= config.full_epochs <= config.epochs:
         raise DynselError(f"--full-epochs {config.full_epochs}: must be between 0 and --epochs ({config.epochs})")
+    resolve_device(config.device, needs_triton=config.method in ("score", "static-top"))
     if config.class_quota not in QUOTA_MODES:
         raise DynselError(f"--class-quota {config.class_quota!r}: use one of {', '.join(QUOTA_MODES)}")
     if config.trust_full < 0:
