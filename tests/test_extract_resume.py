@@ -117,6 +117,8 @@ def test_interrupted_run_resumes_skips_bad_shards_and_stale_state(tmp_path: Path
     config = ExtractConfig(shard_size=10, batch_size=4, on_error="skip")
     reference = extract(tmp_path / "v.npy", tmp_path / "ref", config)
     assert reference["n_samples"] == 98 and len(reference["shards"]) == 10
+    # skipped rows leave gaps: the ids are positions 0..99, not 0..97, and the manifest says so
+    assert (reference["id_min"], reference["id_max"], reference["ids_dense"]) == (0, 99, False)
 
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):

@@ -199,3 +199,32 @@ def test_methods_keep_exact_budgets_quotas_and_are_deterministic(method: str) ->
     np.testing.assert_array_equal(np.bincount(labels[balanced], minlength=3), [24, 24, 24])
     again = compute_plan(tables, config)
     assert all(np.array_equal(a, b) for a, b in zip(first.epochs, again.epochs))
+    assert (first.manifest_extra["id_min"], first.manifest_extra["id_max"], first.manifest_extra["ids_dense"]) == (0, 179, True)
+
+
+# ------------------------------------------------------------------------------------- extending a plan
+
+
+@pytest.mark.parametrize("method", ["dynsel", "rs2", "random", "score", "static-random"])
+def test_a_longer_plan_extends_the_shorter_one(method: str) -> None:
+    """`--epochs 20` with the same inputs and seed starts with the 10-epoch plan, epoch for epoch and in
+    training order, for every method whose schedule does not depend on the number of epochs."""
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.arange(3), [70, 50, 30])
+    units, acts = _codes(rng.random((150, 90)), noise=0.0, seed=1, k=6)
+    tables = _tables(units, acts, labels, 90)
+    short = compute_plan(tables, PlanConfig(epochs=10, ratio=0.3, seed=5, method=method, device="cpu")).epochs
+    long = compute_plan(tables, PlanConfig(epochs=20, ratio=0.3, seed=5, method=method, device="cpu")).epochs
+    for a, b in zip(short, long[:10]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_schedule_that_depends_on_the_length_does_not_extend() -> None:
+    """The documented exception: a cosine schedule stretches over all epochs, so its early epochs change."""
+    rng = np.random.default_rng(4)
+    units, acts = _codes(rng.random((150, 90)), noise=0.0, seed=1, k=6)
+    tables = _tables(units, acts, None, 90)
+    config = PlanConfig(epochs=10, ratio=0.3, seed=5, method="score", schedule="cosine", lambda_start=0.0, device="cpu")
+    short = compute_plan(tables, config).epochs
+    long = compute_plan(tables, replace(config, epochs=20)).epochs
+    assert any(not np.array_equal(a, b) for a, b in zip(short, long[:10]))

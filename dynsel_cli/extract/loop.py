@@ -25,7 +25,7 @@ from .. import __version__
 from ..config import ExtractConfig, as_settings
 from ..devices import torch_device
 from ..errors import DynselError
-from ..formats.common import FORMAT_VERSION, atomic_directory, fingerprint, write_json
+from ..formats.common import FORMAT_VERSION, IdRange, atomic_directory, fingerprint, write_json
 from ..formats.output import check_output
 from ..formats.features import KIND, MANIFEST, VECTOR_DTYPES, FeatureShardWriter
 from ..progress import LogFn, ProgressFn, null_log, null_progress
@@ -79,8 +79,10 @@ class ContentHasher:
     def __init__(self, has_labels: bool) -> None:
         self.has_labels = has_labels
         self.digest = hashlib.sha256()
+        self.ids = IdRange()
 
     def update(self, ids: np.ndarray, labels: np.ndarray | None, vectors: np.ndarray) -> None:
+        self.ids.update(np.asarray(ids))
         for row in range(0, len(ids), 65_536):
             sl = slice(row, row + 65_536)
             block = [np.ascontiguousarray(ids[sl], dtype="<i8").reshape(-1, 1).view(np.uint8)]
@@ -313,6 +315,7 @@ def _assemble(out: Path, work: WorkDir, hasher: ContentHasher, dim: int, dtype: 
             "has_labels": has_labels,
             "shards": shards,
             "fingerprint": hasher.hexdigest(),
+            **hasher.ids.manifest_fields(rows),
             "dynsel_version": __version__,
             "created_by": "dynsel extract",
             "source": source_info,

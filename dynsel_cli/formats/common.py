@@ -56,6 +56,33 @@ def fingerprint(obj: Any) -> str:
     return sha256_bytes(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode())[:32]
 
 
+class IdRange:
+    """Running min and max of the sample ids an artifact holds, for its manifest's id fields."""
+
+    def __init__(self) -> None:
+        self.low: int | None = None
+        self.high: int | None = None
+
+    def update(self, ids: Any) -> None:
+        if len(ids):
+            low, high = int(min(ids)), int(max(ids))
+            self.low = low if self.low is None else min(self.low, low)
+            self.high = high if self.high is None else max(self.high, high)
+
+    def manifest_fields(self, n_samples: int) -> dict[str, Any]:
+        """``id_min``, ``id_max`` and ``ids_dense``: whether the (unique) ids are exactly 0 … n_samples − 1, so
+        an id is also the row position in the data set (docs/consumers.md, "Sizing the data set")."""
+        dense = self.low == 0 and self.high == n_samples - 1
+        return {"id_min": self.low, "id_max": self.high, "ids_dense": bool(dense)}
+
+
+def id_fields(ids: Any) -> dict[str, Any]:
+    """:meth:`IdRange.manifest_fields` of one array of unique ids."""
+    span = IdRange()
+    span.update(ids)
+    return span.manifest_fields(len(ids))
+
+
 def write_json(path: Path, obj: Any) -> None:
     path.write_text(canonical_json(obj), encoding="utf-8")
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ArtifactError
-from .common import FORMAT_VERSION, file_entry, read_artifact_manifest, write_json
+from .common import FORMAT_VERSION, file_entry, id_fields, read_artifact_manifest, write_json
 
 KIND = "dynsel.factors"
 WHAT = "factor tables directory"
@@ -105,6 +105,7 @@ def write_factor_tables(directory: Path, samples: SampleFactors, units: UnitStat
         "k": int(samples.units.shape[1]),
         "width": width,
         "has_labels": samples.labels is not None,
+        **id_fields(samples.ids),
         "files": files,
         "fingerprint": files["samples.parquet"]["sha256"],
         **extra,

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from ..errors import ArtifactError, DynselError
 from .common import (
     FORMAT_VERSION,
+    IdRange,
     file_entry,
     read_artifact_manifest,
     safe_child,
@@ -77,6 +78,7 @@ class FeatureShardWriter:
         self._pending_rows = 0
         self._shards: list[dict[str, Any]] = []
         self._digest = hashlib.sha256()
+        self._ids = IdRange()
         self.n_rows = 0
 
     def schema(self) -> pa.Schema:
@@ -114,6 +116,7 @@ class FeatureShardWriter:
                 block.append(labels[sl].reshape(-1, 1).view(np.uint8))
             block.append(vectors[sl].view(np.uint8).reshape(len(ids[sl]), -1))
             self._digest.update(np.ascontiguousarray(np.concatenate(block, axis=1)).tobytes())
+        self._ids.update(ids)
         name = f"part-{len(self._shards):05d}.parquet"
         columns: list[pa.Array] = [pa.array(ids, pa.int64())]
         if labels is not None:
@@ -140,6 +143,7 @@ class FeatureShardWriter:
             "has_labels": self.has_labels,
             "shards": self._shards,
             "fingerprint": self._digest.hexdigest(),
+            **self._ids.manifest_fields(self.n_rows),
             **extra,
         }
         write_json(self.directory / MANIFEST, manifest)

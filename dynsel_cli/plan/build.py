@@ -12,7 +12,7 @@ import pyarrow as pa
 from .. import __version__
 from ..config import PlanConfig, as_settings
 from ..errors import DynselError
-from ..formats.common import atomic_directory
+from ..formats.common import atomic_directory, id_fields
 from ..formats.output import check_output
 from ..formats.factors import FactorTables, read_factor_tables
 from ..formats.features import Features, read_features
@@ -63,6 +63,7 @@ def compute_plan(tables: FactorTables, config: PlanConfig, progress: ProgressFn 
         "schedule": {"kind": config.schedule, "lambda": selection.lambdas} if config.method == "score" else None,
         "inputs": {"factors": tables.fingerprint, **({"features": features.fingerprint} if features is not None else {})},
         "dataset_fingerprint": tables.manifest.get("inputs", {}).get("features"),
+        **id_fields(ids),
         "classes": tables.manifest.get("classes"),
         "signals": selection.signals.summary() if selection.signals is not None else None,
     }
