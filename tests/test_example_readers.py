@@ -40,6 +40,19 @@ def cpp_reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cpp_sha256(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The C++ reader built with its test hook: `read_plan --sha256 FILE` prints FILE's sha256."""
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("g++ not installed")
+    binary = tmp_path_factory.mktemp("cpp_hook") / "read_plan"
+    command = [compiler, "-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-DREAD_PLAN_SHA256_HOOK",
+               "-o", str(binary), str(CPP_SOURCE)]  # fmt: skip
+    _compile(command, "C++ example with the sha256 hook")
+    return binary
+
+
+@pytest.fixture(scope="session")
 def rust_reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("rust")
     cargo, rustc = shutil.which("cargo"), shutil.which("rustc")
@@ -135,3 +148,54 @@ def test_bad_input_exits_2_with_a_message(reader: Path, plans: dict[str, Path], 
         handle.write(b"\0\0\0\0")  # one id more than offsets.bin accounts for
     result = _run(reader, str(broken))
     assert result.returncode == 2 and "offsets.bin" in result.stderr
+
+
+def _flip_byte(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+# u4's offsets.bin is [0, 10, 17, 17, 29, 30]: its byte 8 is offsets[1], and 10 -> 11 keeps the offsets
+# non-decreasing and spanning indices.bin, so only the checksum tells.
+@pytest.mark.parametrize("name, at", [("indices.bin", 0), ("indices.bin", 57), ("offsets.bin", 8)])
+def test_tampered_file_exits_2_naming_it(reader: Path, plans: dict[str, Path], tmp_path: Path, name: str, at: int) -> None:
+    tampered = tmp_path / "tampered"
+    shutil.copytree(plans["u4"], tampered)
+    _flip_byte(tampered / name, at)
+    for args in ([], ["0"]):  # the summary and an epoch's ids both check before printing anything
+        result = _run(reader, str(tampered), *args)
+        assert result.returncode == 2, result.stdout
+        assert result.stdout == ""
+        assert len(result.stderr.splitlines()) == 1 and f"{tampered / name}: checksum mismatch" in result.stderr
+
+
+def test_size_in_manifest_is_checked(reader: Path, plans: dict[str, Path], tmp_path: Path) -> None:
+    edited = tmp_path / "edited"
+    shutil.copytree(plans["u4"], edited)
+    manifest = (edited / "manifest.json").read_text()
+    size = (edited / "indices.bin").stat().st_size
+    record = f'"bytes": {size},'
+    assert manifest.count(record) == 1
+    (edited / "manifest.json").write_text(manifest.replace(record, f'"bytes": {size + 4},'))
+    result = _run(reader, str(edited))
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(f"indices.bin: {size} bytes, manifest.json says {size + 4} (modified or truncated); rebuild the plan")
+    (edited / "manifest.json").write_text(manifest.replace('"offsets.bin"', '"offsets.old"'))
+    result = _run(reader, str(edited))
+    assert result.returncode == 2 and 'no "files" entry' in result.stderr and "offsets.bin" in result.stderr
+
+
+def test_cpp_sha256_matches_hashlib(cpp_sha256: Path, tmp_path: Path) -> None:
+    inputs = {
+        "empty": b"",
+        "abc": b"abc",
+        "two_blocks": b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",  # 56 bytes: FIPS 180-4's example
+        "random_1mb": np.random.default_rng(1).bytes(1 << 20),
+    }
+    for name, data in inputs.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        result = _run(cpp_sha256, "--sha256", str(path))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == hashlib.sha256(data).hexdigest() + "\n", name

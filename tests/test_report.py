@@ -363,3 +363,17 @@ def test_render_html_static(hand, tmp_path):
     # user text is escaped
     b2 = dict(b, name="<img onerror=x>", method="<b>")
     assert "<img onerror" not in render_html(b2)
+
+
+def test_recurrence_shows_a_plan_that_alternates_two_halves(tmp_path: Path) -> None:
+    alternating = make_plan(tmp_path / "alt", epochs_s=[[0, 1, 2], [3, 4, 5]] * 3, extra={"schedule": None})
+    report = build_report(read_plan(alternating))
+    overall = report["overall"]
+    assert overall["overlap_prev_mean"] == 0.0  # "0% overlap with the previous epoch" hides it ...
+    assert overall["overlap_lag2_mean"] == 1.0  # ... the lag-2 overlap and the set counts show it
+    assert overall["distinct_epoch_sets"] == 2 and overall["repeated_epoch_sets"] == 4
+    assert [rec["repeats_epoch"] for rec in report["per_epoch"]] == [None, None, 0, 1, 0, 1]
+    rotating = make_plan(tmp_path / "rot", epochs_s=[[0, 1, 2], [3, 4, 5], [0, 2, 4], [1, 3, 5]], extra={"schedule": None})
+    overall = build_report(read_plan(rotating))["overall"]
+    assert overall["distinct_epoch_sets"] == 4 and overall["repeated_epoch_sets"] == 0
+    assert overall["overlap_lag2_mean"] == pytest.approx(2 / 3)  # {0,2,4} vs {0,1,2} and {1,3,5} vs {3,4,5}

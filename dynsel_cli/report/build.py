@@ -34,6 +34,8 @@ EPOCH_FIELDS = (
     "cumulative_seen",
     "overlap_prev",
     "jaccard_prev",
+    "overlap_lag2",
+    "repeats_epoch",
     "lambda",
     "usage_min",
     "usage_median",
@@ -181,6 +183,8 @@ def build_report(plan: Plan, factors: FactorTables | None = None) -> dict[str, A
     longest = np.zeros(n, dtype=np.int64)
     seen = np.zeros(n, dtype=bool)
     prev_member: np.ndarray | None = None
+    prev2_member: np.ndarray | None = None
+    first_epoch_of_set: dict[str, int] = {}  # an epoch's set (hash of its membership) → the first epoch that had it
     covered_all = np.zeros(width, dtype=bool)
     pooled_class_counts = np.zeros(len(classes), dtype=np.int64) if classes is not None else None
 
@@ -201,7 +205,12 @@ def build_report(plan: Plan, factors: FactorTables | None = None) -> dict[str, A
             union = int((prev_member | member).sum())
             overlap_prev = inter / unique if unique else 0.0
             jaccard_prev = inter / union if union else 0.0
-        prev_member = member
+        overlap_lag2 = None
+        if prev2_member is not None:
+            overlap_lag2 = int((prev2_member & member).sum()) / unique if unique else 0.0
+        set_key = m.set_key(member)
+        repeats = first_epoch_of_set.setdefault(set_key, e)
+        prev2_member, prev_member = prev_member, member
         rec: dict[str, Any] = {
             "epoch": e,
             "count": counts[e],
@@ -213,6 +222,8 @@ def build_report(plan: Plan, factors: FactorTables | None = None) -> dict[str, A
             "cumulative_seen": float(seen.mean()) if n else 0.0,
             "overlap_prev": overlap_prev,
             "jaccard_prev": jaccard_prev,
+            "overlap_lag2": overlap_lag2,
+            "repeats_epoch": repeats if repeats != e else None,
             "lambda": lambdas[e] if lambdas is not None and e < len(lambdas) else None,
             **stats.as_dict("usage_"),
             "r_mean": None,
@@ -244,6 +255,9 @@ def build_report(plan: Plan, factors: FactorTables | None = None) -> dict[str, A
         per_epoch.append({k: (_finite(v) if isinstance(v, float) else v) for k, v in rec.items()})
 
     overall = _overall(per_epoch, usage, longest, n_epochs, counts, steps, factors is not None)
+    overall["distinct_epoch_sets"] = len(first_epoch_of_set)
+    overall["repeated_epoch_sets"] = sum(1 for rec in per_epoch if rec["repeats_epoch"] is not None)
+    overall["overlap_lag2_mean"] = _mean([rec["overlap_lag2"] for rec in per_epoch])
     if factors is not None:
         overall["frequent_covered"] = m.covered_share(covered_all, frequent)
         overall["rare_covered"] = m.covered_share(covered_all, rare)

@@ -267,3 +267,10 @@ def worst_deviation(shares: np.ndarray, reference: np.ndarray) -> tuple[float, i
         return 0.0, -1
     worst = int(np.argmax(dev))
     return float(dev[worst]), worst
+
+
+def set_key(member: np.ndarray) -> str:
+    """A short identity of an epoch's sample set (its membership mask), to find sets that come back."""
+    import hashlib
+
+    return hashlib.sha256(np.packbits(member).tobytes()).hexdigest()[:32]

@@ -91,7 +91,7 @@ def _overall(report: dict[str, Any], compare: dict[str, Any] | None) -> Table:
         "total_selected", "total_steps", "count_mean", "cumulative_seen", "epochs_to_full_coverage",
         "usage_min", "usage_median", "usage_max", "usage_gini", "usage_never_selected_share",
         "usage_longest_run_max", "usage_longest_run_mean", "overlap_prev_mean", "jaccard_prev_mean",
-        "lambda_first", "lambda_last", "r_mean", "d_mean", "frequent_covered_mean", "rare_covered_mean",
+        "overlap_lag2_mean", "distinct_epoch_sets", "repeated_epoch_sets", "lambda_first", "lambda_last", "r_mean", "d_mean", "frequent_covered_mean", "rare_covered_mean",
         "frequent_covered", "rare_covered", "class_worst_deviation", "class_worst_deviation_mean",
     ]
     for key in keys:

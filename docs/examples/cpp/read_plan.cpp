@@ -8,7 +8,11 @@
 //         read_plan PLAN_DIR EPOCH     epoch EPOCH's sample ids, one per line, in training order
 //                                      (the same bytes as PLAN_DIR/epochs/epoch-EEEE.txt)
 //
-// Compare the summary with manifest.json's "counts" and "sha256" (the sha256 of indices.bin).
+// Before printing anything, both forms check the two files they read, indices.bin and offsets.bin:
+// their sizes fit each other (offsets non-decreasing from 0 to the number of ids), and each file's size
+// and sha256 equal what manifest.json records under "files". Any mismatch is one line on stderr naming
+// the file, and exit status 2. Not checked: counts against the manifest's "counts", ids against
+// "n_samples", and the files this reader does not read (weights.bin, epochs/, plan.parquet).
 //
 // The plan format (docs/formats.md, "Plan"):
 //   indices.bin  all epochs' sample ids concatenated, little-endian; uint32 when manifest.json says
@@ -16,10 +20,12 @@
 //   offsets.bin  little-endian uint64, epochs + 1 entries (CSR): epoch e is
 //                indices[offsets[e] .. offsets[e + 1])
 //
-// manifest.json is read with a minimal string search for the "index_dtype" key instead of a JSON
-// parser, to stay dependency-free. That is safe for dynsel's manifests (canonical JSON written by
-// dynsel, where "index_dtype" is a top-level key whose value is the plain string "<u4" or "<u8");
-// a trainer that reads more of the manifest should use a real JSON library (e.g. nlohmann/json).
+// manifest.json is read with a minimal string search instead of a JSON parser, to stay
+// dependency-free: "index_dtype", and "files" -> "indices.bin"/"offsets.bin" -> "bytes" and "sha256".
+// That is safe for dynsel's manifests (JSON written by dynsel, where "index_dtype" is a top-level key
+// whose value is the plain string "<u4" or "<u8", and each "files" entry is a flat object of a number
+// and a hex string); a trainer that reads more of the manifest should use a real JSON library (e.g.
+// nlohmann/json).
 //
 // Values are decoded byte by byte as little-endian, so the reader is right on big-endian hosts too;
 // on little-endian hosts compilers turn the decode into a plain load.
@@ -170,7 +176,7 @@ class Sha256 {
 };
 
 // ---------------------------------------------------------------------------------------------
-// manifest.json: only "index_dtype", found by string search (see the header comment).
+// manifest.json: "index_dtype" and two "files" entries, found by string search (see the header comment).
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -180,19 +186,66 @@ std::string read_text(const std::string& path) {
   return s.str();
 }
 
-int index_width(const std::string& manifest_path) {
-  const std::string text = read_text(manifest_path);
-  const std::string key = "\"index_dtype\"";
-  std::size_t at = text.find(key);
-  if (at == std::string::npos) throw std::runtime_error(manifest_path + ": no \"index_dtype\" key");
-  std::size_t colon = text.find(':', at + key.size());
-  std::size_t open = (colon == std::string::npos) ? colon : text.find('"', colon + 1);
-  std::size_t close = (open == std::string::npos) ? open : text.find('"', open + 1);
-  if (close == std::string::npos) throw std::runtime_error(manifest_path + ": malformed \"index_dtype\"");
+constexpr std::size_t npos = std::string::npos;
+const char* const kSpace = " \t\r\n";
+
+// The position of the first value (past the ':' and any blanks) of a key "key" at or after `from`, or
+// npos. A quoted word followed by ':' is a key: a JSON string cannot hold an unescaped quote, so a
+// string's contents (a class name, say) never match.
+std::size_t find_value(const std::string& text, const std::string& key, std::size_t from = 0) {
+  const std::string quoted = "\"" + key + "\"";
+  for (std::size_t at = text.find(quoted, from); at != npos; at = text.find(quoted, at + 1)) {
+    std::size_t colon = text.find_first_not_of(kSpace, at + quoted.size());
+    if (colon != npos && text[colon] == ':') return text.find_first_not_of(kSpace, colon + 1);
+  }
+  return npos;
+}
+
+int index_width(const std::string& text, const std::string& manifest_path) {
+  std::size_t open = find_value(text, "index_dtype");
+  if (open == npos) throw std::runtime_error(manifest_path + ": no \"index_dtype\" key");
+  if (text[open] != '"') open = npos;
+  std::size_t close = (open == npos) ? open : text.find('"', open + 1);
+  if (close == npos) throw std::runtime_error(manifest_path + ": malformed \"index_dtype\"");
   const std::string dtype = text.substr(open + 1, close - open - 1);
   if (dtype == "<u4") return 4;
   if (dtype == "<u8") return 8;
   throw std::runtime_error(manifest_path + ": unsupported index_dtype \"" + dtype + "\"");
+}
+
+// What the manifest records for one data file: "files": {NAME: {"bytes": N, "sha256": "HEX"}, ...}.
+struct FileRecord {
+  std::uint64_t bytes;
+  std::string sha256;
+};
+
+FileRecord file_record(const std::string& text, const std::string& manifest_path, const std::string& name) {
+  const std::runtime_error missing(manifest_path + ": no \"files\" entry with \"bytes\" and \"sha256\" for " + name);
+  std::size_t files = find_value(text, "files");
+  std::size_t open = (files == npos) ? npos : find_value(text, name, files);
+  std::size_t close = (open == npos || text[open] != '{') ? npos : text.find('}', open);
+  if (close == npos) throw missing;
+  const std::string entry = text.substr(open, close - open);  // flat: no nested objects
+  std::size_t bytes = find_value(entry, "bytes"), sha = find_value(entry, "sha256");
+  if (bytes == npos || sha == npos || entry[sha] != '"') throw missing;
+  std::size_t digits = entry.find_first_not_of("0123456789", bytes), sha_end = entry.find('"', sha + 1);
+  if (digits == bytes || digits == npos || sha_end == npos) throw missing;
+  return {std::stoull(entry.substr(bytes, digits - bytes)), entry.substr(sha + 1, sha_end - sha - 1)};
+}
+
+// The sha256 of a mapped file, after checking its size and hash against the manifest's record.
+std::string check_file(const std::string& dir, const std::string& name, const MappedFile& file,
+                       const FileRecord& want) {
+  if (file.size() != want.bytes)
+    throw std::runtime_error(dir + "/" + name + ": " + std::to_string(file.size()) + " bytes, manifest.json says " +
+                             std::to_string(want.bytes) + " (modified or truncated); rebuild the plan");
+  Sha256 sha;
+  sha.update(file.data(), file.size());
+  std::string got = sha.hexdigest();
+  if (got != want.sha256)
+    throw std::runtime_error(dir + "/" + name + ": checksum mismatch (sha256 " + got + ", manifest.json says " +
+                             want.sha256 + "); rebuild the plan");
+  return got;
 }
 
 }  // namespace
@@ -203,8 +256,23 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
+#ifdef READ_PLAN_SHA256_HOOK
+    // Test hook, only in a build with -DREAD_PLAN_SHA256_HOOK: `read_plan --sha256 FILE` prints FILE's
+    // sha256, so tests/test_example_readers.py can compare Sha256 with another implementation.
+    if (argc == 3 && std::strcmp(argv[1], "--sha256") == 0) {
+      MappedFile file(argv[2]);
+      Sha256 sha;
+      sha.update(file.data(), file.size());
+      std::printf("%s\n", sha.hexdigest().c_str());
+      return 0;
+    }
+#endif
     const std::string dir = argv[1];
-    const int width = index_width(dir + "/manifest.json");
+    const std::string manifest_path = dir + "/manifest.json";
+    const std::string manifest = read_text(manifest_path);
+    const int width = index_width(manifest, manifest_path);
+    const FileRecord indices_record = file_record(manifest, manifest_path, "indices.bin");
+    const FileRecord offsets_record = file_record(manifest, manifest_path, "offsets.bin");
     MappedFile indices(dir + "/indices.bin");
     MappedFile offsets(dir + "/offsets.bin");
 
@@ -218,6 +286,8 @@ int main(int argc, char** argv) {
       if (off[e] > off[e + 1]) throw std::runtime_error(dir + ": offsets.bin is not non-decreasing");
     if (off[0] != 0 || off[epochs] != n_indices)
       throw std::runtime_error(dir + ": offsets.bin does not span indices.bin; rebuild the plan");
+    check_file(dir, "offsets.bin", offsets, offsets_record);
+    const std::string indices_sha256 = check_file(dir, "indices.bin", indices, indices_record);
 
     if (argc == 3) {  // one epoch's ids, one per line
       char* end = nullptr;
@@ -233,9 +303,7 @@ int main(int argc, char** argv) {
 
     for (std::size_t e = 0; e < epochs; ++e)
       std::printf("epoch %zu count %llu\n", e, static_cast<unsigned long long>(off[e + 1] - off[e]));
-    Sha256 sha;
-    sha.update(indices.data(), indices.size());
-    std::printf("sha256 %s\n", sha.hexdigest().c_str());
+    std::printf("sha256 %s\n", indices_sha256.c_str());
     return 0;
   } catch (const std::exception& ex) {
     std::fprintf(stderr, "read_plan: %s\n", ex.what());

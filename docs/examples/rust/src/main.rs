@@ -9,7 +9,11 @@
 //!         read_plan PLAN_DIR EPOCH    epoch EPOCH's sample ids, one per line, in training order
 //!                                     (the same bytes as PLAN_DIR/epochs/epoch-EEEE.txt)
 //!
-//! Compare the summary with manifest.json's "counts" and "sha256" (the sha256 of indices.bin).
+//! Before printing anything, both forms check the two files they read, indices.bin and offsets.bin:
+//! their sizes fit each other (offsets non-decreasing from 0 to the number of ids), and each file's
+//! size and sha256 equal what manifest.json records under "files". Any mismatch is one line on stderr
+//! naming the file, and exit status 2. Not checked: counts against the manifest's "counts", ids against
+//! "n_samples", and the files this reader does not read (weights.bin, epochs/, plan.parquet).
 //!
 //! The plan format (docs/formats.md, "Plan"):
 //!   indices.bin  all epochs' sample ids concatenated, little-endian; u32 when manifest.json says
@@ -23,9 +27,10 @@
 //!   Linux and macOS (where `off_t` is 64 bits and PROT_READ = 1, MAP_PRIVATE = 2). Elsewhere the
 //!   files are read into memory with `std::fs::read`, which gives the same bytes. A real trainer would
 //!   use the `memmap2` crate and `serde_json`.
-//! - manifest.json is read with a minimal string search for the "index_dtype" key instead of a JSON
-//!   parser. That is safe for dynsel's manifests (canonical JSON written by dynsel, where
-//!   "index_dtype" is a top-level key whose value is the plain string "<u4" or "<u8").
+//! - manifest.json is read with a minimal string search instead of a JSON parser: "index_dtype", and
+//!   "files" -> "indices.bin"/"offsets.bin" -> "bytes" and "sha256". That is safe for dynsel's
+//!   manifests (JSON written by dynsel, where "index_dtype" is a top-level key whose value is the plain
+//!   string "<u4" or "<u8", and each "files" entry is a flat object of a number and a hex string).
 //! - SHA-256 is a small hand-written implementation (FIPS 180-4).
 //!
 //! Values are decoded with `from_le_bytes`, so the reader is right on big-endian hosts too.
@@ -220,17 +225,28 @@ impl Sha256 {
 }
 
 // ------------------------------------------------------------------------------------------------
-// manifest.json: only "index_dtype", found by string search (see the module comment).
+// manifest.json: "index_dtype" and two "files" entries, found by string search (see the module comment).
 
-fn index_width(manifest_path: &str) -> Result<usize, String> {
-    let text = std::fs::read_to_string(manifest_path)
-        .map_err(|e| format!("{manifest_path}: {e} (is this a dynsel plan directory?)"))?;
-    let key = "\"index_dtype\"";
-    let after_key = text.find(key).ok_or_else(|| format!("{manifest_path}: no \"index_dtype\" key"))? + key.len();
+/// The text from the first value (past the ':' and any blanks) of a key `"key"` on, or None. A quoted
+/// word followed by ':' is a key: a JSON string cannot hold an unescaped quote, so a string's contents
+/// (a class name, say) never match.
+fn find_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let quoted = format!("\"{key}\"");
+    let mut from = 0;
+    while let Some(at) = text[from..].find(&quoted) {
+        let after = &text[from + at + quoted.len()..];
+        if let Some(value) = after.trim_start().strip_prefix(':') {
+            return Some(value.trim_start());
+        }
+        from += at + 1;
+    }
+    None
+}
+
+fn index_width(text: &str, manifest_path: &str) -> Result<usize, String> {
+    let rest = find_value(text, "index_dtype").ok_or_else(|| format!("{manifest_path}: no \"index_dtype\" key"))?;
     let malformed = || format!("{manifest_path}: malformed \"index_dtype\"");
-    let rest = &text[after_key..];
-    let rest = &rest[rest.find(':').ok_or_else(malformed)? + 1..];
-    let rest = &rest[rest.find('"').ok_or_else(malformed)? + 1..];
+    let rest = rest.strip_prefix('"').ok_or_else(malformed)?;
     let dtype = &rest[..rest.find('"').ok_or_else(malformed)?];
     match dtype {
         "<u4" => Ok(4),
@@ -239,11 +255,60 @@ fn index_width(manifest_path: &str) -> Result<usize, String> {
     }
 }
 
+/// What the manifest records for one data file: "files": {NAME: {"bytes": N, "sha256": "HEX"}, ...}.
+struct FileRecord {
+    bytes: u64,
+    sha256: String,
+}
+
+fn file_record(text: &str, manifest_path: &str, name: &str) -> Result<FileRecord, String> {
+    let missing = || format!("{manifest_path}: no \"files\" entry with \"bytes\" and \"sha256\" for {name}");
+    let entry = find_value(text, "files")
+        .and_then(|files| find_value(files, name))
+        .and_then(|value| value.strip_prefix('{'))
+        .ok_or_else(missing)?;
+    let entry = &entry[..entry.find('}').ok_or_else(missing)?]; // flat: no nested objects
+    let bytes = find_value(entry, "bytes")
+        .and_then(|v| v[..v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len())].parse().ok())
+        .ok_or_else(missing)?;
+    let sha256 = find_value(entry, "sha256")
+        .and_then(|v| v.strip_prefix('"'))
+        .and_then(|v| Some(&v[..v.find('"')?]))
+        .ok_or_else(missing)?;
+    Ok(FileRecord { bytes, sha256: sha256.to_string() })
+}
+
+/// The sha256 of a file's bytes, after checking their size and hash against the manifest's record.
+fn check_file(dir: &str, name: &str, bytes: &[u8], want: &FileRecord) -> Result<String, String> {
+    if bytes.len() as u64 != want.bytes {
+        return Err(format!(
+            "{dir}/{name}: {} bytes, manifest.json says {} (modified or truncated); rebuild the plan",
+            bytes.len(),
+            want.bytes
+        ));
+    }
+    let mut sha = Sha256::new();
+    sha.update(bytes);
+    let got = sha.hexdigest();
+    if got != want.sha256 {
+        return Err(format!(
+            "{dir}/{name}: checksum mismatch (sha256 {got}, manifest.json says {}); rebuild the plan",
+            want.sha256
+        ));
+    }
+    Ok(got)
+}
+
 // ------------------------------------------------------------------------------------------------
 
 fn run(args: &[String]) -> Result<(), String> {
     let dir = &args[1];
-    let width = index_width(&format!("{dir}/manifest.json"))?;
+    let manifest_path = format!("{dir}/manifest.json");
+    let manifest = std::fs::read_to_string(&manifest_path)
+        .map_err(|e| format!("{manifest_path}: {e} (is this a dynsel plan directory?)"))?;
+    let width = index_width(&manifest, &manifest_path)?;
+    let indices_record = file_record(&manifest, &manifest_path, "indices.bin")?;
+    let offsets_record = file_record(&manifest, &manifest_path, "offsets.bin")?;
     let indices_map = map(&format!("{dir}/indices.bin"))?;
     let offsets_map = map(&format!("{dir}/offsets.bin"))?;
     let (indices, offsets_bytes) = (indices_map.bytes(), offsets_map.bytes());
@@ -260,6 +325,8 @@ fn run(args: &[String]) -> Result<(), String> {
     if offsets[0] != 0 || offsets[epochs] != n_indices {
         return Err(format!("{dir}: offsets.bin does not span indices.bin; rebuild the plan"));
     }
+    check_file(dir, "offsets.bin", offsets_bytes, &offsets_record)?;
+    let indices_sha256 = check_file(dir, "indices.bin", indices, &indices_record)?;
 
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -283,9 +350,7 @@ fn run(args: &[String]) -> Result<(), String> {
     for e in 0..epochs {
         writeln!(out, "epoch {e} count {}", offsets[e + 1] - offsets[e]).map_err(write_err)?;
     }
-    let mut sha = Sha256::new();
-    sha.update(indices);
-    writeln!(out, "sha256 {}", sha.hexdigest()).map_err(write_err)?;
+    writeln!(out, "sha256 {indices_sha256}").map_err(write_err)?;
     out.flush().map_err(write_err)
 }
 
