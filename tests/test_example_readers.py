@@ -159,7 +159,9 @@ def _flip_byte(path: Path, at: int) -> None:
 # u4's offsets.bin is [0, 10, 17, 17, 29, 30]: its byte 8 is offsets[1], and 10 -> 11 keeps the offsets
 # non-decreasing and spanning indices.bin, so only the checksum tells.
 @pytest.mark.parametrize("name, at", [("indices.bin", 0), ("indices.bin", 57), ("offsets.bin", 8)])
-def test_tampered_file_exits_2_naming_it(reader: Path, plans: dict[str, Path], tmp_path: Path, name: str, at: int) -> None:
+def test_tampered_file_exits_2_naming_it(
+    reader: Path, plans: dict[str, Path], tmp_path: Path, name: str, at: int
+) -> None:
     tampered = tmp_path / "tampered"
     shutil.copytree(plans["u4"], tampered)
     _flip_byte(tampered / name, at)
@@ -180,7 +182,8 @@ def test_size_in_manifest_is_checked(reader: Path, plans: dict[str, Path], tmp_p
     (edited / "manifest.json").write_text(manifest.replace(record, f'"bytes": {size + 4},'))
     result = _run(reader, str(edited))
     assert result.returncode == 2
-    assert result.stderr.strip().endswith(f"indices.bin: {size} bytes, manifest.json says {size + 4} (modified or truncated); rebuild the plan")
+    expected = f"{edited}/indices.bin: {size} bytes, manifest.json says {size + 4} (modified or truncated)"
+    assert result.stderr == f"read_plan: {expected}; rebuild the plan\n"
     (edited / "manifest.json").write_text(manifest.replace('"offsets.bin"', '"offsets.old"'))
     result = _run(reader, str(edited))
     assert result.returncode == 2 and 'no "files" entry' in result.stderr and "offsets.bin" in result.stderr

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, TextIO
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import ArtifactError, DynselError
+
+if TYPE_CHECKING:  # pyarrow is imported where plans are written, not where they are read
+    import pyarrow as pa
 from .common import FORMAT_VERSION, check_manifest_kind, file_entry, read_json, safe_child, verify_files, write_json
 
 KIND = "dynsel.plan"
@@ -181,6 +182,8 @@ def write_plan(
         _write_parquet(directory / "plan.parquet", epochs, weights)
         names.append("plan.parquet")
     if signals is not None:
+        import pyarrow.parquet as pq
+
         pq.write_table(signals, directory / "signals.parquet", compression="zstd")
         names.append("signals.parquet")
     files = {name: file_entry(directory / name) for name in names}
@@ -209,6 +212,9 @@ def write_plan(
 
 
 def _write_parquet(path: Path, epochs: Sequence[np.ndarray], weights: Sequence[np.ndarray] | None) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     counts = np.array([len(e) for e in epochs], dtype=np.int64)
     epoch_col = np.repeat(np.arange(len(epochs), dtype=np.int32), counts)
     position = np.concatenate([np.arange(c, dtype=np.int64) for c in counts]) if len(counts) else np.zeros(0, np.int64)

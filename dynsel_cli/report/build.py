@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..formats.factors import FactorTables
 from ..formats.plan import Plan, steps_for
 from . import metrics as m
 from .messy import messy_data_summary, read_plan_signals, signals_from_factors
+
+if TYPE_CHECKING:
+    from ..formats.factors import FactorTables
 
 SCHEMA_VERSION = 1
 KIND = "dynsel.report"
