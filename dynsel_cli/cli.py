@@ -265,17 +265,20 @@ def report(
     html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML page with charts."),
 ) -> None:
     """Summarise what a plan does: budgets, coverage, usage, overlap, schedule, classes."""
-    from .formats.factors import read_factor_tables
-    from .formats.plan import read_plan
     from .formats.common import write_text_atomic
     from .formats.output import check_output_file
+    from .formats.plan import read_plan
     from .report import build_report, compare_reports, render_html, render_terminal
     from .report.html import GENERATOR
 
     with _errors():
         if html:
             check_output_file(html, GENERATOR, inputs=[plan, factors, compare], option="--html")
-        tables = read_factor_tables(factors) if factors else None
+        tables = None
+        if factors:
+            from .formats.factors import read_factor_tables  # pyarrow: only when the tables are asked for
+
+            tables = read_factor_tables(factors)
         main_report = build_report(read_plan(plan), tables)
         other = build_report(read_plan(compare), tables) if compare else None
         if html:

@@ -71,3 +71,19 @@ def test_run_accepts_every_option_of_the_stages_it_runs() -> None:
         assert flag in help_text
     for kind in ("image folder", ".npy/.npz", "Parquet/CSV/TSV/JSONL"):
         assert kind in help_text, kind
+
+
+def test_help_and_report_start_without_heavy_libraries(pipeline_run: PipelineRun, tmp_path) -> None:
+    """Start-up time is measured in benchmarks/bench_startup.py; here, that nothing slow creeps back in:
+    `--help` and `report PLAN` import none of torch, faiss, pyarrow; a dynsel plan's report needs pyarrow
+    only to read its signals.parquet."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_startup import heavy_imports
+
+    from dynsel_cli.config import PlanConfig
+    from dynsel_cli.plan import build_plan
+
+    build_plan(pipeline_run.factors, tmp_path / "rs2", PlanConfig(epochs=3, method="rs2", device="cpu"))
+    assert heavy_imports(["--help"]) == []
+    assert heavy_imports(["report", str(tmp_path / "rs2")]) == []
+    assert heavy_imports(["report", str(pipeline_run.plan)]) == ["pyarrow"]
