@@ -380,6 +380,18 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _recorded_runs(json_path: Path | None, regime: str, regime_seed: int, epochs: int) -> dict[tuple[str, float, int], dict[str, Any]]:
+    """Runs already in ``json_path``'s .runs.jsonl for this regime, keyed by (method, ratio, seed)."""
+    if json_path is None or not json_path.with_suffix(".runs.jsonl").exists():
+        return {}
+    done = {}
+    for line in json_path.with_suffix(".runs.jsonl").read_text(encoding="utf-8").splitlines():
+        run = json.loads(line) if line.strip() else None
+        if run and run.get("regime") == regime and run.get("regime_seed") == regime_seed and run.get("epochs") == epochs:
+            done[(run["method"], float(run["ratio"]), int(run["seed"]))] = run
+    return done
+
+
 def run_regime(args: argparse.Namespace, regime: str, work: Path, sae_config: SaeConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Precompute and train every (ratio, method, seed) of one regime in ``work``; returns runs and details."""
     print(f"regime {regime}: {work}", file=sys.stderr, flush=True)
@@ -401,11 +413,16 @@ def run_regime(args: argparse.Namespace, regime: str, work: Path, sae_config: Sa
     if tables.n_samples != len(task.y_train):
         raise SystemExit(f"{work / RUN_DIR}: factors cover {tables.n_samples} samples, the training data {len(task.y_train)}; use a fresh --work")
     runs: list[dict[str, Any]] = []
+    done = _recorded_runs(args.json, regime, args.regime_seed, epochs)
     for ratio in args.ratios:
         for method in args.methods:
             if method == "full" and any(r["method"] == "full" for r in runs):
                 continue  # full data does not depend on the ratio
             for seed in args.seeds:
+                key = (method, 1.0 if method == "full" else ratio, seed)
+                if key in done:  # a rerun of a stopped sweep continues where it stopped
+                    runs.append(done[key])
+                    continue
                 plan_epochs, steps, plan_s = plan_for(tables, method, ratio, seed, epochs, task.batch_size)
                 metrics, train_s = train_and_evaluate(task, plan_epochs, steps, seed)
                 run = {

@@ -228,3 +228,17 @@ def test_a_schedule_that_depends_on_the_length_does_not_extend() -> None:
     short = compute_plan(tables, config).epochs
     long = compute_plan(tables, replace(config, epochs=20)).epochs
     assert any(not np.array_equal(a, b) for a, b in zip(short, long[:10]))
+
+
+def test_an_item_copied_many_times_casts_one_vote() -> None:
+    from dynsel_cli.plan.signals import label_support
+
+    # row 0 (label 0): its 24 candidates are 15 copies of one item (group 1, label 1), then 9 label-0 samples
+    n = 25
+    labels = np.array([0] + [1] * 15 + [0] * 9)
+    group = np.array([0] + [1] * 15 + list(range(16, 25)))
+    neighbours = np.tile(np.arange(1, 25), (n, 1))
+    cosines = np.tile(np.linspace(0.99, 0.8, 24), (n, 1))
+    p, used = label_support(neighbours, cosines, group, labels)
+    assert used[0].sum() == 10 and used[0, 0] and not used[0, 1:15].any()  # one copy votes, then 9 others
+    assert p[0, 0] > 0.8  # its own label wins: 9 distinct neighbours against one item

@@ -12,7 +12,8 @@ mislabelled sample's factor neighbours carry another label.
 - **Near-duplicate groups.** Samples joined by a code cosine ≥ ``dup_cosine`` (default 0.9) form one group
   (connected components). Group sizes are 1 on data without duplicates.
 - **Label support.** For a labelled sample, the similarity-weighted share of its 10 nearest candidates
-  outside its own group that carry its label, smoothed by the class prior:
+  outside its own group that carry its label, one vote per near-duplicate group (its nearest member), so
+  an item copied many times does not outvote the rest; smoothed by the class prior:
   p_i(c) = (Σ_j w_ij [y_j = c] + prior_c) / (Σ_j w_ij + 1).
 - **Separability** s ∈ [0, 1]: how far the leave-one-out neighbour vote beats always guessing the
   largest class, (acc − chance) / (1 − chance). It measures how much the labels can be trusted to
@@ -130,12 +131,24 @@ def connected_groups(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         np.minimum.at(parent, high, low)
 
 
+def _first_of_group(groups: np.ndarray) -> np.ndarray:
+    """[N, K] mask: the candidate is the nearest of its near-duplicate group in its row (one item, one vote)."""
+    first = np.ones(groups.shape, dtype=bool)
+    for start in range(0, len(groups), 8192):
+        block = groups[start : start + 8192]
+        same = block[:, :, None] == block[:, None, :]  # [b, K, K]: candidate p and candidate q share a group
+        earlier = np.tril(np.ones((block.shape[1], block.shape[1]), dtype=bool), k=-1)  # [p, q]: q comes before p
+        first[start : start + 8192] = ~(same & earlier[None, :, :]).any(axis=2)
+    return first
+
+
 def label_support(neighbours: np.ndarray, cosines: np.ndarray, group: np.ndarray, labels: np.ndarray, voters: int = VOTERS) -> tuple[np.ndarray, np.ndarray]:
     """(p [N, C]: smoothed neighbour vote per class, voted-for mask [N, K] actually used)."""
     n = len(labels)
     classes = int(labels.max()) + 1
     prior = np.bincount(labels, minlength=classes) / n
-    usable = (group[neighbours] != group[:, None]) & np.isfinite(cosines)
+    their_group = group[neighbours]
+    usable = (their_group != group[:, None]) & np.isfinite(cosines) & _first_of_group(their_group)
     used = usable & (np.cumsum(usable, axis=1) <= voters)
     w = np.where(used, np.maximum(cosines, 0.0), 0.0)
     votes = np.zeros((n, classes), dtype=np.float64)
