@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import time
 import warnings
 from pathlib import Path
 
@@ -82,8 +83,99 @@ def test_wordllama(tmp_path: Path) -> None:
     manifest = extract(SMS, tmp_path / "w", _config(encoder="wordllama", limit=20))
     model = wordllama.WordLlama.load(cache_dir=Path(wordllama.__file__).parent, disable_download=True)
     texts = __import__("pyarrow.csv", fromlist=["x"]).read_csv(SMS).column("text").to_pylist()[:20]
-    np.testing.assert_allclose(read_features(tmp_path / "w").vectors, model.embed(texts), atol=1e-6)
+    # texts under the token limit: the very bytes of WordLlama's own embed (as before truncation existed)
+    np.testing.assert_array_equal(read_features(tmp_path / "w").vectors, model.embed(texts, norm=False))
     assert manifest["dim"] == 256
+    assert manifest["encoder"] == {"name": "wordllama", "model": "l2_supercat", "dim": 256, "norm": False, "max_tokens": 256, "max_chars": 8192}
+
+
+def _sms_texts(n: int) -> list[str]:
+    return __import__("pyarrow.csv", fromlist=["x"]).read_csv(SMS).column("text").to_pylist()[:n]
+
+
+def _long_text(chars: int) -> str:
+    """SMS texts joined until ``chars`` characters: real words, far over any token limit."""
+    texts, out, size = _sms_texts(1000), [], 0
+    while size < chars:
+        for text in texts:
+            out.append(text)
+            size += len(text) + 1
+    return " ".join(out)[:chars]
+
+
+def _prefix_of_tokens(tokenizer: object, text: str, n_tokens: int, **kw: object) -> str:
+    """The text up to the end of its ``n_tokens``-th token (by the tokenizer's character offsets)."""
+    offsets = tokenizer.encode(text, **kw).offsets  # type: ignore[attr-defined]
+    return text[: offsets[n_tokens - 1][1]]
+
+
+def test_wordllama_truncates_long_texts_in_bounded_time() -> None:
+    wordllama = pytest.importorskip("wordllama")
+    encoder = make_encoder("wordllama", "text", None, 112, CPU)
+    assert encoder.settings()["max_tokens"] == 256 and encoder.settings()["max_chars"] == 8192
+    long = _long_text(200_000)
+    start = time.perf_counter()
+    vector = encoder.encode(encoder.prepare([long]))
+    assert time.perf_counter() - start < 2.0  # bounded: the full text would tokenize to ~50,000 tokens
+    assert encoder.prepare([long])[0].shape == (256,)
+
+    # the defined behaviour: the vector of the text's first 256 tokens, i.e. of the prefix they cover
+    prefix = _prefix_of_tokens(encoder.tokenizer, long, 256, add_special_tokens=False)
+    np.testing.assert_array_equal(encoder.prepare([prefix])[0], encoder.prepare([long])[0])
+    np.testing.assert_array_equal(vector, encoder.encode(encoder.prepare([prefix])))
+    model = wordllama.WordLlama.load(cache_dir=Path(wordllama.__file__).parent, disable_download=True)
+    np.testing.assert_array_equal(vector, model.embed([prefix], norm=False))
+
+
+def test_wordllama_mixed_length_batches_equal_single_texts() -> None:
+    pytest.importorskip("wordllama")
+    encoder = make_encoder("wordllama", "text", None, 112, CPU)
+    sms = _sms_texts(40)
+    medium = " ".join(_sms_texts(200)[::-1])[:3_000]  # over the token limit too, other words
+    texts = [_long_text(200_000), *sms[:10], "", medium, *sms[10:40], "x", _long_text(50_000)[::-1]]
+    batch = encoder.encode(encoder.prepare(texts))
+    alone = np.concatenate([encoder.encode(encoder.prepare([t])) for t in texts])
+    assert batch.shape == (len(texts), 256) and batch.dtype == np.float32
+    np.testing.assert_array_equal(batch, alone)  # order kept, and a text's vector does not depend on its batch
+    np.testing.assert_array_equal(batch[len(texts) - 1], encoder.encode(encoder.prepare([texts[-1]]))[0])
+    assert len({row.tobytes() for row in batch}) == len(texts)  # all different: no row was put in another's place
+
+
+def test_length_groups_bound_the_padded_size() -> None:
+    from dynsel_cli.extract.encoders import length_groups
+
+    lengths = [256, 3, 0, 256, 17, 5, 200, 3]
+    groups = length_groups(lengths, budget=512)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert all(len(g) * max(max(lengths[i] for i in g), 1) <= 512 for g in groups)
+    assert [lengths[i] for g in groups for i in g] == sorted(lengths)
+    assert length_groups([1000], budget=10) == [[0]] and length_groups([], budget=10) == []
+
+
+def test_minilm_and_hf_truncate_long_texts() -> None:
+    pytest.importorskip("sentence_transformers")
+    encoder = make_encoder("minilm", "text", None, 112, CPU)
+    assert encoder.settings()["max_seq_length"] == 256 and encoder.settings()["max_chars"] == 25_600
+    long = _long_text(200_000)
+    start = time.perf_counter()
+    prepared = encoder.prepare([long])
+    vector = encoder.encode(prepared)
+    assert time.perf_counter() - start < 5.0 and prepared["input_ids"].shape == (1, 256)
+    # [CLS] + the first 254 tokens + [SEP]: the same as the prefix those tokens cover
+    tokenizer = encoder.model.tokenizer
+    prefix = _prefix_of_tokens(tokenizer._tokenizer, long, 255)  # [CLS] counts; offsets of the 254th word piece
+    np.testing.assert_array_equal(encoder.prepare([prefix])["input_ids"], prepared["input_ids"])
+    np.testing.assert_allclose(encoder.encode(encoder.prepare([prefix])), vector, atol=1e-6)
+
+    # mixed lengths: order kept; equal to one text at a time up to padding's rounding (batches are not split)
+    texts = [*_sms_texts(6), long, "", _long_text(2_000)]
+    batch = encoder.encode(encoder.prepare(texts))
+    alone = np.concatenate([encoder.encode(encoder.prepare([t])) for t in texts])
+    np.testing.assert_allclose(batch, alone, atol=1e-5)
+
+    hf = make_encoder(f"hf:{_minilm_dir()}", "text", None, 112, CPU)
+    assert hf.settings()["max_length"] == 512 and hf.settings()["max_chars"] == 51_200
+    assert hf.prepare([long, "short"])["input_ids"].shape == (2, 512)
 
 
 def test_auto_picks_by_source_kind_and_refuses_mismatches(tmp_path: Path) -> None:

@@ -76,3 +76,32 @@ def test_another_seed_gives_another_plan_and_the_same_seed_the_same(two_runs: tu
     assert (tmp_path / "seed0" / "indices.bin").read_bytes() != (tmp_path / "seed1" / "indices.bin").read_bytes()
     assert same.manifest["counts"] == other.manifest["counts"] == [N_IMAGES // 2] * 4
     assert same.manifest["seed"] == 0 and other.manifest["seed"] == 1
+
+
+def test_plans_do_not_depend_on_how_the_features_were_sharded(tmp_path) -> None:
+    """Same vectors, two --shard-size values: same features fingerprint, and byte-identical SAE, factor
+    tables and plan (the SAE reads logical blocks of rows, not the files that store them)."""
+    import numpy as np
+
+    from dynsel_cli.config import ExtractConfig, PlanConfig, SaeConfig
+    from dynsel_cli.extract import extract
+    from dynsel_cli.factors import build_factor_tables
+    from dynsel_cli.plan import build_plan
+    from dynsel_cli.sae import fit_sae
+
+    from conftest import sparse_dictionary_data, tree_digests
+
+    np.save(tmp_path / "v.npy", sparse_dictionary_data(3000, d=32, seed=4))
+    plans = []
+    for shard_size in (250, 4096):
+        root = tmp_path / f"shards-{shard_size}"
+        features = extract(tmp_path / "v.npy", root / "features", ExtractConfig(encoder="identity", shard_size=shard_size, device="cpu"))
+        assert len(features["shards"]) == (12 if shard_size == 250 else 1)
+        fit_sae(root / "features", root / "sae", SaeConfig(width=64, k=4, epochs=3, device="cpu"))
+        build_factor_tables(root / "features", root / "sae", root / "factors")
+        build_plan(root / "factors", root / "plan", PlanConfig(epochs=4, ratio=0.5, device="cpu"))
+        plans.append(root)
+    a, b = plans
+    assert (a / "features" / "_manifest.json").read_text().count('"fingerprint"') == 1
+    for stage in ("sae", "factors", "plan"):
+        assert tree_digests(a / stage) == tree_digests(b / stage), f"{stage} differs between shard sizes"

@@ -177,8 +177,8 @@ def test_epoch_stream_visits_every_training_row_once(tmp_path: Path) -> None:
     x = sparse_dictionary_data(1000, 4, 8)
     x[:, 0] = np.arange(1000)  # tag rows so they can be recognised in batches
     features = write_sharded(tmp_path / "features", x, shard_rows=128)  # 8 row groups (7 × 128 + 104)
-    stream = FeatureStream(features, buffer_rows=300, cache=False)
-    assert len(stream.blocks) == 8
+    stream = FeatureStream(features, buffer_rows=300, cache=False, block_rows=128)
+    assert len(stream.blocks) == 8 and len(stream.row_groups) == 8
     scan = stream.scan(0.1, torch.Generator().manual_seed(0))
     assert scan.train_cache is None and scan.stats == {"n_train": 900, "n_holdout": 100, "in_memory": False}
     holdout_tags = set(scan.holdout[:, 0].long().tolist())
@@ -189,7 +189,7 @@ def test_epoch_stream_visits_every_training_row_once(tmp_path: Path) -> None:
     tags = torch.cat(batches)[:, 0].long().tolist()
     assert sorted(tags) == sorted(set(range(1000)) - holdout_tags)  # each training row exactly once
     assert tags != sorted(tags)  # shuffled
-    other = FeatureStream(features, 300, cache=False)
+    other = FeatureStream(features, 300, cache=False, block_rows=128)
     other.scan(0.1, torch.Generator().manual_seed(0))
     again = torch.cat(list(other.epoch(64, torch.Generator().manual_seed(5))))
     assert again[:, 0].long().tolist() == tags  # same seed, same order

