@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def _opt(default: Any, help: str, artifact: bool = True) -> Any:
+    """A config field: its default, its help text (the CLI's), and whether it defines the artifact (goes
+    into the manifest's settings and the is-it-current check); ``device`` does not: CPU and CUDA agree."""
+    return field(default=default, metadata={"help": help, "artifact": artifact})
 
 
 def help_for(config_cls: type, name: str) -> str:
@@ -21,8 +23,15 @@ def help_for(config_cls: type, name: str) -> str:
 
 
 def as_settings(config: Any) -> dict[str, Any]:
-    """The JSON-able settings recorded in manifests."""
+    """Every field of a config, JSON-able."""
     return dataclasses.asdict(config)
+
+
+def artifact_settings(config: Any) -> dict[str, Any]:
+    """The settings that define a stage's artifact: every field but those marked ``artifact=False``.
+    They are recorded in the manifest and decide whether an existing artifact is current."""
+    keep = {f.name for f in dataclasses.fields(config) if f.metadata.get("artifact", True)}
+    return {k: v for k, v in as_settings(config).items() if k in keep}
 
 
 @dataclass(frozen=True)
@@ -35,13 +44,14 @@ class ExtractConfig:
     label_column: str | None = _opt(None, "Table sources: the label column (default: 'label' when present). Integers are class ids; strings are class names, numbered in sorted order.")
     id_column: str | None = _opt(None, "Table sources: a column of unique non-negative integer sample ids (default: ids are row positions 0, 1, 2, ...).")
     vector_column: str | None = _opt(None, "Table sources: a column of ready-made embeddings (lists of numbers) to pass through (default: 'vector' or 'embedding' when there is no text column).")
+    split: str | None = _opt(None, "Which split to read: of a Hugging Face DatasetDict directory (needed when it has several), or of a table with a 'split' column (only rows whose 'split' equals it; ids are positions after this filter).")
     labels_csv: str | None = _opt(None, "Flat image folders: a CSV with columns 'file' (path relative to the folder) and 'label' (default: labels.csv in the folder, if any).")
     image_size: int = _opt(112, "Side in pixels images are resized to before the image encoder (224 is ImageNet's; 112 is 4x cheaper).")
     mixed_sizes: str = _opt("error", "Image folders whose images differ in size: error (a bad sample, see --on-error) or resize (each image is resized to --image-size on its own).")
     batch_size: int = _opt(64, "Samples per encoder forward pass.")
     shard_size: int = _opt(8192, "Samples per Parquet shard; a shard is also the unit a killed run resumes from.")
     dtype: str = _opt("float32", "Stored vector dtype: float32 or float16.")
-    device: str = _opt("auto", "Where the encoder runs: auto, cpu or cuda.")
+    device: str = _opt("auto", "Where the encoder runs: auto, cpu or cuda.", artifact=False)
     workers: int | None = _opt(None, "DataLoader worker processes that read and preprocess samples (default: 0 for arrays, else min(4, CPUs - 1)).")
     on_error: str = _opt("stop", "Bad samples (corrupt images, empty or non-UTF-8 text, NaN/Inf vectors, ...): stop with an error naming the file and row, or skip them and record them in the manifest.")
     limit: int | None = _opt(None, "Read only the first N samples (for quick trials).")
@@ -63,13 +73,13 @@ class SaeConfig:
     patience: int = _opt(3, "Stop after this many epochs without held-out FVU improving by 0.1%.")
     buffer_rows: int = _opt(262_144, "Training rows held in memory: a training split this small is loaded once; a larger one streams from disk, shuffled within a buffer of this many rows.")
     seed: int = _opt(0, "Seed for initialisation, batching and the held-out split.")
-    device: str = _opt("auto", "Where training runs: auto, cpu or cuda.")
+    device: str = _opt("auto", "Where training runs: auto, cpu or cuda.", artifact=False)
 
 
 @dataclass(frozen=True)
 class FactorsConfig:
     batch_size: int = _opt(4096, "Samples encoded per batch.")
-    device: str = _opt("auto", "Where encoding runs: auto, cpu or cuda.")
+    device: str = _opt("auto", "Where encoding runs: auto, cpu or cuda.", artifact=False)
 
 
 @dataclass(frozen=True)
@@ -95,4 +105,4 @@ class PlanConfig:
     batch_size: int = _opt(128, "Trainer batch size, for steps per epoch in the manifest.")
     world_size: int = _opt(1, "Trainer data-parallel ranks, for steps per epoch in the manifest.")
     drop_last: bool = _opt(False, "Whether the trainer drops the last partial batch (steps in the manifest).")
-    device: str = _opt("auto", "Where scoring runs: auto, cpu or cuda (same plan either way).")
+    device: str = _opt("auto", "Where scoring runs: auto, cpu or cuda (same plan either way).", artifact=False)

@@ -1,36 +1,31 @@
 """``dynsel run``: every stage into one directory, skipping stages whose inputs and settings are unchanged.
 
-A stage is up to date when its artifact exists, passes its checksums, was made by this dynsel version,
-and records the same settings and the same input fingerprints the run would use now.
+The pipeline knows stages only through the stage contract (:mod:`dynsel_cli.stage`): for each stage in
+order it gathers the stage's inputs (the source, or earlier stages' artifacts), asks whether the
+existing artifact is current (same dynsel version, same settings, same input fingerprints, checksums
+intact) and builds it when not.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from . import __version__
-from .config import ExtractConfig, FactorsConfig, PlanConfig, SaeConfig, as_settings
-from .errors import ArtifactError, DynselError
-from .extract import extract
-from .extract.loop import source_options
-from .extract.sources import source_fingerprint
+from .config import ExtractConfig, FactorsConfig, PlanConfig, SaeConfig
+from .errors import DynselError
+from .extract.stage import EXTRACT
 from .extract.work import remove_abandoned
-from .factors import build_factor_tables
+from .factors.stage import FACTORS
 from .formats.common import sweep_stale_temporaries
 from .formats.output import RUN_KIND, check_output
-from .formats.factors import read_factors_manifest
-from .formats.features import read_features_manifest
-from .formats.plan import read_plan
-from .formats.sae import read_sae_manifest
-from .plan import build_plan
-from .plan.budget import epoch_budget
-from .plan.methods import NEEDS_FEATURES
-from .plan.methods import validate as validate_plan_config
+from .plan.stage import PLAN
 from .progress import LogFn, ProgressFn, null_log, null_progress
-from .sae import fit_sae
 from .sae.resume import remove_state, resume_dir
+from .sae.stage import FIT_SAE
+from .stage import BuildOptions, Stage
+
+STAGES: tuple[Stage, ...] = (EXTRACT, FIT_SAE, FACTORS, PLAN)
 
 
 @dataclass(frozen=True)
@@ -39,6 +34,9 @@ class RunConfig:
     sae: SaeConfig = field(default_factory=SaeConfig)
     factors: FactorsConfig = field(default_factory=FactorsConfig)
     plan: PlanConfig = field(default_factory=PlanConfig)
+
+    def for_stage(self, stage: Stage) -> Any:
+        return {"extract": self.extract, "fit-sae": self.sae, "factors": self.factors, "plan": self.plan}[stage.command]
 
 
 @dataclass(frozen=True)
@@ -51,39 +49,12 @@ class RunResult:
         return self.out / "plan"
 
 
-def _settings(config: Any) -> dict[str, Any]:
-    settings = as_settings(config)
-    settings.pop("device", None)
-    return settings
-
-
-def _current(read_manifest: Callable[[Path], dict[str, Any]], path: Path, inputs: dict[str, str], settings: dict[str, Any]) -> dict[str, Any] | None:
-    """The artifact's manifest if it is up to date, else None."""
-    if not path.exists():
-        return None
-    try:
-        manifest = read_manifest(path)
-    except ArtifactError:
-        return None
-    if manifest.get("dynsel_version") != __version__ or manifest.get("settings") != settings:
-        return None
-    if any(manifest.get("inputs", {}).get(k) != v for k, v in inputs.items()):
-        return None
-    return manifest
-
-
-def _plan_manifest(path: Path) -> dict[str, Any]:
-    return read_plan(path).manifest
-
-
 def validate_run(source: Path, config: RunConfig) -> None:
     """Refuse bad input and options before any stage runs, so a doomed run leaves nothing behind."""
-    if not source.exists():
+    if not Path(source).exists():
         raise DynselError(f"{source}: no such file or directory; pass the data set to plan for")
-    validate_plan_config(config.plan)
-    epoch_budget(config.plan.ratio, 1)
-    if config.sae.k < 1 or (config.sae.width and config.sae.k > config.sae.width):
-        raise DynselError(f"--k {config.sae.k}: must be between 1 and the SAE width ({config.sae.width})")
+    for stage in STAGES:
+        stage.validate(config.for_stage(stage))
 
 
 def run_pipeline(
@@ -106,44 +77,27 @@ def run_pipeline(
     out = Path(out)
     check_output(out, RUN_KIND, inputs=[Path(source)], force=force)
     validate_run(Path(source), config)
+    options = BuildOptions(force=force, restart=restart, formats=formats, log=null_log)
+    paths: dict[str, Path] = {"source": Path(source), **{stage.artifact: out / stage.artifact for stage in STAGES}}
     stages: dict[str, str] = {}
-    paths = {name: out / name for name in ("features", "sae", "factors", "plan")}
-
-    features = _current(read_features_manifest, paths["features"], {}, _settings(config.extract))
-    if features is not None and features.get("source", {}).get("sha256") != source_fingerprint(Path(source), source_options(config.extract)):
-        features = None
-    stages["extract"] = "up to date" if features else "built"
-    if features is None:
-        log(f"extract: {source} → {paths['features']}")
-        features = extract(Path(source), paths["features"], config.extract, progress, force=force)
-
-    sae = _current(read_sae_manifest, paths["sae"], {"features": features["fingerprint"]}, _settings(config.sae))
-    stages["fit-sae"] = "up to date" if sae else "built"
-    if sae is None:
-        log(f"fit-sae: → {paths['sae']}")
-        sae = fit_sae(paths["features"], paths["sae"], config.sae, progress, force=force, resume=not restart)
-
-    factor_inputs = {"features": features["fingerprint"], "sae": sae["fingerprint"]}
-    factors = _current(read_factors_manifest, paths["factors"], factor_inputs, _settings(config.factors))
-    stages["factors"] = "up to date" if factors else "built"
-    if factors is None:
-        log(f"factors: → {paths['factors']}")
-        factors = build_factor_tables(paths["features"], paths["sae"], paths["factors"], config.factors, progress, force=force)
-
-    plan = _current(_plan_manifest, paths["plan"], {"factors": factors["fingerprint"]}, _settings(config.plan))
-    stages["plan"] = "up to date" if plan else "built"
-    if plan is None:
-        log(f"plan: → {paths['plan']}")
-        features_for_plan = paths["features"] if config.plan.method in NEEDS_FEATURES else None
-        build_plan(paths["factors"], paths["plan"], config.plan, progress, formats=formats, features=features_for_plan, force=force)
+    for stage in STAGES:
+        stage_config = config.for_stage(stage)
+        inputs = {name: paths[name] for name in stage.inputs(stage_config)}
+        target = paths[stage.artifact]
+        if stage.current(target, inputs, stage_config) is not None:
+            stages[stage.command] = "up to date"
+            continue
+        log(f"{stage.command}: {inputs.get('source', '')}{' ' if 'source' in inputs else ''}→ {target}")
+        stage.build(inputs, target, stage_config, progress, options)
+        stages[stage.command] = "built"
     # a run killed after a stage's artifact was in place, but before the stage had cleaned up, left its
     # temporaries and resume state; a built stage has removed them, an up-to-date one does it now
-    for path in paths.values():
-        sweep_stale_temporaries(path)
+    for stage in STAGES:
+        sweep_stale_temporaries(paths[stage.artifact])
     if stages["extract"] == "up to date":
         remove_abandoned(paths["features"])
     if stages["fit-sae"] == "up to date":
         remove_state(resume_dir(paths["sae"]))
-    for stage, status in stages.items():
-        log(f"{stage}: {status}")
+    for command, status in stages.items():
+        log(f"{command}: {status}")
     return RunResult(out=out, stages=stages)

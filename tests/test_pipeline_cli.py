@@ -295,3 +295,28 @@ def test_stage_by_stage_pipeline(vectors_npz: Path, tmp_path: Path) -> None:
         np.testing.assert_array_equal(np.bincount(labels[epoch], minlength=4), [8, 8, 7, 7])  # quotas 7.5 each
     result = invoke("report", tmp_path / "plan", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["counts"] == [30] * 4
+
+
+def test_every_stage_meets_the_contract_and_run_uses_only_it(pipeline_run) -> None:
+    """The four stages behind one contract: each says its artifact's kind, its inputs and whether an
+    artifact is current; changing a setting that defines an artifact makes it stale, `device` does not."""
+    from dataclasses import replace
+
+    from dynsel_cli.config import FactorsConfig, PlanConfig, SaeConfig
+    from dynsel_cli.formats.output import artifact_kind
+    from dynsel_cli.pipeline import STAGES
+
+    from conftest import RUN_EPOCHS, RUN_RATIO, RUN_SEED
+
+    assert [s.command for s in STAGES] == ["extract", "fit-sae", "factors", "plan"]
+    configs = {"fit-sae": SaeConfig(seed=RUN_SEED), "factors": FactorsConfig(), "plan": PlanConfig(epochs=RUN_EPOCHS, ratio=RUN_RATIO, seed=RUN_SEED)}
+    paths = {"features": pipeline_run.features, "sae": pipeline_run.sae, "factors": pipeline_run.factors, "plan": pipeline_run.plan}
+    for stage in STAGES[1:]:
+        config = configs[stage.command]
+        inputs = {name: paths[name] for name in stage.inputs(config)}
+        out = paths[stage.artifact]
+        assert artifact_kind(out) == stage.kind
+        assert stage.current(out, inputs, config) is not None, stage.command
+        assert stage.current(out, inputs, replace(config, device="cpu")) is not None  # where it runs does not matter
+        changed = {"fit-sae": {"k": 16}, "factors": {"batch_size": 7}, "plan": {"ratio": 0.3}}[stage.command]
+        assert stage.current(out, inputs, replace(config, **changed)) is None, f"{stage.command}: a changed setting must make it stale"

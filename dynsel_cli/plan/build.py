@@ -9,8 +9,8 @@ from typing import Any, TextIO
 import numpy as np
 import pyarrow as pa
 
-from .. import __version__
-from ..config import PlanConfig, as_settings
+from ..config import PlanConfig
+from ..provenance import provenance
 from ..errors import DynselError
 from ..formats.common import atomic_directory, id_fields
 from ..formats.output import check_output
@@ -49,19 +49,15 @@ def compute_plan(tables: FactorTables, config: PlanConfig, progress: ProgressFn 
     selection = select(tables, config, progress, vectors)
     ids = tables.samples.ids
     epochs = [ids[training_order(rows, config.seed, t)] for t, rows in enumerate(selection.rows)]
-    settings = as_settings(config)
-    settings.pop("device")
+    inputs = {"factors": tables.fingerprint, **({"features": features.fingerprint} if features is not None else {})}
     extra = {
-        "dynsel_version": __version__,
-        "created_by": "dynsel plan",
+        **provenance("plan", config, inputs),
         "method": config.method,
         "ratio": config.ratio,
         "seed": config.seed,
         "budget": epoch_budget(config.ratio, tables.n_samples),
         "class_quota_applied": bool(config.class_quota != "none" and tables.samples.labels is not None and quotas_apply(config.method)),
-        "settings": settings,
         "schedule": {"kind": config.schedule, "lambda": selection.lambdas} if config.method == "score" else None,
-        "inputs": {"factors": tables.fingerprint, **({"features": features.fingerprint} if features is not None else {})},
         "dataset_fingerprint": tables.manifest.get("inputs", {}).get("features"),
         **id_fields(ids),
         "classes": tables.manifest.get("classes"),

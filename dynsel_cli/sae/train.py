@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
-from ..config import SaeConfig, as_settings
+from ..config import SaeConfig
+from ..provenance import provenance
 from ..devices import torch_device
 from ..errors import DynselError
 from ..formats.common import atomic_directory, fingerprint
@@ -299,10 +299,9 @@ def fit_sae(
     manifest = read_features_manifest(features)
     stream = FeatureStream(features, config.buffer_rows, manifest)
     trainer = _Trainer(stream, config, progress, log)  # validates the settings before anything is written
-    settings = as_settings(config)
-    settings.pop("device")
+    made = provenance("fit-sae", config, {"features": manifest["fingerprint"]})
     state_dir = ckpt.resume_dir(out)
-    key = fingerprint({"features": manifest["fingerprint"], "settings": settings, "dynsel_version": __version__})
+    key = fingerprint({"features": manifest["fingerprint"], "settings": made["settings"], "dynsel_version": made["dynsel_version"]})
     if not resume:
         ckpt.remove_state(state_dir)
     try:
@@ -316,10 +315,7 @@ def fit_sae(
             weights,
             metrics,
             {
-                "dynsel_version": __version__,
-                "created_by": "dynsel fit-sae",
-                "inputs": {"features": manifest["fingerprint"]},
-                "settings": settings,
+                **made,
                 "metrics": {k: metrics[k] for k in ("fvu", "l0", "dead_fraction")},
                 # float reductions split differently across thread counts: the weights are bit-reproducible
                 # only with the same torch version and thread count (docs/reliability.md)

@@ -8,18 +8,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
-from .config import FactorsConfig, as_settings
-from .devices import torch_device
-from .errors import ArtifactError, DynselError
-from .formats.common import atomic_directory
-from .formats.output import check_output
-from .formats.factors import KIND as FACTORS_KIND
-from .formats.factors import SampleFactors, UnitStats, write_factor_tables
-from .formats.features import iter_feature_batches, read_features_manifest
-from .formats.sae import SaeWeights, read_sae
-from .progress import ProgressFn, null_progress
-from .sae.model import TopKSae
+from ..config import FactorsConfig
+from ..provenance import provenance
+from ..devices import torch_device
+from ..errors import ArtifactError, DynselError
+from ..formats.common import atomic_directory
+from ..formats.output import check_output
+from ..formats.factors import KIND as FACTORS_KIND
+from ..formats.factors import SampleFactors, UnitStats, write_factor_tables
+from ..formats.features import iter_feature_batches, read_features_manifest
+from ..formats.sae import SaeWeights, read_sae
+from ..progress import ProgressFn, null_progress
+from ..sae.model import TopKSae
 
 
 def load_model(weights: SaeWeights, device: torch.device) -> TopKSae:
@@ -154,21 +154,16 @@ def build_factor_tables(
     classes = feature_manifest.get("classes")
     stats = unit_statistics(units, acts, weights.width, labels, len(classes) if classes else None)
     samples = SampleFactors(ids=ids, labels=labels, units=units, acts=acts)
-    settings = as_settings(config)
-    settings.pop("device")
     with atomic_directory(Path(out), FACTORS_KIND, force) as tmp:
         manifest = write_factor_tables(
             tmp,
             samples,
             stats,
             {
-                "dynsel_version": __version__,
-                "created_by": "dynsel factors",
-                "inputs": {"features": feature_manifest["fingerprint"], "sae": sae_manifest["fingerprint"]},
+                **provenance("factors", config, {"features": feature_manifest["fingerprint"], "sae": sae_manifest["fingerprint"]}),
                 "sae_trained_on_these_features": trained_on == feature_manifest["fingerprint"],
                 "classes": classes,
                 "dead_units": int(stats.dead.sum()),
-                "settings": settings,
             },
         )
     return manifest

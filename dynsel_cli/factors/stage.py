@@ -1,0 +1,44 @@
+"""The factors stage behind the stage contract (:mod:`dynsel_cli.stage`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..config import FactorsConfig
+from ..errors import DynselError
+from ..formats.factors import KIND, read_factors_manifest
+from ..formats.features import read_features_manifest
+from ..formats.sae import read_sae_manifest
+from ..progress import ProgressFn
+from ..stage import BuildOptions, Stage, recorded_inputs
+from .build import build_factor_tables
+
+
+def _validate(config: FactorsConfig) -> None:
+    if config.batch_size < 1:
+        raise DynselError(f"--batch-size {config.batch_size}: must be at least 1")
+
+
+def _fingerprints(inputs: dict[str, Path], config: FactorsConfig) -> dict[str, str]:
+    return {
+        "features": read_features_manifest(Path(inputs["features"]), verify=False)["fingerprint"],
+        "sae": read_sae_manifest(Path(inputs["sae"]), verify=False)["fingerprint"],
+    }
+
+
+def _build(inputs: dict[str, Path], out: Path, config: FactorsConfig, progress: ProgressFn, options: BuildOptions) -> dict[str, Any]:
+    return build_factor_tables(Path(inputs["features"]), Path(inputs["sae"]), out, config, progress, force=options.force)
+
+
+FACTORS = Stage(
+    command="factors",
+    artifact="factors",
+    kind=KIND,
+    inputs=lambda config: ("features", "sae"),
+    validate=_validate,
+    read_manifest=read_factors_manifest,
+    input_fingerprints=_fingerprints,
+    recorded_inputs=recorded_inputs,
+    build=_build,
+)

@@ -1,0 +1,70 @@
+"""The stage contract: what every stage (extract, fit-sae, factors, plan) offers whoever runs it.
+
+A stage is a value, not a class hierarchy: its command name, the artifact kind it writes, which inputs it
+reads, and four plain functions:
+
+- ``validate(config)``: refuse bad settings before any work (raises ``DynselError``);
+- ``input_fingerprints(inputs, config)``: the fingerprints of what it reads, as its manifest records them;
+- ``recorded_inputs(manifest)``: the input fingerprints an existing artifact was made from;
+- ``build(inputs, out, config, progress, options)``: make the artifact through its one writer (atomic,
+  with the provenance of :mod:`dynsel_cli.provenance`) and return its manifest.
+
+From these, :meth:`Stage.current` answers "is the existing output current?" the same way for every stage:
+same dynsel version, same artifact settings, same input fingerprints, checksums intact. ``dynsel run``
+(:mod:`dynsel_cli.pipeline`) loops over the stages through this contract only, and another executor can
+do the same without the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import artifact_settings
+from .errors import ArtifactError
+from .progress import LogFn, ProgressFn, null_log
+from . import __version__
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build, as opposed to what: none of these change the artifact's content."""
+
+    force: bool = False  # --force: may replace a dynsel artifact of another kind
+    restart: bool = False  # fit-sae: ignore the saved state of an interrupted run
+    formats: tuple[str, ...] = ("bin", "txt", "parquet")  # plan: which files besides the manifest
+    log: LogFn = null_log
+
+
+@dataclass(frozen=True)
+class Stage:
+    command: str  # "extract", "fit-sae", "factors", "plan"
+    artifact: str  # the artifact's name as an input of later stages and as a folder of a run directory
+    kind: str  # the artifact kind it writes (its manifest's "format")
+    inputs: Callable[[Any], tuple[str, ...]]  # names of the inputs it reads, for a config
+    validate: Callable[[Any], None]
+    read_manifest: Callable[[Path], dict[str, Any]]  # reads and checksum-verifies an existing artifact
+    input_fingerprints: Callable[[dict[str, Path], Any], dict[str, str]]
+    recorded_inputs: Callable[[dict[str, Any]], dict[str, Any]]
+    build: Callable[[dict[str, Path], Path, Any, ProgressFn, BuildOptions], dict[str, Any]]
+
+    def current(self, out: Path, inputs: dict[str, Path], config: Any) -> dict[str, Any] | None:
+        """The manifest of the artifact at ``out`` if it is current for these inputs and settings, else None."""
+        if not Path(out).exists():
+            return None
+        try:
+            manifest = self.read_manifest(Path(out))
+        except ArtifactError:
+            return None
+        if manifest.get("dynsel_version") != __version__ or manifest.get("settings") != artifact_settings(config):
+            return None
+        recorded = self.recorded_inputs(manifest)
+        wanted = self.input_fingerprints(inputs, config)
+        return manifest if all(recorded.get(name) == value for name, value in wanted.items()) else None
+
+
+def recorded_inputs(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The ``inputs`` a manifest records (every stage but extract, which records its source)."""
+    inputs = manifest.get("inputs")
+    return dict(inputs) if isinstance(inputs, dict) else {}
