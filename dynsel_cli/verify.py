@@ -212,7 +212,7 @@ def _features(plan: Plan, features: Features) -> Check:
 
 
 def _reproduced(plan: Plan, tables: FactorTables, features: Features | None) -> Check:
-    from .plan.build import compute_plan
+    from .plan.planner import compute_plan
     from .plan.methods import NEEDS_FEATURES
 
     settings = dict(plan.manifest.get("settings") or {})

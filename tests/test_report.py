@@ -16,7 +16,7 @@ from dynsel_cli.formats.factors import FactorTables, SampleFactors, UnitStats, r
 from dynsel_cli.formats.plan import read_plan, write_plan
 from dynsel_cli.report import build_report, compare_reports, render_html
 from dynsel_cli.report import metrics as m
-from dynsel_cli.report.build import EPOCH_FIELDS, SCHEMA_VERSION
+from dynsel_cli.report.summary import EPOCH_FIELDS, SCHEMA_VERSION
 from dynsel_cli.report.html import CHARTS_PLAN_ONLY, nice_ticks
 from dynsel_cli.report.terminal import bar, render_terminal, sparkline
 
@@ -117,10 +117,13 @@ def test_update_runs_resets_on_gap():
 
 
 def test_overlap():
-    assert m.overlap(np.array([0, 1, 2]), np.array([2, 3, 4])) == pytest.approx((1 / 3, 1 / 5))
-    assert m.overlap(np.array([2, 3, 4]), np.array([0, 2, 3])) == pytest.approx((2 / 3, 2 / 4))
-    assert m.overlap(np.array([1, 2]), np.array([2, 1])) == (1.0, 1.0)
-    assert m.overlap(np.array([], dtype=np.int64), np.array([], dtype=np.int64)) == (0.0, 0.0)
+    def sets(a: list[int], b: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        return m.membership(np.array(a, dtype=np.int64), 6), m.membership(np.array(b, dtype=np.int64), 6)
+
+    assert m.overlap(*sets([0, 1, 2], [2, 3, 4])) == pytest.approx((1 / 3, 1 / 5))
+    assert m.overlap(*sets([2, 3, 4], [0, 2, 3])) == pytest.approx((2 / 3, 2 / 4))
+    assert m.overlap(*sets([1, 2], [2, 1])) == (1.0, 1.0)
+    assert m.overlap(*sets([], [])) == (0.0, 0.0)
 
 
 def test_frequent_and_rare_units():

@@ -12,7 +12,7 @@ from ..formats.features import read_features_manifest
 from ..formats.sae import read_sae_manifest
 from ..progress import ProgressFn
 from ..stage import BuildOptions, Stage, recorded_inputs
-from .build import build_factor_tables
+from .encode import build_factor_tables
 
 
 def _validate(config: FactorsConfig) -> None:

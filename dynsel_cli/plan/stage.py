@@ -12,7 +12,7 @@ from ..formats.plan import KIND, read_plan
 from ..progress import ProgressFn
 from ..stage import BuildOptions, Stage, recorded_inputs
 from .budget import epoch_budget
-from .build import build_plan
+from .planner import build_plan
 from .methods import NEEDS_FEATURES, validate
 
 

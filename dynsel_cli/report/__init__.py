@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .build import SCHEMA_VERSION, build_report, compare_reports
+from .summary import SCHEMA_VERSION, build_report, compare_reports
 from .html import render_html
 
 __all__ = ["SCHEMA_VERSION", "build_report", "compare_reports", "render_html", "render_terminal"]

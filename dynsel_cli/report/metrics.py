@@ -173,18 +173,16 @@ def usage_stats(counts: np.ndarray, longest: np.ndarray) -> UsageStats:
 
 
 def overlap(previous: np.ndarray, current: np.ndarray) -> tuple[float, float]:
-    """(|A∩B| / |B|, |A∩B| / |A∪B|) for the *sets* A = previous epoch's rows, B = current epoch's rows.
+    """(|A∩B| / |B|, |A∩B| / |A∪B|) for the sets A and B given as membership masks (see :func:`membership`):
+    A an earlier epoch, B the current one.
 
-    The first value is the share of this epoch that was also selected in the previous epoch. Both are 0
+    The first value is the share of this epoch that was also selected in the earlier epoch. Both are 0
     when the sets are empty.
     """
-    a = np.unique(np.asarray(previous, dtype=np.int64))
-    b = np.unique(np.asarray(current, dtype=np.int64))
-    inter = len(np.intersect1d(a, b, assume_unique=True))
-    union = len(a) + len(b) - inter
-    share = inter / len(b) if len(b) else 0.0
-    jaccard = inter / union if union else 0.0
-    return float(share), float(jaccard)
+    inter = int(np.count_nonzero(previous & current))
+    union = int(np.count_nonzero(previous | current))
+    size = int(np.count_nonzero(current))
+    return (inter / size if size else 0.0), (inter / union if union else 0.0)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -200,16 +200,8 @@ def build_report(plan: Plan, factors: FactorTables | None = None) -> dict[str, A
         usage += member
         current, longest = m.update_runs(current, longest, member)
         stats = m.usage_stats(usage, longest)
-        if prev_member is None:
-            overlap_prev = jaccard_prev = None
-        else:
-            inter = int((prev_member & member).sum())
-            union = int((prev_member | member).sum())
-            overlap_prev = inter / unique if unique else 0.0
-            jaccard_prev = inter / union if union else 0.0
-        overlap_lag2 = None
-        if prev2_member is not None:
-            overlap_lag2 = int((prev2_member & member).sum()) / unique if unique else 0.0
+        overlap_prev, jaccard_prev = m.overlap(prev_member, member) if prev_member is not None else (None, None)
+        overlap_lag2 = m.overlap(prev2_member, member)[0] if prev2_member is not None else None
         set_key = m.set_key(member)
         repeats = first_epoch_of_set.setdefault(set_key, e)
         prev2_member, prev_member = prev_member, member
