@@ -17,3 +17,8 @@ class ArtifactError(DynselError):
 
 class DeviceError(DynselError, ValueError):
     """``--device`` names a device that does not exist or is not usable here (also a ValueError for library callers)."""
+
+
+def install_hint(extra: str) -> str:
+    """How to install an optional extra, true both for an installed package and for a checkout."""
+    return f"pip install 'dynsel[{extra}]' (in a checkout of dynsel: pip install -e '.[{extra}]')"
