@@ -9,17 +9,16 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import __version__
 from .cli_config import ConfigSpec, with_configs
+from .cli_progress import ProgressDisplay
 from .config import ExtractConfig, FactorsConfig, PlanConfig, SaeConfig
 from .errors import DynselError
 
@@ -102,48 +101,8 @@ class _StdoutConsole(Console):
         _quiet_broken_pipe()
 
 
-@contextlib.contextmanager
-def _progress() -> Iterator[Callable[[str, int, Optional[int]], None]]:
-    """Progress on stderr behind the stages' plain ``progress(task, done, total)`` callback.
-
-    On a terminal: rich progress bars. Otherwise (logs, CI, batch jobs): a plain line at most every 15 s
-    and when a task completes, with the rate, so long runs are visibly alive.
-    """
-    if not stderr.is_terminal:
-        yield _PlainProgress()
-        return
-    columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr, transient=True) as bar:
-        tasks: dict[str, Any] = {}
-
-        def update(task: str, done: int, total: Optional[int]) -> None:
-            if task not in tasks:
-                tasks[task] = bar.add_task(task, total=total)
-            bar.update(tasks[task], completed=done, total=total)
-
-        yield update
-
-
-class _PlainProgress:
-    """Throttled one-line progress for non-terminal stderr."""
-
-    interval_s = 15.0
-
-    def __init__(self) -> None:
-        self._started: dict[str, float] = {}
-        self._last: dict[str, float] = {}
-
-    def __call__(self, task: str, done: int, total: Optional[int]) -> None:
-        now = time.monotonic()
-        start = self._started.setdefault(task, now)
-        finished = total is not None and done >= total
-        if not finished and now - self._last.get(task, start) < self.interval_s:
-            return
-        self._last[task] = now
-        elapsed = now - start
-        of_total = f"/{total}" if total is not None else ""
-        rate = f"{done / elapsed:.1f}/s, " if elapsed >= 1.0 else ""
-        stderr.print(f"{task}: {done}{of_total} ({rate}{elapsed:.0f}s)", highlight=False, soft_wrap=True)
+def _progress() -> ProgressDisplay:
+    return ProgressDisplay(stderr)
 
 
 def _log(message: str) -> None:
@@ -159,28 +118,9 @@ def extract(
     config: ExtractConfig = ExtractConfig(),
 ) -> None:
     """Encode every sample of SOURCE into feature vectors (sharded Parquet)."""
-    import time
-
     from .extract import extract as run_extract
 
-    # The stage reports (done, total); on a terminal the bar adds samples/s (elsewhere _progress prints plain lines with the rate).
-    clock: dict[str, Any] = {"first": None, "first_done": 0, "done": 0}
-    with _errors(), contextlib.ExitStack() as stack:
-        plain = None if stderr.is_terminal else stack.enter_context(_progress())
-        columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
-        bar = stack.enter_context(Progress(*columns, console=stderr, transient=True, disable=plain is not None))
-        task = bar.add_task("extract", total=None, rate="")
-
-        def progress(name: str, done: int, total: Optional[int]) -> None:
-            now = time.perf_counter()
-            if clock["first"] is None:  # the rate counts from the first report: model loading and resumed shards excluded
-                clock["first"], clock["first_done"] = now, done
-            clock["done"] = done
-            rate = (done - clock["first_done"]) / max(now - clock["first"], 1e-9)
-            bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} samples/s" if done > clock["first_done"] else "")
-            if plain is not None:
-                plain(name, done, total)
-
+    with _errors(), _progress() as progress:
         try:
             manifest = run_extract(source, out, config, progress, log=_log, force=force)
         except KeyboardInterrupt:
@@ -189,8 +129,7 @@ def extract(
             if work_dir_for(out).is_dir():
                 _log(f"extract: completed shards are kept in {work_dir_for(out)} (not an artifact); rerun the same command to resume")
             raise
-    seconds = time.perf_counter() - (clock["first"] or time.perf_counter())
-    rate = (clock["done"] - clock["first_done"]) / max(seconds, 1e-9)
+    seconds, rate = progress.throughput("extract")
     skipped = ""
     if manifest["n_skipped"]:
         reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(manifest["skipped_reasons"].items()))
