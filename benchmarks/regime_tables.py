@@ -1,6 +1,8 @@
 """The regime tables of docs/results.md, from the run records of benchmarks/run_regimes.sh.
 
-Usage: python benchmarks/regime_tables.py benchmarks/results/regimes-*.runs.jsonl
+Usage: python benchmarks/regime_tables.py benchmarks/results/regimes-*.runs.jsonl [--write docs/results.md]
+
+With --write, the tables replace the text between the regime-tables markers of that file.
 
 One table per modality and regime: every method's mean ± sample std over seeds (top-1; balanced accuracy
 and worst-class recall too), and its difference from RS2 at the same ratio, paired by seed (the seed
@@ -62,14 +64,27 @@ def _signed(values: list[float]) -> str:
     return f"{statistics.mean(values):+.2f} ± {std:.2f}"
 
 
-def main(paths: list[str]) -> None:
+BEGIN, END = "<!-- regime-tables:begin -->", "<!-- regime-tables:end -->"
+
+
+def main(argv: list[str]) -> None:
+    write = None
+    if "--write" in argv:
+        at = argv.index("--write")
+        write, argv = Path(argv[at + 1]), argv[:at] + argv[at + 2 :]
     runs = []
-    for path in map(Path, paths):
+    for path in map(Path, argv):
         modality = "vision" if "-vision-" in path.name else "text" if "-text-" in path.name else "?"
         for line in path.read_text().splitlines():
             if line.strip():
                 runs.append({"modality": modality, **json.loads(line)})
-    print(tables(runs))
+    text = tables(runs)
+    if write is None:
+        print(text)
+        return
+    doc = write.read_text(encoding="utf-8")
+    start, stop = doc.index(BEGIN) + len(BEGIN), doc.index(END)
+    write.write_text(doc[:start] + "\n" + text + "\n" + doc[stop:], encoding="utf-8")
 
 
 if __name__ == "__main__":
