@@ -117,3 +117,13 @@ def test_html_report_in_headless_chromium(tmp_path):
         assert chart["marks"] > 0, chart
     assert legends >= 2 * len(CHARTS_ALL) - 2  # both plans named in (almost) every chart
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+
+
+def test_captions_say_what_this_plans_schedule_does() -> None:
+    from dynsel_cli.report.html import captions_for
+
+    assert "constant at 0.5" in captions_for({"schedule": {"kind": "constant", "lambda": [0.5, 0.5, 0.5]}})["lambda"]
+    rising = captions_for({"schedule": {"kind": "cosine", "lambda": [0.0, 0.5, 1.0]}})
+    assert "rises from 0 to 1" in rising["lambda"] and "R for D" in rising["scores"]
+    assert "no scheduler weight" in captions_for({"schedule": None})["lambda"]
+    assert "rises" not in captions_for({"schedule": None})["scores"]

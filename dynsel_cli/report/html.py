@@ -265,7 +265,7 @@ def class_heatmap(name: str, report: dict[str, Any], compare: dict[str, Any] | N
             if rec.get("class_share"):
                 devs += [abs(s - ref[c]) for c, s in enumerate(rec["class_share"])]
     scale = max(devs + [0.01])
-    label_w = 96
+    label_w = 190
     panel_gap = 24
     width = W if len(panels) == 1 else 2 * W - 160
     panel_w = (width - label_w - M_RIGHT - panel_gap * (len(panels) - 1)) / len(panels)
@@ -273,9 +273,12 @@ def class_heatmap(name: str, report: dict[str, Any], compare: dict[str, Any] | N
     height = int(M_TOP + 8 + row_h * n_classes + 56)
     out = _svg_open(name, "Class share minus data-set share, per epoch", width, height)
     y_top = M_TOP + 8
+    data_share = report.get("class_share_dataset") or []
+    drawn = (report.get("overall") or {}).get("class_share") or []
     for c in range(n_classes):
+        shares = f" {fmt(data_share[c], 'pct')} → {fmt(drawn[c], 'pct')}" if c < len(data_share) and c < len(drawn) else ""
         out.append(
-            f'<text class="tick" x="{label_w - 6}" y="{y_top + row_h * (c + 0.5) + 3.5:.1f}" text-anchor="end">{_esc(class_label(report, c))}</text>'
+            f'<text class="tick" x="{label_w - 6}" y="{y_top + row_h * (c + 0.5) + 3.5:.1f}" text-anchor="end">{_esc(class_label(report, c) + shares)}</text>'
         )
     for p, (who, r) in enumerate(panels):
         x_left = label_w + p * (panel_w + panel_gap)
@@ -406,12 +409,29 @@ CAPTIONS = {
     "usage-histogram": "Samples by the number of epochs they were selected in. Uniform rotation puts most mass near ratio × epochs; a spike at 0 means never-selected samples.",
     "usage-trend": "Gini of usage counts (0 = every sample used equally) and the share of samples not selected yet, after each epoch.",
     "overlap": "Share of each epoch's samples that were also in the previous epoch. Random selection at ratio r gives about r; values near 1 mean the selection barely moves.",
-    "lambda": "The scheduler's weight on rarity. dynsel plans move from representativeness (0) toward rarity (1).",
-    "scores": "Mean normalised R and D of the selected samples. Random selection stays near 0.5; a dynsel plan should trade R for D as λ rises.",
+    "lambda": "The scheduler's weight on rarity.",
+    "scores": "Mean normalised R and D of the selected samples.",
     "factor-coverage": "Share of frequent (top decile by frequency) and rare (bottom half) live SAE units that fire in at least one selected sample.",
     "class-deviation": "max over classes of |class share in the epoch − class share in the data set|, in percentage points.",
-    "class-share": "Each cell: one class in one epoch; colour = its share minus its data-set share. Hover for exact values.",
+    "class-share": "Left: each class's share of the data set → its share of the plan's draws. Each cell: one class in one epoch; colour = its share minus its data-set share (white: exactly its share, as class quotas keep it). Hover for exact values.",
 }
+
+
+def captions_for(report: dict[str, Any]) -> dict[str, str]:
+    """The chart captions, with the ones about the scheduler saying what *this* plan's schedule does."""
+    captions = dict(CAPTIONS)
+    lambdas = [v for v in ((report.get("schedule") or {}).get("lambda") or []) if v is not None]
+    if not lambdas:
+        captions["lambda"] = "This plan has no scheduler weight (only --method score has one)."
+        captions["scores"] = "Mean normalised R and D of the selected samples. Random selection and rotation stay near 0.5."
+    elif max(lambdas) - min(lambdas) < 1e-9:
+        captions["lambda"] = f"The scheduler's weight on rarity is constant at {lambdas[0]:g} in this plan (--schedule constant)."
+        captions["scores"] = "Mean normalised R and D of the selected samples. With a constant weight the usage penalty, not the schedule, moves them."
+    else:
+        direction = "rises" if lambdas[-1] > lambdas[0] else "falls"
+        captions["lambda"] = f"The scheduler's weight on rarity {direction} from {lambdas[0]:g} to {lambdas[-1]:g} in this plan."
+        captions["scores"] = f"Mean normalised R and D of the selected samples; as λ {direction}, the plan should trade {'R for D' if direction == 'rises' else 'D for R'}."
+    return captions
 
 
 SUMMARY_GROUPS = (
@@ -536,7 +556,8 @@ svg .grid { stroke: var(--grid); stroke-width: 1; } svg .axis { stroke: var(--mu
 svg .series { fill: none; stroke-linejoin: round; stroke-linecap: round; }
 svg .point { stroke: var(--bg); stroke-width: 1; } svg .cell { stroke: none; }
 details { margin-top: 10px; } summary { cursor: pointer; font-weight: 600; }
-.scroll { overflow-x: auto; }
+.scroll { overflow-x: auto; max-width: 100%; }
+.scroll table { font-size: 12px; } .scroll th, .scroll td { padding: 2px 6px; }
 pre { background: var(--bg); border: 1px solid var(--line); padding: 8px; border-radius: 6px; overflow-x: auto; font-size: 12px; }
 footer { color: var(--muted); font-size: 12px; margin-top: 24px; border-top: 1px solid var(--line); padding-top: 10px; }
 """
@@ -547,10 +568,11 @@ def render_html(report: dict[str, Any], compare: dict[str, Any] | None = None) -
     plans = _plans(report, compare)
     title = f"dynsel report: {plan_title(report)}" + (f" vs {plan_title(compare)}" if compare is not None else "")
     charts = _charts(report, compare)
+    captions = captions_for(report)
     figures = []
     for name, heading, svg in charts:
         wide = " wide" if name == "class-share" and compare is not None else ""
-        figures.append(f"<figure class='chart{wide}' id='chart-{name}'><h3>{_esc(heading)}</h3>{svg}<figcaption>{_esc(CAPTIONS.get(name, ''))}</figcaption></figure>")
+        figures.append(f"<figure class='chart{wide}' id='chart-{name}'><h3>{_esc(heading)}</h3>{svg}<figcaption>{_esc(captions.get(name, ''))}</figcaption></figure>")
     if not any(r.get("factors") for _, r in plans):
         figures.append(
             "<figure class='chart note-card'><h3>Factor metrics</h3><p class='sub'>Pass the factor tables "
