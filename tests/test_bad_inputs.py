@@ -133,6 +133,9 @@ CASES: list[Case] = [
     Case("extract-missing-named-column", "`--label-column` that is not in the table", lambda w, r: ["extract", _table(w, "t.parquet", pa.table({"text": ["a", "b"]})), "--out", OUT, "--encoder", "wordllama", "--label-column", "topic"], "topic"),
     Case("extract-empty-table", "table with no rows", lambda w, r: ["extract", _write(w / "e.csv", b"text,label\n"), "--out", OUT, "--encoder", "wordllama"], "e.csv"),
     Case("extract-empty-text", "empty text in a row", lambda w, r: ["extract", _write(w / "t.csv", b"text,label\nhello,0\n,1\n"), "--out", OUT, "--encoder", "wordllama"], "row 1"),
+    Case("extract-many-bad-rows", "JSONL with empty posts and a missing label (found before encoding)", lambda w, r: ["extract", _posts(w), "--out", OUT, "--encoder", "wordllama"], "rows have empty text"),
+    Case("extract-split-no-column", "`--split` on a table without a `split` column", lambda w, r: ["extract", _write(w / "t.csv", b"text\nhello\n"), "--out", OUT, "--encoder", "wordllama", "--split", "train"], "--split train"),
+    Case("extract-dataset-dict-no-split", "Hugging Face DatasetDict directory without `--split`", lambda w, r: ["extract", _dataset_dict(w), "--out", OUT], "--split"),
     Case("extract-non-utf8", "text file that is not UTF-8", lambda w, r: ["extract", _write(w / "t.jsonl", b'{"text": "caf\xe9"}\n'), "--out", OUT, "--encoder", "wordllama"], "t.jsonl"),
     Case("extract-nan-vectors", "NaN in ready-made embeddings", lambda w, r: ["extract", _vectors(w, "v.npy", _with(np.ones((20, 4), np.float32), (5, 2), np.nan)), "--out", OUT, "--encoder", "identity"], "NaN"),
     Case("extract-inf-vectors", "Inf in an embeddings column", lambda w, r: ["extract", _table(w, "e.parquet", pa.table({"vector": [[1.0, 2.0], [np.inf, 0.0]]})), "--out", OUT, "--encoder", "identity"], "Inf"),
@@ -201,6 +204,22 @@ CASES: list[Case] = [
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def _posts(work: Path) -> Path:
+    rows = [{"text": "" if i in (3, 9, 10, 17, 22, 40) else f"post {i}", "label": None if i == 30 else i % 2} for i in range(50)]
+    return _write(work / "posts.jsonl", "".join(json.dumps(row) + "\n" for row in rows).encode())
+
+
+def _dataset_dict(work: Path) -> Path:
+    """The layout `DatasetDict.save_to_disk` writes (the error comes before any data is read)."""
+    root = work / "hf"
+    for split in ("train", "test"):
+        (root / split).mkdir(parents=True)
+        (root / split / "state.json").write_text('{"_data_files": [{"filename": "data-00000-of-00001.arrow"}]}')
+        (root / split / "dataset_info.json").write_text('{"features": {"text": {"dtype": "string", "_type": "Value"}}}')
+    (root / "dataset_dict.json").write_text('{"splits": ["train", "test"]}')
+    return root
 
 
 def _user_folder(work: Path) -> Path:

@@ -179,6 +179,27 @@ def test_features_are_deterministic(tmp_path: Path, vectors_npy: tuple[Path, np.
     assert extract(tmp_path / "other.npy", tmp_path / "c", IDENTITY)["fingerprint"] != a["fingerprint"]
 
 
+def test_extract_and_the_fixture_writer_write_the_same_features(tmp_path: Path) -> None:
+    """One writer: extract's shards (built in its resume work directory) and FeatureShardWriter's (the tests'
+    fixtures) come from the same code, so the same rows give the same files, fingerprint and common fields."""
+    from dynsel_cli.formats.common import atomic_directory
+    from dynsel_cli.formats.features import FeatureShardWriter
+
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(40, 5)).astype(np.float32), rng.integers(0, 3, 40)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    manifest = extract(tmp_path / "d.npz", tmp_path / "extracted", ExtractConfig(encoder="identity", shard_size=16, batch_size=5))
+    with atomic_directory(tmp_path / "written") as tmp:
+        writer = FeatureShardWriter(tmp, 5, "float32", has_labels=True, shard_rows=16)
+        writer.add(np.arange(40), y, x)
+        written = writer.finish({})
+    common = ("format", "format_version", "n_samples", "dim", "dtype", "has_labels", "shards", "fingerprint", "id_min", "id_max", "ids_dense")
+    assert {k: manifest[k] for k in common} == {k: written[k] for k in common}
+    assert set(written) == set(common)
+    for shard in written["shards"]:
+        assert sha256_of(tmp_path / "extracted" / shard["file"]) == sha256_of(tmp_path / "written" / shard["file"])
+
+
 def test_float16_storage(tmp_path: Path, vectors_npy: tuple[Path, np.ndarray]) -> None:
     path, vectors = vectors_npy
     manifest = extract(path, tmp_path / "feat", ExtractConfig(encoder="identity", dtype="float16"))

@@ -264,7 +264,7 @@ def test_user_code_needs_the_opt_in(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_missing_optional_dependency_names_the_extra(encoder: str, module: str, extra: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
     kind = "images" if extra == "vision" else "text"
-    with pytest.raises(DynselError, match=rf"^encoder {encoder} needs the {extra} extra: pip install 'dynsel\[{extra}\]'$"):
+    with pytest.raises(DynselError, match=rf"^encoder {encoder} needs the {extra} extra: pip install 'dynsel\[{extra}\]' \(in a checkout of dynsel: pip install -e '\.\[{extra}\]'\)$"):
         make_encoder(encoder, kind, None, 112, CPU)
 
 
@@ -272,7 +272,7 @@ def test_missing_pillow_names_the_vision_extra(tmp_path: Path, monkeypatch: pyte
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "a.png").write_bytes(b"")
     monkeypatch.setitem(sys.modules, "PIL", None)
-    with pytest.raises(DynselError, match=r"^image folders need Pillow: pip install 'dynsel\[vision\]'$"):
+    with pytest.raises(DynselError, match=r"^image folders need Pillow: pip install 'dynsel\[vision\]' \(in a checkout of dynsel: pip install -e '\.\[vision\]'\)$"):
         extract(tmp_path / "imgs", tmp_path / "f")
     result = CliRunner().invoke(app, ["extract", str(tmp_path / "imgs"), "--out", str(tmp_path / "f")])
     assert result.exit_code == 2 and "image folders need Pillow" in result.output

@@ -130,7 +130,7 @@ def test_interrupted_run_resumes_skips_bad_shards_and_stale_state(tmp_path: Path
     third.write_bytes(third.read_bytes()[:-10])
     logs: list[str] = []
     manifest = extract(tmp_path / "v.npy", out, config, log=logs.append)
-    assert logs == ["extract: resuming after 2 of 10 completed shards (20 of 100 samples)"]
+    assert logs == [f"extract: {tmp_path / 'v.npy'}: 2 rows contain NaN or Inf (rows 13, 57); skipping them (--on-error skip)", "extract: resuming after 2 of 10 completed shards (20 of 100 samples)"]
     assert manifest["fingerprint"] == reference["fingerprint"] and manifest["skipped"] == reference["skipped"]
     assert (out / "_manifest.json").read_bytes() == (tmp_path / "ref" / "_manifest.json").read_bytes()
 
@@ -139,7 +139,7 @@ def test_interrupted_run_resumes_skips_bad_shards_and_stale_state(tmp_path: Path
         extract(tmp_path / "v.npy", out, config, progress=_interrupt_after(out, 3))
     logs.clear()
     half = extract(tmp_path / "v.npy", out, ExtractConfig(shard_size=10, batch_size=4, on_error="skip", dtype="float16"), log=logs.append)
-    assert logs == [f"extract: {work_dir_for(out)} was left by a run with other inputs or settings; starting over"]
+    assert logs[1:] == [f"extract: {work_dir_for(out)} was left by a run with other inputs or settings; starting over"]
     assert half["dtype"] == "float16" and half["n_samples"] == 98
 
 
@@ -150,11 +150,33 @@ def test_resuming_with_on_error_stop_reports_a_bad_sample_in_a_completed_shard(t
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         extract(tmp_path / "v.npy", out, ExtractConfig(shard_size=10, on_error="skip"), progress=_interrupt_after(out, 2))
-    with pytest.raises(DynselError, match=r"v\.npy row 5: the vector contains NaN or Inf \(sample id 5\).*completed shards kept"):
+    journal = (work_dir_for(out) / JOURNAL).read_bytes()
+    # found by the check before any encoding, which leaves the completed shards alone
+    with pytest.raises(DynselError, match=r"v\.npy row 5: the vector contains NaN or Inf \(sample id 5\); fix or remove it"):
         extract(tmp_path / "v.npy", out, ExtractConfig(shard_size=10, on_error="stop"))
-    assert not out.exists()
-    manifest = extract(tmp_path / "v.npy", out, ExtractConfig(shard_size=10, on_error="skip"))
+    assert not out.exists() and (work_dir_for(out) / JOURNAL).read_bytes() == journal
+    logs: list[str] = []
+    manifest = extract(tmp_path / "v.npy", out, ExtractConfig(shard_size=10, on_error="skip"), log=logs.append)
+    assert logs[-1] == "extract: resuming after 2 of 4 completed shards (20 of 40 samples)"
     assert manifest["n_samples"] == 39 and manifest["skipped"][0]["id"] == 5
+
+
+def test_resuming_with_on_error_stop_reports_a_bad_image_a_completed_shard_skipped(tmp_path: Path) -> None:
+    """Corrupt images are found only by decoding: a resumed run with --on-error stop stops on the first one
+    a completed shard had skipped, as a fresh run would, and keeps the shards."""
+    Image = pytest.importorskip("PIL.Image")
+    folder = tmp_path / "imgs" / "a"
+    folder.mkdir(parents=True)
+    for i in range(12):
+        Image.fromarray(np.full((8, 8), i * 20, np.uint8)).save(folder / f"{i:02d}.png")
+    (folder / "03.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    out = tmp_path / "out"
+    config = dict(image_size=32, shard_size=4, batch_size=4, workers=0, device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        extract(tmp_path / "imgs", out, ExtractConfig(on_error="skip", **config), progress=_interrupt_after(out, 2))  # type: ignore[arg-type]
+    with pytest.raises(DynselError, match=r"03\.png: not a readable image .*\(sample id 3\).*completed shards kept"):
+        extract(tmp_path / "imgs", out, ExtractConfig(on_error="stop", **config))  # type: ignore[arg-type]
+    assert not out.exists() and _shards_done(out) == 2
 
 
 def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:

@@ -152,7 +152,7 @@ def test_embeddings_with_nan_stop_or_skip(tmp_path: Path) -> None:
     vectors = np.ones((10, 4), np.float32)
     vectors[3, 1], vectors[7, 0] = np.nan, np.inf
     np.save(tmp_path / "emb.npy", vectors)
-    with pytest.raises(DynselError, match=r"emb\.npy row 3: the vector contains NaN or Inf \(sample id 3\)"):
+    with pytest.raises(DynselError, match=r"emb\.npy: 2 rows contain NaN or Inf \(rows 3, 7\); fix or remove them, or pass --on-error skip$"):
         extract(tmp_path / "emb.npy", tmp_path / "out")
     assert not (tmp_path / "out").exists() and not work_dir_for(tmp_path / "out").exists()
     manifest = extract(tmp_path / "emb.npy", tmp_path / "out", _config(on_error="skip"))
@@ -195,8 +195,11 @@ def test_parquet_and_jsonl_text_with_named_columns(tmp_path: Path) -> None:
 def test_bad_text_rows(tmp_path: Path) -> None:
     raw = b"text,label\nfine,0\n,1\n\"   \",0\nbad \xff\xfe bytes,1\nalso fine,0\n"
     (tmp_path / "t.csv").write_bytes(raw)
-    with pytest.raises(DynselError, match=r"t\.csv row 1: the text is empty \(sample id 1\); fix or remove it, or pass --on-error skip"):
+    with pytest.raises(DynselError, match=r"t\.csv: 3 bad rows: 2 rows have empty text \(rows 1, 2\), 1 row is not valid UTF-8 \(row 3\); fix or remove them, or pass --on-error skip$"):
         extract(tmp_path / "t.csv", tmp_path / "f", _config(encoder="wordllama"))
+    (tmp_path / "one.csv").write_bytes(b"text,label\nfine,0\nbad \xff bytes,1\n")  # one bad row: its own detail
+    with pytest.raises(DynselError, match=r"one\.csv row 1: the text is not valid UTF-8 \(byte 4\) \(sample id 1\); fix or remove it, or pass --on-error skip$"):
+        extract(tmp_path / "one.csv", tmp_path / "f", _config(encoder="wordllama"))
     manifest = extract(tmp_path / "t.csv", tmp_path / "f", _config(encoder="wordllama", on_error="skip"))
     assert [(s["id"], s["reason"]) for s in manifest["skipped"]] == [(1, "empty-text"), (2, "empty-text"), (3, "non-utf8")]
     assert manifest["skipped"][2]["source"] == "row 3"

@@ -97,6 +97,28 @@ def test_features_tampered_shard_is_refused(tmp_path: Path) -> None:
         read_features(tmp_path / "feat")
 
 
+@pytest.mark.parametrize(("dtype", "with_labels"), [("float32", True), ("float16", False)])
+def test_features_fingerprint_is_the_one_docs_formats_defines(tmp_path: Path, dtype: str, with_labels: bool) -> None:
+    """sha256 over the rows in order: id int64 LE, label int64 LE (if any), the vector's bytes in the stored
+    dtype. Written here from the spec alone: the writer must never drift from it (artifacts keep their identity)."""
+    import hashlib
+
+    rng = np.random.default_rng(4)
+    ids = np.asarray([3, 1, 70_000, 5, 2**40])
+    labels = rng.integers(0, 4, len(ids)) if with_labels else None
+    vectors = rng.normal(size=(len(ids), 3)).astype(np.float32)
+    manifest = write_features(tmp_path / "feat", ids, labels, vectors, dtype=dtype, shard_rows=2)
+    digest = hashlib.sha256()
+    for row in range(len(ids)):
+        digest.update(int(ids[row]).to_bytes(8, "little", signed=True))
+        if labels is not None:
+            digest.update(int(labels[row]).to_bytes(8, "little", signed=True))
+        digest.update(vectors[row].astype(np.dtype(dtype).newbyteorder("<")).tobytes())
+    assert manifest["fingerprint"] == digest.hexdigest()
+    assert (manifest["id_min"], manifest["id_max"], manifest["ids_dense"]) == (1, 2**40, False)
+    assert [s["file"] for s in manifest["shards"]] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+
+
 def test_feature_writer_refuses_unknown_dtype(tmp_path: Path) -> None:
     with pytest.raises(DynselError, match="float32"):
         FeatureShardWriter(tmp_path, 4, "float64", has_labels=False)

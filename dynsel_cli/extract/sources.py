@@ -37,7 +37,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import DynselError
+from ..errors import DynselError, install_hint
 from ..formats.common import sha256_file
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -80,6 +80,7 @@ class SourceOptions:
     vector_column: str | None = None
     labels_csv: str | None = None
     mixed_sizes: str = "error"
+    split: str | None = None
 
 
 class Source:
@@ -91,6 +92,7 @@ class Source:
     classes: list[str] | None = None
     ids: np.ndarray | None = None  # int64 [N] when the source names its ids; None = positions
     dim: int | None = None  # vectors only
+    unit: tuple[str, str] = ("row", "rows")  # what a sample is called in messages: singular, plural
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -111,6 +113,21 @@ class Source:
 
     def sample_ids(self, positions: np.ndarray) -> np.ndarray:
         return positions.astype(np.int64) if self.ids is None else self.ids[positions]
+
+    def check(self, stop: int) -> list[SampleProblem]:
+        """The bad samples among positions [0, ``stop``) that can be found without encoding, in order.
+
+        Tables and arrays: every problem :meth:`read` would report (one pass over rows already in memory,
+        or over the memory-mapped array). Image folders override this: only what needs no decoding.
+        """
+        problems: list[SampleProblem] = []
+        step = self._check_rows()
+        for start in range(0, stop, step):
+            problems += self.read(start, min(start + step, stop)).problems
+        return problems
+
+    def _check_rows(self) -> int:
+        return 65_536
 
     def _label_problems(self, positions: np.ndarray) -> list[SampleProblem]:
         if self.labels is None:
@@ -140,6 +157,15 @@ class ArraySource(Source):
 
     def where(self, position: int) -> str:
         return f"{self.sample_key} row {position}" if self.sample_key else f"row {position}"
+
+    def _check_rows(self) -> int:  # about 64 MiB of the array per block
+        row_bytes = max(1, int(np.prod(self.samples.shape[1:])) * self.samples.dtype.itemsize)
+        return max(1, (64 << 20) // row_bytes)
+
+    def check(self, stop: int) -> list[SampleProblem]:
+        if self.samples.dtype.kind != "f":  # integers are always finite, and labels were checked on opening
+            return []
+        return super().check(stop)
 
     def read(self, start: int, stop: int) -> RawBatch:
         block = np.asarray(self.samples[start:stop])
@@ -233,7 +259,7 @@ def _pil() -> Any:
     try:
         from PIL import Image
     except ImportError:
-        raise DynselError("image folders need Pillow: pip install 'dynsel[vision]'") from None
+        raise DynselError(f"image folders need Pillow: {install_hint('vision')}") from None
     return Image
 
 
@@ -286,6 +312,7 @@ def image_size_of(path: Path) -> tuple[int, int] | None:
 
 class ImageFolderSource(Source):
     kind = "images"
+    unit = ("image", "images")
 
     def __init__(self, root: Path, files: list[str], labels: np.ndarray | None, classes: list[str] | None, layout: str, labels_csv: Path | None, mixed_sizes: str) -> None:
         self.path = root
@@ -312,6 +339,13 @@ class ImageFolderSource(Source):
 
     def full_where(self, where: str) -> str:
         return str(self.path / where)
+
+    def check(self, stop: int) -> list[SampleProblem]:
+        """Only what needs no decoding: images without a row in the labels CSV."""
+        if self.labels is None:
+            return []
+        missing = np.flatnonzero(self.labels[:stop] < 0)
+        return [SampleProblem(int(p), self.where(int(p)), "missing-label", f"no row for {self.files[p]!r} in the labels CSV {self.labels_csv}") for p in missing]
 
     def read(self, start: int, stop: int) -> RawBatch:
         positions, images, problems = [], [], []
@@ -459,9 +493,13 @@ def _table_format(path: Path) -> str | None:
 
 
 class TableSource(Source):
-    """Rows of a Parquet/CSV/TSV/JSONL table: text (kept as raw bytes until read) or vectors."""
+    """Rows of a Parquet/CSV/TSV/JSONL table: text (kept as raw bytes until read) or vectors.
 
-    def __init__(self, path: Path, fmt: str, kind: str, values: Any, problems: dict[int, SampleProblem], labels: np.ndarray | None, classes: list[str] | None, ids: np.ndarray | None, columns: dict[str, str | None], n: int) -> None:
+    With a split filter, position i is the table's row ``rows[i]``: ids are positions, messages and
+    ``skipped`` records name the table's own row.
+    """
+
+    def __init__(self, path: Path, fmt: str, kind: str, values: Any, problems: dict[int, SampleProblem], labels: np.ndarray | None, classes: list[str] | None, ids: np.ndarray | None, columns: dict[str, str | None], n: int, rows: np.ndarray | None = None, split: str | None = None) -> None:
         self.path = path
         self.fmt = fmt
         self.kind = kind
@@ -472,13 +510,15 @@ class TableSource(Source):
         self.ids = ids
         self.columns = columns
         self.n = n
+        self.rows = rows  # int64 [N]: the table row of each position (a split filter); None = the identity
+        self.split = split
         self.dim = int(values.shape[1]) if kind == "vectors" else None
 
     def __len__(self) -> int:
         return self.n
 
     def where(self, position: int) -> str:
-        return f"row {position}"
+        return f"row {position if self.rows is None else int(self.rows[position])}"
 
     def read(self, start: int, stop: int) -> RawBatch:
         problems = [self.row_problems[p] for p in range(start, stop) if p in self.row_problems]
@@ -506,16 +546,20 @@ class TableSource(Source):
                 samples.append(text)
         return RawBatch(np.asarray(positions, dtype=np.int64), samples, sorted(problems, key=lambda p: p.position))
 
+    def content(self) -> dict[str, Any]:
+        """``sha256`` and ``bytes`` of what was read."""
+        return {"sha256": sha256_file(self.path), "bytes": self.path.stat().st_size}
+
     def describe(self) -> dict[str, Any]:
         return {
             "type": "table",
             "format": self.fmt,
             "path": str(self.path),
-            "sha256": sha256_file(self.path),
-            "bytes": self.path.stat().st_size,
+            **self.content(),
             "kind": self.kind,
             "rows": self.n,
             "columns": self.columns,
+            "split": self.split,
         }
 
 
@@ -539,18 +583,29 @@ def _checked_text(value: Any, position: int, where: str) -> str | SampleProblem:
     return value
 
 
+SPLIT_COLUMN = "split"
+
+
 def open_table(path: Path, options: SourceOptions) -> TableSource:
     fmt = _table_format(path)
     assert fmt is not None
     if fmt == "jsonl":
         columns, n, parse_problems = _read_jsonl(path)
-        names = list(columns)
     else:
         table = _read_arrow_table(path, fmt, options)
-        names = table.column_names
         n = table.num_rows
-        columns = {name: table.column(name) for name in names}
+        columns = {name: table.column(name) for name in table.column_names}
         parse_problems = {}
+    return _table_source(path, fmt, columns, n, parse_problems, options)
+
+
+def _table_source(path: Path, fmt: str, columns: dict[str, Any], n: int, parse_problems: dict[int, SampleProblem], options: SourceOptions, class_names: dict[str, list[str]] | None = None, split: str | None = None, cls: type[TableSource] = TableSource) -> TableSource:
+    """Choose the text/vector, label and id columns of a table read whole, apply ``--split``, check them.
+
+    ``class_names``: columns whose integers are indices into known class names (a Hugging Face ClassLabel,
+    where -1 means no label). ``split``: already chosen by the caller (a DatasetDict's split); no filter.
+    """
+    names = list(columns)
     if n == 0:
         raise DynselError(f"{path}: the table has no rows")
     if not names and parse_problems:  # no line could be read at all: say why, not "no column"
@@ -566,16 +621,52 @@ def open_table(path: Path, options: SourceOptions) -> TableSource:
         if name is not None and name not in names:
             flag = {"text": "--text-column", "vector": "--vector-column", "label": "--label-column", "id": "--id-column"}[role]
             raise DynselError(f"{path}: no column {name!r} (columns: {', '.join(names)}); name the {role} column with {flag}")
+    rows = None
+    if split is None and options.split is not None:
+        rows = _split_rows(path, options.split, columns, names, parse_problems)
+        split = options.split
 
-    labels, classes = (None, None) if label_col is None else _labels_from_column(path, label_col, columns[label_col], n)
+    # Labels and ids are read over every row, so that every split numbers class names alike.
+    names_of_labels = (class_names or {}).get(label_col or "")
+    if label_col is None:
+        labels, classes = None, None
+    elif names_of_labels is not None:
+        labels, classes = _class_label_column(path, label_col, columns[label_col], names_of_labels)
+    else:
+        labels, classes = _labels_from_column(path, label_col, columns[label_col], n)
     ids = None if options.id_column is None else _ids_from_column(path, options.id_column, columns[options.id_column], n, parse_problems)
     if vector_col is not None:
-        vectors, problems = _vectors_from_column(path, vector_col, columns[vector_col], n, parse_problems)
-        return TableSource(path, fmt, "vectors", vectors, problems, labels, classes, ids, chosen, n)
-    values = columns[text_col]
-    if hasattr(values, "combine_chunks"):
-        values = values.combine_chunks()
-    return TableSource(path, fmt, "text", values, parse_problems, labels, classes, ids, chosen, n)
+        values, problems = _vectors_from_column(path, vector_col, columns[vector_col], n, parse_problems)
+        kind = "vectors"
+    else:
+        values, problems, kind = columns[text_col], parse_problems, "text"
+        if hasattr(values, "combine_chunks"):
+            values = values.combine_chunks()
+    if rows is not None:
+        labels = None if labels is None else labels[rows]
+        ids = None if ids is None else ids[rows]
+        if kind == "vectors":
+            values = values[rows]
+        else:
+            values = values.take(rows) if hasattr(values, "take") else [values[r] for r in rows.tolist()]
+        position_of = {int(r): i for i, r in enumerate(rows.tolist()) if int(r) in problems}
+        problems = {position_of[r]: SampleProblem(position_of[r], p.where, p.reason, p.detail) for r, p in problems.items() if r in position_of}
+        n = len(rows)
+    return cls(path, fmt, kind, values, problems, labels, classes, ids, chosen, n, rows=rows, split=split)
+
+
+def _split_rows(path: Path, split: str, columns: dict[str, Any], names: list[str], parse_problems: dict[int, SampleProblem]) -> np.ndarray:
+    """The rows of a table whose ``split`` column equals ``split``, in order. A line too broken to have a
+    split (bad JSON) stays, as a bad row, so that it is reported rather than silently dropped."""
+    if SPLIT_COLUMN not in names:
+        raise DynselError(f"--split {split}: {path} has no column {SPLIT_COLUMN!r} (columns: {', '.join(names)}); --split keeps the rows whose {SPLIT_COLUMN!r} column equals it")
+    values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in _to_list(columns[SPLIT_COLUMN])]
+    rows = [i for i, v in enumerate(values) if v == split or i in parse_problems]
+    if not any(values[i] == split for i in rows):
+        found = sorted({str(v) for v in values if v is not None})
+        shown = ", ".join(repr(v) for v in found[:10]) + (", …" if len(found) > 10 else "")
+        raise DynselError(f"--split {split}: no row of {path} has {SPLIT_COLUMN!r} = {split!r} (found: {shown or 'only nulls'})")
+    return np.asarray(rows, dtype=np.int64)
 
 
 def _read_arrow_table(path: Path, fmt: str, options: SourceOptions) -> Any:
@@ -659,6 +750,17 @@ def _labels_from_column(path: Path, name: str, column: Any, n: int) -> tuple[np.
     return np.asarray([index.get(v, -1) if v else -1 for v in values], dtype=np.int64), classes
 
 
+def _class_label_column(path: Path, name: str, column: Any, class_names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """A Hugging Face ClassLabel column: integer indices into ``class_names``; -1 or null = no label."""
+    values = _to_list(column)
+    labels = np.asarray([-1 if v is None or v < 0 else int(v) for v in values], dtype=np.int64)
+    if (labels >= len(class_names)).any():
+        raise DynselError(f"{path}: the label column {name!r} holds {int(labels.max())}, but its ClassLabel has {len(class_names)} names")
+    if (labels < 0).all():
+        raise DynselError(f"{path}: the label column {name!r} is empty")
+    return labels, list(class_names)
+
+
 def _ids_from_column(path: Path, name: str, column: Any, n: int, problems: dict[int, SampleProblem]) -> np.ndarray:
     values = _to_list(column)
     ids = np.full(n, -1, dtype=np.int64)
@@ -703,6 +805,122 @@ def _vectors_from_column(path: Path, name: str, column: Any, n: int, problems: d
     return vectors, problems
 
 
+# ------------------------------------------------------------------------------ Hugging Face datasets
+
+HF_DICT_FILE = "dataset_dict.json"  # a DatasetDict directory: one Dataset directory per split
+HF_STATE_FILE = "state.json"  # a Dataset directory: its Arrow files, in order
+HF_INFO_FILE = "dataset_info.json"  # a Dataset directory: its features (column types, ClassLabel names)
+
+
+def is_hf_dataset(path: Path) -> bool:
+    """A directory written by ``datasets.Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
+    return (path / HF_DICT_FILE).is_file() or ((path / HF_STATE_FILE).is_file() and (path / HF_INFO_FILE).is_file())
+
+
+def _hf_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DynselError(f"{path}: not readable JSON ({exc}); is this a directory written by save_to_disk?") from None
+
+
+def _hf_split_dir(root: Path, split: str | None) -> tuple[Path, str | None, bool]:
+    """(the Dataset directory to read, its split name, whether ``split`` is still to be applied as a column filter)."""
+    if not (root / HF_DICT_FILE).is_file():
+        return root, None, split is not None
+    listing = _hf_json(root / HF_DICT_FILE)
+    splits = listing.get("splits") if isinstance(listing, dict) else None
+    if not isinstance(splits, list) or not all(isinstance(x, str) for x in splits) or not splits:
+        raise DynselError(f"{root / HF_DICT_FILE}: expected {{\"splits\": [names]}}; is this a directory written by DatasetDict.save_to_disk?")
+    if split is None:
+        if len(splits) > 1:
+            raise DynselError(f"{root}: a Hugging Face DatasetDict with splits {', '.join(splits)}; pass --split NAME")
+        split = splits[0]
+    if split not in splits:
+        raise DynselError(f"--split {split}: {root} has splits {', '.join(splits)}")
+    directory = root / split
+    if not is_hf_dataset(directory) or (directory / HF_DICT_FILE).exists():
+        raise DynselError(f"{directory}: split {split!r} is not a Dataset directory (no {HF_STATE_FILE} and {HF_INFO_FILE})")
+    return directory, split, False
+
+
+def _hf_files(directory: Path) -> list[str]:
+    """The files of a Dataset directory its content comes from: ``state.json``, ``dataset_info.json`` and
+    the Arrow files ``state.json`` lists, in that order (not cache files ``map`` may have left there)."""
+    state = _hf_json(directory / HF_STATE_FILE)
+    listed = [f.get("filename") for f in state.get("_data_files", []) if isinstance(f, dict)] if isinstance(state, dict) else []
+    return [HF_STATE_FILE, HF_INFO_FILE, *[f for f in listed if isinstance(f, str)]]
+
+
+class HFDatasetSource(TableSource):
+    """A ``save_to_disk`` directory: read like any table; ``path`` is the Dataset directory read (a
+    DatasetDict's split folder), ``root`` the directory given."""
+
+    root: Path
+
+    def content(self) -> dict[str, Any]:
+        files = _hf_files(self.path)
+        return {"sha256": folder_fingerprint(self.path, files, None), "bytes": sum((self.path / f).stat().st_size for f in files)}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "path": str(self.root)}
+
+
+def open_hf_dataset(root: Path, options: SourceOptions) -> HFDatasetSource:
+    """Read a Dataset directory with ``datasets.load_from_disk`` when installed, else its Arrow files with pyarrow."""
+    directory, split, filter_rows = _hf_split_dir(root, options.split)
+    table = _read_hf_table(directory)
+    info = _hf_json(directory / HF_INFO_FILE)
+    features = info.get("features") if isinstance(info, dict) else None
+    class_names = {name: list(f["names"]) for name, f in (features or {}).items() if isinstance(f, dict) and f.get("_type") == "ClassLabel" and isinstance(f.get("names"), list)}
+    columns = {name: table.column(name) for name in table.column_names}
+    if filter_rows:
+        state = _hf_json(directory / HF_STATE_FILE)
+        if SPLIT_COLUMN not in columns and isinstance(state, dict) and state.get("_split") == options.split:
+            filter_rows = False  # saved from load_dataset(..., split=NAME): the whole dataset is that split
+        split = options.split
+    source = _table_source(directory, "hf-dataset", columns, table.num_rows, {}, options, class_names, split=None if filter_rows else split, cls=HFDatasetSource)
+    source.root = root  # type: ignore[attr-defined]
+    return source  # type: ignore[return-value]
+
+
+def _read_hf_table(directory: Path) -> Any:
+    try:
+        import datasets
+    except ImportError:
+        return _read_hf_arrow_files(directory)
+    try:
+        dataset = datasets.load_from_disk(str(directory))
+    except Exception as exc:  # noqa: BLE001 - any failure of the library is a bad source
+        raise DynselError(f"{directory}: cannot read it as a Hugging Face dataset ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(dataset, datasets.Dataset):
+        raise DynselError(f"{directory}: not a Hugging Face Dataset directory; pass --split NAME for a DatasetDict")
+    return dataset.with_format("arrow")[:] if len(dataset) else dataset.data.table.slice(0, 0)
+
+
+def _read_hf_arrow_files(directory: Path) -> Any:
+    """Without the ``datasets`` package: the Arrow stream files ``state.json`` lists, concatenated in order."""
+    import pyarrow as pa
+
+    state = _hf_json(directory / HF_STATE_FILE)
+    files = [f.get("filename") for f in state.get("_data_files", [])] if isinstance(state, dict) else []
+    if not files or not all(isinstance(f, str) for f in files) or (isinstance(state, dict) and state.get("_indices_files")):
+        raise DynselError(f"{directory / HF_STATE_FILE}: no plain list of data files; pip install datasets to read this directory")
+    tables = []
+    for name in files:
+        path = directory / name
+        if Path(name).is_absolute() or ".." in Path(name).parts or not path.is_file():
+            raise DynselError(f"{directory / HF_STATE_FILE}: lists {name!r}, which is not a file in {directory}")
+        try:
+            tables.append(pa.ipc.open_stream(pa.memory_map(str(path))).read_all())
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DynselError(f"{path}: not a readable Arrow stream ({exc})") from None
+    try:
+        return pa.concat_tables(tables)
+    except pa.ArrowInvalid as exc:
+        raise DynselError(f"{directory}: its Arrow files have different columns ({exc})") from None
+
+
 # ------------------------------------------------------------------------------------------- dispatch
 
 
@@ -710,11 +928,15 @@ def open_source(path: Path, options: SourceOptions = SourceOptions()) -> Source:
     """Open any supported source; the type is chosen by what ``path`` is (a folder) or its suffix."""
     path = Path(path)
     if path.is_dir():
+        if is_hf_dataset(path):
+            return open_hf_dataset(path, options)
+        _no_split(path, options, "an image folder")
         return open_image_folder(path, options)
     if not path.is_file():
-        raise DynselError(f"{path}: no such file or folder; pass an image folder, a .npy/.npz array, or a Parquet/CSV/JSONL table")
+        raise DynselError(f"{path}: no such file or folder; pass an image folder, a .npy/.npz array, a Parquet/CSV/JSONL table or a Hugging Face dataset directory")
     suffix = path.suffix.lower()
     if suffix in (".npy", ".npz"):
+        _no_split(path, options, "a numpy array")
         return open_array_source(path, options.array, options.labels)
     if _table_format(path) is not None:
         return open_table(path, options)
@@ -723,12 +945,21 @@ def open_source(path: Path, options: SourceOptions = SourceOptions()) -> Source:
     )
 
 
+def _no_split(path: Path, options: SourceOptions, what: str) -> None:
+    if options.split is not None:
+        raise DynselError(f"--split {options.split}: {path} is {what}; --split applies to tables with a {SPLIT_COLUMN!r} column and Hugging Face dataset directories")
+
+
 def source_fingerprint(path: Path, options: SourceOptions = SourceOptions()) -> str:
-    """The ``source.sha256`` that ``extract`` records: a file's sha256, or an image folder's content fingerprint.
+    """The ``source.sha256`` that ``extract`` records: a file's sha256, or a folder's content fingerprint
+    (an image folder's; a Hugging Face dataset directory's, over the Dataset directory read).
 
     ``dynsel run`` compares it to the features manifest to decide whether extraction is up to date.
     """
     path = Path(path)
+    if path.is_dir() and is_hf_dataset(path):
+        directory = _hf_split_dir(path, options.split)[0]
+        return folder_fingerprint(directory, _hf_files(directory), None)
     if path.is_dir():
         files, _, csv_path = _image_folder_layout(path, options.labels_csv)
         return folder_fingerprint(path, files, csv_path)
@@ -737,13 +968,16 @@ def source_fingerprint(path: Path, options: SourceOptions = SourceOptions()) -> 
 
 __all__ = [
     "ArraySource",
+    "HFDatasetSource",
     "ImageFolderSource",
     "RawBatch",
     "SampleProblem",
     "Source",
     "SourceOptions",
     "TableSource",
+    "is_hf_dataset",
     "open_array_source",
+    "open_hf_dataset",
     "open_source",
     "source_fingerprint",
 ]

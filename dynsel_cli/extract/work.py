@@ -153,10 +153,10 @@ class WorkDir:
         return self.path / f".shard-{index:05d}.parquet.tmp"
 
     def commit(self, record: ShardRecord) -> None:
-        """Record a completed shard (its file already renamed into place)."""
+        """Record a completed shard (its file already renamed into place, its size and sha256 given or read)."""
         if record.index != len(self.records):
             raise AssertionError(f"shard {record.index} committed out of order")
-        if record.file is not None:
+        if record.file is not None and not record.sha256:
             entry = file_entry(self.path / record.file)
             record.bytes, record.sha256 = entry["bytes"], entry["sha256"]
         self.records.append(record)

@@ -58,82 +58,94 @@ class Features:
         return self.manifest.get("classes")
 
 
-class FeatureShardWriter:
-    """Writes features into a (temporary) directory shard by shard and hashes the content as it goes.
+def stored_dtype(dtype: str) -> np.dtype:
+    """The numpy dtype vectors are stored and hashed in (little-endian float32 or float16)."""
+    if dtype not in VECTOR_DTYPES:
+        raise DynselError(f"--dtype {dtype!r}: use one of {', '.join(VECTOR_DTYPES)}")
+    return np.dtype(dtype).newbyteorder("<")
 
-    The content fingerprint is the sha256 of, per row in order, the id (int64 LE), the label (int64 LE,
-    if any) and the vector bytes in the stored dtype; it does not depend on how rows are split into shards.
+
+def shard_name(index: int) -> str:
+    """The file name of the ``index``-th shard of a features directory (dense: 0, 1, 2, ...)."""
+    return f"part-{index:05d}.parquet"
+
+
+class FeatureShards:
+    """The one writer of features shards: every shard of a features directory goes through :meth:`write`
+    (or, for a shard an interrupted run wrote, :meth:`reuse`), in row order, and :meth:`write_manifest`
+    writes the manifest's common fields. ``dynsel extract`` (whose shards wait in its resume work directory
+    until the last one is done) and :class:`FeatureShardWriter` both use it.
+
+    The content fingerprint is the sha256 of, per row in order, the id (int64 LE), the label (int64 LE, if
+    any) and the vector bytes in the stored dtype; it does not depend on how rows are split into shards.
     """
 
-    def __init__(self, directory: Path, dim: int, dtype: str, has_labels: bool, shard_rows: int = 262_144) -> None:
-        if dtype not in VECTOR_DTYPES:
-            raise DynselError(f"--dtype {dtype!r}: use one of {', '.join(VECTOR_DTYPES)}")
-        self.directory = directory
-        self.dim = dim
+    def __init__(self, dim: int, dtype: str, has_labels: bool) -> None:
+        self.np_dtype = stored_dtype(dtype)
+        self.dim = int(dim)
         self.dtype = dtype
         self.has_labels = has_labels
-        self.shard_rows = shard_rows
-        self._np_dtype = np.dtype(dtype).newbyteorder("<")
-        self._pending: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]] = []
-        self._pending_rows = 0
-        self._shards: list[dict[str, Any]] = []
+        self.schema = pa.schema(
+            [pa.field("id", pa.int64(), nullable=False)]
+            + ([pa.field("label", pa.int64(), nullable=False)] if has_labels else [])
+            + [pa.field("vector", pa.list_(VECTOR_DTYPES[dtype], self.dim), nullable=False)]
+        )
+        self.entries: list[dict[str, Any]] = []  # per shard in order: rows, bytes, sha256
+        self.n_rows = 0
         self._digest = hashlib.sha256()
         self._ids = IdRange()
-        self.n_rows = 0
 
-    def schema(self) -> pa.Schema:
-        fields = [pa.field("id", pa.int64(), nullable=False)]
-        if self.has_labels:
-            fields.append(pa.field("label", pa.int64(), nullable=False))
-        fields.append(pa.field("vector", pa.list_(VECTOR_DTYPES[self.dtype], self.dim), nullable=False))
-        return pa.schema(fields)
+    def stored(self, ids: np.ndarray, labels: np.ndarray | None, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Rows as they are stored and hashed: int64 LE ids and labels, vectors in the stored dtype."""
+        vectors = np.ascontiguousarray(vectors, dtype=self.np_dtype)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(vectors) != len(ids):
+            raise DynselError(f"features: vectors of shape {vectors.shape} for {len(ids)} ids, expected ({len(ids)}, {self.dim})")
+        if (labels is not None) != self.has_labels:
+            raise ValueError("labels must be given exactly when the features have labels")
+        return np.ascontiguousarray(ids, dtype="<i8"), None if labels is None else np.ascontiguousarray(labels, dtype="<i8"), vectors
 
-    def add(self, ids: np.ndarray, labels: np.ndarray | None, vectors: np.ndarray) -> None:
-        """Queue a batch of rows; full shards are written as they fill."""
-        vectors = np.ascontiguousarray(vectors, dtype=self._np_dtype)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise DynselError(f"encoder produced vectors of shape {vectors.shape}, expected (*, {self.dim})")
-        ids = np.ascontiguousarray(ids, dtype="<i8")
-        labels = None if labels is None else np.ascontiguousarray(labels, dtype="<i8")
-        self._pending.append((ids, labels, vectors))
-        self._pending_rows += len(ids)
-        while self._pending_rows >= self.shard_rows:
-            self._flush(self.shard_rows)
+    def write(self, path: Path, ids: np.ndarray, labels: np.ndarray | None, vectors: np.ndarray) -> dict[str, Any]:
+        """Write the next shard (at least one row) to ``path`` and hash it; returns its rows, bytes and sha256."""
+        ids, labels, vectors = self.stored(ids, labels, vectors)
+        if not len(ids):
+            raise ValueError("a features shard holds at least one row")
+        columns: list[pa.Array] = [pa.array(ids, pa.int64())]
+        if labels is not None:
+            columns.append(pa.array(labels, pa.int64()))
+        columns.append(pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), VECTOR_DTYPES[self.dtype]), self.dim))
+        pq.write_table(pa.Table.from_arrays(columns, schema=self.schema), path, compression="zstd", row_group_size=65_536)
+        self._hash(ids, labels, vectors)
+        return self._count({"rows": len(ids), **file_entry(path)})
 
-    def _flush(self, rows: int) -> None:
-        ids, labels, vectors = _concat(self._pending)
-        head = (ids[:rows], None if labels is None else labels[:rows], vectors[:rows])
-        rest = (ids[rows:], None if labels is None else labels[rows:], vectors[rows:])
-        self._pending = [rest] if len(rest[0]) else []
-        self._pending_rows = len(rest[0])
-        self._write_shard(*head)
+    def reuse(self, path: Path, entry: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Count a shard :meth:`write` wrote earlier (a resumed run): read it back and hash it in its turn.
+        ``entry``: its rows, bytes and sha256 when known (checked by the caller)."""
+        table = pq.read_table(path)
+        ids = table.column("id").to_numpy()
+        labels = table.column("label").to_numpy() if self.has_labels else None
+        values = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        ids, labels, vectors = self.stored(ids, labels, np.asarray(values, dtype=self.np_dtype).reshape(len(ids), self.dim))
+        self._hash(ids, labels, vectors)
+        return self._count(dict(entry) if entry is not None else {"rows": len(ids), **file_entry(path)})
 
-    def _write_shard(self, ids: np.ndarray, labels: np.ndarray | None, vectors: np.ndarray) -> None:
-        for row in range(0, len(ids), 65_536):  # hash row-interleaved content in blocks, no per-row loop
+    def _hash(self, ids: np.ndarray, labels: np.ndarray | None, vectors: np.ndarray) -> None:
+        self._ids.update(ids)
+        for row in range(0, len(ids), 65_536):  # row-interleaved content in blocks, no per-row loop
             sl = slice(row, row + 65_536)
             block = [ids[sl].reshape(-1, 1).view(np.uint8)]
             if labels is not None:
                 block.append(labels[sl].reshape(-1, 1).view(np.uint8))
             block.append(vectors[sl].view(np.uint8).reshape(len(ids[sl]), -1))
             self._digest.update(np.ascontiguousarray(np.concatenate(block, axis=1)).tobytes())
-        self._ids.update(ids)
-        name = f"part-{len(self._shards):05d}.parquet"
-        columns: list[pa.Array] = [pa.array(ids, pa.int64())]
-        if labels is not None:
-            columns.append(pa.array(labels, pa.int64()))
-        flat = pa.array(vectors.reshape(-1), VECTOR_DTYPES[self.dtype])
-        columns.append(pa.FixedSizeListArray.from_arrays(flat, self.dim))
-        table = pa.Table.from_arrays(columns, schema=self.schema())
-        pq.write_table(table, self.directory / name, compression="zstd", row_group_size=65_536)
-        self._shards.append({"file": name, "rows": len(ids), **file_entry(self.directory / name)})
-        self.n_rows += len(ids)
 
-    def finish(self, extra: dict[str, Any]) -> dict[str, Any]:
-        """Write the last shard and the manifest; returns the manifest."""
-        if self._pending_rows:
-            self._flush(self._pending_rows)
-        if self.n_rows == 0:
-            raise DynselError("no samples were read from the source; check the input path and options")
+    def _count(self, entry: dict[str, Any]) -> dict[str, Any]:
+        self.entries.append(entry)
+        self.n_rows += int(entry["rows"])
+        return entry
+
+    def write_manifest(self, directory: Path, extra: dict[str, Any]) -> dict[str, Any]:
+        """Write ``directory``/_manifest.json: the common fields, its shards named ``part-00000.parquet``, ...
+        in the order written (the caller puts the files there), and ``extra``; returns the manifest."""
         manifest = {
             "format": KIND,
             "format_version": FORMAT_VERSION,
@@ -141,13 +153,54 @@ class FeatureShardWriter:
             "dim": self.dim,
             "dtype": self.dtype,
             "has_labels": self.has_labels,
-            "shards": self._shards,
+            "shards": [{"file": shard_name(i), **entry} for i, entry in enumerate(self.entries)],
             "fingerprint": self._digest.hexdigest(),
             **self._ids.manifest_fields(self.n_rows),
             **extra,
         }
-        write_json(self.directory / MANIFEST, manifest)
+        write_json(Path(directory) / MANIFEST, manifest)
         return manifest
+
+
+class FeatureShardWriter:
+    """Writes a features directory (a temporary one, see ``atomic_directory``) from batches of rows, in
+    shards of ``shard_rows`` rows, through :class:`FeatureShards`."""
+
+    def __init__(self, directory: Path, dim: int, dtype: str, has_labels: bool, shard_rows: int = 262_144) -> None:
+        self.directory = Path(directory)
+        self.shards = FeatureShards(dim, dtype, has_labels)
+        self.shard_rows = shard_rows
+        self._pending: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]] = []
+        self._pending_rows = 0
+
+    def schema(self) -> pa.Schema:
+        return self.shards.schema
+
+    @property
+    def n_rows(self) -> int:
+        return self.shards.n_rows
+
+    def add(self, ids: np.ndarray, labels: np.ndarray | None, vectors: np.ndarray) -> None:
+        """Queue a batch of rows; full shards are written as they fill."""
+        self._pending.append(self.shards.stored(ids, labels, vectors))
+        self._pending_rows += len(ids)
+        while self._pending_rows >= self.shard_rows:
+            self._flush(self.shard_rows)
+
+    def _flush(self, rows: int) -> None:
+        ids, labels, vectors = _concat(self._pending)
+        rest = (ids[rows:], None if labels is None else labels[rows:], vectors[rows:])
+        self._pending = [rest] if len(rest[0]) else []
+        self._pending_rows = len(rest[0])
+        self.shards.write(self.directory / shard_name(len(self.shards.entries)), ids[:rows], None if labels is None else labels[:rows], vectors[:rows])
+
+    def finish(self, extra: dict[str, Any]) -> dict[str, Any]:
+        """Write the last shard and the manifest; returns the manifest."""
+        if self._pending_rows:
+            self._flush(self._pending_rows)
+        if self.n_rows == 0:
+            raise DynselError("no samples were read from the source; check the input path and options")
+        return self.shards.write_manifest(self.directory, extra)
 
 
 def _concat(parts: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
