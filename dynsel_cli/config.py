@@ -7,6 +7,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .extract.registry import encoder_help
+
 
 def _opt(default: Any, help: str, artifact: bool = True) -> Any:
     """A config field: its default, its help text (the CLI's), and whether it defines the artifact (goes
@@ -36,7 +38,7 @@ def artifact_settings(config: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    encoder: str = _opt("auto", "Encoder: auto (efficientnet-lite0 for images, minilm for text, identity for vectors), efficientnet-lite0, minilm, wordllama, identity, torchscript:PATH, hf:PATH (a local Hugging Face model directory, mean pooling), or MODULE:FACTORY (your Python code; needs --allow-user-code).")
+    encoder: str = _opt("auto", encoder_help())
     allow_user_code: bool = _opt(False, "Allow --encoder MODULE:FACTORY, which imports and runs your Python code.")
     array: str | None = _opt(None, "Key of the sample array in an .npz (default: x_train, x, data or the only array).")
     labels: str | None = _opt(None, "Key of the label array in an .npz (default: y_train for x_train, y for x; none if absent).")

