@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pytest
@@ -183,3 +183,30 @@ def write_features_dir(path: Path, vectors: np.ndarray, labels: np.ndarray | Non
         writer = FeatureShardWriter(tmp, vectors.shape[1], "float32", has_labels=labels is not None)
         writer.add(np.arange(len(vectors)), labels, vectors)
         return writer.finish({"classes": classes})
+
+
+def write_random_plan(
+    root: Path,
+    counts: Sequence[int],
+    n_samples: int,
+    *,
+    batch_size: int = 4,
+    world_size: int = 1,
+    drop_last: bool = False,
+    weights: bool = False,
+    ratio: float = 0.1,
+    name: str = "plan",
+    seed: int = 0,
+) -> Any:
+    """A plan (read back) whose epoch e is a random subset, without repeats, of range(n_samples) in random order."""
+    from dynsel_cli.formats.common import atomic_directory
+    from dynsel_cli.formats.plan import read_plan, write_plan
+
+    rng = np.random.default_rng(seed)
+    epochs = [rng.permutation(n_samples)[:c].astype(np.int64) for c in counts]
+    w = [rng.random(c).astype(np.float32) for c in counts] if weights else None
+    path = root / name
+    with atomic_directory(path) as tmp:
+        ids = {"id_min": 0, "id_max": n_samples - 1, "ids_dense": True}  # as in a plan of dense features
+        write_plan(tmp, epochs, n_samples, batch_size, world_size, drop_last, {"ratio": ratio, "seed": seed, **ids}, weights=w)
+    return read_plan(path)

@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from dynsel_cli.formats.common import atomic_directory
-from dynsel_cli.formats.plan import Plan, read_plan, steps_for, write_plan
+from dynsel_cli.formats.plan import Plan, steps_for
 from dynsel_cli.integrations import torch as dt
 from dynsel_cli.integrations.torch import PlanBatchSampler, PlanSampler, PlanUsageError, steps_per_epoch, total_steps
+from conftest import write_random_plan
 
 N_SAMPLES = 100
 COUNTS = (10, 7, 1, 0, 12, 5)  # includes an empty epoch and one shorter than any world size
@@ -32,14 +32,9 @@ def make_plan(
     name: str = "plan",
     seed: int = 0,
 ) -> Plan:
-    """A plan whose epoch e is a random subset (without repeats) of range(N_SAMPLES) in random order."""
-    rng = np.random.default_rng(seed)
-    epochs = [rng.permutation(N_SAMPLES)[:c].astype(np.int64) for c in counts]
-    w = [rng.random(c).astype(np.float32) for c in counts] if weights else None
-    path = root / name
-    with atomic_directory(path) as tmp:
-        write_plan(tmp, epochs, N_SAMPLES, batch_size, world_size, drop_last, {"ratio": 0.1, "seed": seed}, weights=w)
-    return read_plan(path)
+    return write_random_plan(
+        root, counts, N_SAMPLES, batch_size=batch_size, world_size=world_size, drop_last=drop_last, weights=weights, ratio=0.1, name=name, seed=seed
+    )
 
 
 @pytest.fixture(scope="module")
