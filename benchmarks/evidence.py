@@ -70,9 +70,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rs2-balanced": {"method": "rs2", "class_quota": "balanced"},
     "dynsel-no-dedup": {"dedup": False},
     "dynsel-no-trust": {"trust": False},
-    # how fast label trust reaches full strength as separability grows (the default is 0.5)
-    "dynsel-trust-1.0": {"trust_full": 1.0},
+    # how fast label trust reaches full strength as separability grows (the default --trust-full is 1.0;
+    # 0.5 was the first default: the records of its runs and of its ablations carry the "trust-0.5" names)
+    "dynsel-trust-0.5": {"trust_full": 0.5},
     "dynsel-trust-0.25": {"trust_full": 0.25},
+    "dynsel-trust-0.5-no-dedup": {"trust_full": 0.5, "dedup": False},
+    "dynsel-trust-0.5-balanced": {"trust_full": 0.5, "class_quota": "balanced"},
     # The earlier default: representativeness/rarity score with a usage penalty.
     "score": {"method": "score"},
     # InfoBatch-style annealing: the last epoch trains on all samples (costs one extra full epoch of steps).

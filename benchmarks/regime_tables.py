@@ -19,7 +19,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-ORDER = ["full", "random", "rs2", "rs2-balanced", "dynsel", "dynsel-balanced", "dynsel-no-dedup", "dynsel-no-trust", "dynsel-trust-1.0", "dynsel-trust-0.25", "score"]
+ORDER = [
+    "full", "random", "rs2", "rs2-balanced", "dynsel", "dynsel-balanced", "dynsel-no-dedup", "dynsel-no-trust",
+    "dynsel-trust-0.5", "dynsel-trust-0.5-no-dedup", "dynsel-trust-0.5-balanced", "dynsel-trust-0.25", "score",
+]
 
 
 def _mean_std(values: list[float]) -> str:

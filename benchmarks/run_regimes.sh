@@ -9,14 +9,14 @@ PY="${PYTHON:-.venv/bin/python}"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1
 modality="$1"; shift
 regimes=("$@")
-METHODS=(full random rs2 dynsel dynsel-no-dedup dynsel-no-trust dynsel-trust-1.0 dynsel-trust-0.25 score)
+METHODS=(full random rs2 dynsel dynsel-no-dedup dynsel-no-trust dynsel-trust-0.5 dynsel-trust-0.25 score)
 if [ "$modality" = text ]; then
   [ ${#regimes[@]} -gt 0 ] || regimes=(clean noisy redundant imbalanced long)
   common=(text --encoder wordllama --seeds 0 1 2 3 4 --threads 1)
 else
   [ ${#regimes[@]} -gt 0 ] || regimes=(redundant noisy clean imbalanced long)
   common=(vision --data /work/bench/fashion_mnist.npz --limit 10000 --seeds 0 1 2 --threads 1)
-  METHODS=(full random rs2 dynsel dynsel-no-dedup dynsel-no-trust dynsel-trust-1.0)
+  METHODS=(full random rs2 dynsel dynsel-no-dedup dynsel-no-trust dynsel-trust-0.5)
 fi
 for regime in "${regimes[@]}"; do
   methods=("${METHODS[@]}")

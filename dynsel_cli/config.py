@@ -92,7 +92,7 @@ class PlanConfig:
     method: str = _opt("dynsel", "Selection method: dynsel (rotation weighted by near-duplicate groups and label trust), rs2 (a fresh permutation walked ratio*N at a time), score (the paper's representativeness/rarity score with a usage penalty), full, random, static-random, static-top, knn-density, kcenter (the last two need --features).")
     dedup: bool = _opt(True, "dynsel: near-duplicates (factor-code cosine >= --dup-cosine) share one sample's turn.")
     trust: bool = _opt(True, "dynsel: samples whose factor neighbours carry another label come around less often, as far as the data's own separability allows.")
-    trust_full: float = _opt(0.5, "dynsel: separability at or above which a suspect's turn rate is its relative label support alone; below it the hold-back shrinks in proportion (0 = off).")
+    trust_full: float = _opt(1.0, "dynsel: separability at or above which a suspect's turn rate is its relative label support alone; below it the hold-back shrinks in proportion (1 = in proportion to separability, the default; 0.5 holds suspects back harder: more gain on noisy labels, a small loss on clean text, see docs/results.md).")
     dup_cosine: float = _opt(0.9, "dynsel: factor-code cosine at or above which two samples count as near-duplicates.")
     normalise: str = _opt("rank", "score: how representativeness and rarity are scaled to [0, 1]: rank or minmax.")
     schedule: str = _opt("constant", "score: scheduler shape of the weight on rarity: constant (default, chosen by docs/results.md), cosine, linear or step.")

@@ -22,9 +22,9 @@ mislabelled sample's factor neighbours carry another label.
 - **Suspects** (confident-learning style, Northcutt et al. 2021, with neighbour votes for model
   probabilities): p_i(y_i) is below its class's typical support t_y (the mean of p(y) over samples
   labelled y) *and* some other class c reaches its own typical support t_c.
-- **Trust** of a suspect: 1 − g · (1 − min(1, p_i(y_i) / t_y)) with g = min(1, s / ``trust_full``): at
-  separability ``trust_full`` (default 0.5) or more a suspect's turn rate is its relative support alone,
-  below it the hold-back shrinks in proportion. 1 for everyone else.
+- **Trust** of a suspect: 1 − g · (1 − min(1, p_i(y_i) / t_y)) with g = min(1, s / ``trust_full``): with the
+  default ``trust_full`` = 1, g = s, so the hold-back grows in proportion to how well the factors predict
+  labels; a smaller ``trust_full`` reaches full strength sooner. 1 for everyone else.
 
 The exposure weight of a sample in dynsel's rotation is trust / group size: a group of near-duplicates
 shares one sample's turn, and a suspect comes around less often the surer the factors are.
@@ -166,7 +166,7 @@ def compute_signals(
     dedup: bool = True,
     trust: bool = True,
     dup_cosine: float = 0.9,
-    trust_full: float = 0.5,
+    trust_full: float = 1.0,
 ) -> Signals:
     """Near-duplicate groups and label trust of every row (see the module docstring)."""
     n = len(units)
