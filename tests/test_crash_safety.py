@@ -370,6 +370,7 @@ def test_factors_killed_at_random_points_fresh_and_over_an_older_version(inputs:
     assert killed >= 1
 
 
+@pytest.mark.slow  # about 1 min of SIGKILLed plan processes: CI runs it (.ci/run)
 def test_plan_killed_at_random_points_fresh_and_over_an_older_version(inputs: Inputs, tmp_path: Path) -> None:
     rng = random.Random(SEED + 4)
     argv = ["plan", str(inputs.big_factors), "--out", "{out}", "--epochs", "6", "--seed", "3", "--formats", "bin,txt,npy,parquet", "--device", "cpu"]

@@ -57,6 +57,7 @@ def test_quick_mode_trains_on_plans_and_reports_every_method(pipeline_run: Pipel
     assert all(r["regime"] == "clean" and {"acc", "balanced_acc", "worst_class_recall"} <= set(r) for r in runs)
 
 
+@pytest.mark.slow  # about 1.5 min idle (3 min on a busy machine): CI runs it (.ci/run), the default suite does not
 def test_quick_mode_runs_every_regime(pipeline_run: PipelineRun, tmp_path: Path) -> None:
     work = tmp_path / "work"
     for regime in ("clean", "long"):  # clean data: the session's run is reused
