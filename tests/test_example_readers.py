@@ -29,27 +29,24 @@ def _compile(command: list[str], what: str) -> None:
         pytest.fail(f"{what} failed to build:\n{' '.join(command)}\n{result.stdout}\n{result.stderr}")
 
 
-@pytest.fixture(scope="session")
-def cpp_reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _build_cpp(tmp_path_factory: pytest.TempPathFactory, name: str, *defines: str) -> Path:
     compiler = shutil.which("g++")
     if compiler is None:
         pytest.skip("g++ not installed")
-    binary = tmp_path_factory.mktemp("cpp") / "read_plan"
-    _compile([compiler, "-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-o", str(binary), str(CPP_SOURCE)], "C++ example")
+    binary = tmp_path_factory.mktemp(name) / "read_plan"
+    _compile([compiler, "-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror", *defines, "-o", str(binary), str(CPP_SOURCE)], f"C++ example {' '.join(defines)}".strip())
     return binary
+
+
+@pytest.fixture(scope="session")
+def cpp_reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build_cpp(tmp_path_factory, "cpp")
 
 
 @pytest.fixture(scope="session")
 def cpp_sha256(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The C++ reader built with its test hook: `read_plan --sha256 FILE` prints FILE's sha256."""
-    compiler = shutil.which("g++")
-    if compiler is None:
-        pytest.skip("g++ not installed")
-    binary = tmp_path_factory.mktemp("cpp_hook") / "read_plan"
-    command = [compiler, "-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-DREAD_PLAN_SHA256_HOOK",
-               "-o", str(binary), str(CPP_SOURCE)]  # fmt: skip
-    _compile(command, "C++ example with the sha256 hook")
-    return binary
+    return _build_cpp(tmp_path_factory, "cpp_hook", "-DREAD_PLAN_SHA256_HOOK")
 
 
 @pytest.fixture(scope="session")
