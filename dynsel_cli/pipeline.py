@@ -84,7 +84,7 @@ def run_pipeline(
         stage_config = config.for_stage(stage)
         inputs = {name: paths[name] for name in stage.inputs(stage_config)}
         target = paths[stage.artifact]
-        if stage.current(target, inputs, stage_config) is not None:
+        if stage.current(target, inputs, stage_config, options) is not None:
             stages[stage.command] = "up to date"
             continue
         log(f"{stage.command}: {inputs.get('source', '')}{' ' if 'source' in inputs else ''}→ {target}")

@@ -48,9 +48,10 @@ class Stage:
     input_fingerprints: Callable[[dict[str, Path], Any], dict[str, str]]
     recorded_inputs: Callable[[dict[str, Any]], dict[str, Any]]
     build: Callable[[dict[str, Path], Path, Any, ProgressFn, BuildOptions], dict[str, Any]]
+    has_options: Callable[[dict[str, Any], BuildOptions], bool] = lambda manifest, options: True  # e.g. the plan's --formats
 
-    def current(self, out: Path, inputs: dict[str, Path], config: Any) -> dict[str, Any] | None:
-        """The manifest of the artifact at ``out`` if it is current for these inputs and settings, else None."""
+    def current(self, out: Path, inputs: dict[str, Path], config: Any, options: BuildOptions = BuildOptions()) -> dict[str, Any] | None:
+        """The manifest of the artifact at ``out`` if it is current for these inputs, settings and options, else None."""
         if not Path(out).exists():
             return None
         try:
@@ -61,7 +62,9 @@ class Stage:
             return None
         recorded = self.recorded_inputs(manifest)
         wanted = self.input_fingerprints(inputs, config)
-        return manifest if all(recorded.get(name) == value for name, value in wanted.items()) else None
+        if not all(recorded.get(name) == value for name, value in wanted.items()):
+            return None
+        return manifest if self.has_options(manifest, options) else None
 
 
 def recorded_inputs(manifest: dict[str, Any]) -> dict[str, Any]:

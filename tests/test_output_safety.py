@@ -124,3 +124,16 @@ def test_report_html_replaces_its_own_page_but_not_a_user_file(pipeline_run: Pip
     refused = invoke("report", pipeline_run.plan, "--html", user)
     assert refused.exit_code == 2 and "not written by dynsel" in refused.stderr
     assert user.read_text() == "<html>my notes</html>\n"
+
+
+def test_symlinks_and_dot_names_are_refused(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+    (tmp_path / "target").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for path in (tmp_path / "link", tmp_path / "dangling"):
+        with pytest.raises(DynselError, match="symbolic link"):
+            check_output(path, "dynsel.plan")
+    shutil.copytree(pipeline_run.plan, tmp_path / "a-plan")
+    with pytest.raises(DynselError, match="does not name a directory"):
+        check_output(tmp_path / "a-plan" / "missing" / "..", "dynsel.plan")
+    assert not (tmp_path / "a-plan" / "missing").exists()

@@ -320,3 +320,21 @@ def test_every_stage_meets_the_contract_and_run_uses_only_it(pipeline_run) -> No
         assert stage.current(out, inputs, replace(config, device="cpu")) is not None  # where it runs does not matter
         changed = {"fit-sae": {"k": 16}, "factors": {"batch_size": 7}, "plan": {"ratio": 0.3}}[stage.command]
         assert stage.current(out, inputs, replace(config, **changed)) is None, f"{stage.command}: a changed setting must make it stale"
+
+
+def test_run_rebuilds_the_plan_when_only_its_formats_change(pipeline_run, tmp_path) -> None:
+    import shutil
+
+    from dynsel_cli.config import PlanConfig, SaeConfig
+    from dynsel_cli.pipeline import RunConfig, run_pipeline
+
+    from conftest import RUN_EPOCHS, RUN_RATIO, RUN_SEED, SAMPLE
+
+    out = tmp_path / "run"
+    shutil.copytree(pipeline_run.out, out)
+    config = RunConfig(sae=SaeConfig(seed=RUN_SEED), plan=PlanConfig(epochs=RUN_EPOCHS, ratio=RUN_RATIO, seed=RUN_SEED))
+    same = run_pipeline(SAMPLE, out, config)
+    assert same.stages["plan"] == "up to date"
+    changed = run_pipeline(SAMPLE, out, config, formats=("bin",))
+    assert changed.stages == {"extract": "up to date", "fit-sae": "up to date", "factors": "up to date", "plan": "built"}
+    assert not (out / "plan" / "epochs").exists() and not (out / "plan" / "plan.parquet").exists()

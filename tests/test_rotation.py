@@ -242,3 +242,35 @@ def test_an_item_copied_many_times_casts_one_vote() -> None:
     p, used = label_support(neighbours, cosines, group, labels)
     assert used[0].sum() == 10 and used[0, 0] and not used[0, 1:15].any()  # one copy votes, then 9 others
     assert p[0, 0] > 0.8  # its own label wins: 9 distinct neighbours against one item
+
+
+def test_signals_do_not_depend_on_faiss_threads_even_with_tied_codes() -> None:
+    """Each query row has 40 identical candidates with random labels: which of the tied rows faiss keeps
+    would depend on its thread count, and so would the votes; the search is pinned to one thread."""
+    import faiss
+
+    rng = np.random.default_rng(3)
+    blocks = []
+    for _ in range(100):
+        item = rng.random(60)
+        blocks += [(item + rng.random(60) * 0.6)[None], np.repeat(item[None], 40, axis=0)]
+    units, acts = _codes(np.vstack(blocks), noise=0.0, seed=0, k=6)
+    labels = rng.integers(0, 5, size=len(units))
+    before = faiss.omp_get_max_threads()
+    results = []
+    try:
+        for threads in (1, 8):
+            faiss.omp_set_num_threads(threads)
+            s = compute_signals(units, acts, 60, labels, dedup=False)
+            results.append((s.suspect.tolist(), s.trust.tolist()))
+    finally:
+        faiss.omp_set_num_threads(before)
+    assert results[0] == results[1]
+
+
+def test_trust_full_must_be_positive() -> None:
+    from dynsel_cli.errors import DynselError
+    from dynsel_cli.plan.methods import validate
+
+    with pytest.raises(DynselError, match="--trust-full"):
+        validate(PlanConfig(trust_full=0.0, device="cpu"))

@@ -46,8 +46,8 @@ def validate(config: PlanConfig) -> None:
     resolve_device(config.device, needs_triton=config.method in ("score", "static-top"))
     if config.class_quota not in QUOTA_MODES:
         raise DynselError(f"--class-quota {config.class_quota!r}: use one of {', '.join(QUOTA_MODES)}")
-    if config.trust_full < 0:
-        raise DynselError(f"--trust-full {config.trust_full}: must be >= 0")
+    if not config.trust_full > 0:
+        raise DynselError(f"--trust-full {config.trust_full}: must be > 0 (turn label trust off with --no-trust)")
     if not 0 < config.dup_cosine <= 1:
         raise DynselError(f"--dup-cosine {config.dup_cosine}: must be in (0, 1]")
     if config.penalty not in PENALTIES:

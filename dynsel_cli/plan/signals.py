@@ -42,6 +42,7 @@ PROJECTION_DIM = 128
 CANDIDATES = 24
 VOTERS = 10
 _CHUNK = 256
+_PAIR_BUDGET = 1 << 24  # unit comparisons held at once in the exact-cosine step (16 MB of booleans)
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,18 @@ def code_neighbours(units: np.ndarray, acts: np.ndarray, width: int, candidates:
     faiss.normalize_L2(projected)
     index = faiss.IndexFlatIP(PROJECTION_DIM)
     index.add(projected)
-    _, found = index.search(projected, want + 1)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # which of several tied candidates faiss keeps depends on its thread count
+    try:
+        _, found = index.search(projected, want + 1)
+    finally:
+        faiss.omp_set_num_threads(threads)
     rows = np.arange(n)
     found = np.where(found < 0, rows[:, None], found)  # faiss pads with -1 when it finds fewer
     cosines = np.empty(found.shape, dtype=np.float64)
-    for start in range(0, n, _CHUNK):
-        stop = min(start + _CHUNK, n)
+    chunk = max(1, min(_CHUNK, _PAIR_BUDGET // max(found.shape[1] * k * k, 1)))  # [chunk, K, k, k] booleans
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
         mine_u, mine_a = units[start:stop], a[start:stop]
         their_u, their_a = units[found[start:stop]], a[found[start:stop]]
         same = mine_u[:, None, :, None] == their_u[:, :, None, :]
@@ -181,7 +188,7 @@ def compute_signals(
             close = cosines >= dup_cosine
             group = connected_groups(n, np.repeat(np.arange(n), neighbours.shape[1])[close.ravel()], neighbours[close])
         if trust and labels is not None:
-            labels = np.asarray(labels, dtype=np.int64)
+            labels = np.unique(np.asarray(labels, dtype=np.int64), return_inverse=True)[1].astype(np.int64)  # 0..C-1
             p, _ = label_support(neighbours, cosines, group, labels)
             rows = np.arange(n)
             support = p[rows, labels]
@@ -194,7 +201,7 @@ def compute_signals(
             others[rows, labels] = False
             suspect = (support < typical[labels]) & others.any(axis=1)
             relative = np.minimum(1.0, support / typical[labels])
-            gate = min(1.0, separability / trust_full) if trust_full > 0 else 0.0
+            gate = min(1.0, separability / trust_full)
             trust_values = np.where(suspect, 1.0 - gate * (1.0 - relative), 1.0)
             trust_values = np.maximum(trust_values, 1e-3)
     sizes = np.bincount(group, minlength=n)[group].astype(np.int64)

@@ -37,6 +37,13 @@ def _build(inputs: dict[str, Path], out: Path, config: PlanConfig, progress: Pro
     return build_plan(Path(inputs["factors"]), out, config, progress, formats=options.formats, features=features, force=options.force)
 
 
+def _has_formats(manifest: dict[str, Any], options: BuildOptions) -> bool:
+    """Whether an existing plan holds exactly the files ``--formats`` asks for."""
+    files = set(manifest.get("files") or {})
+    present = {"txt": any(f.startswith("epochs/") for f in files), "npy": "indices.npy" in files, "parquet": "plan.parquet" in files}
+    return all(present[name] == (name in options.formats) for name in present)
+
+
 PLAN = Stage(
     command="plan",
     artifact="plan",
@@ -47,4 +54,5 @@ PLAN = Stage(
     input_fingerprints=_fingerprints,
     recorded_inputs=recorded_inputs,
     build=_build,
+    has_options=_has_formats,
 )

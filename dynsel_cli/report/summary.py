@@ -268,7 +268,10 @@ def build_report(plan: Plan, factors: FactorTables | None = None) -> dict[str, A
                 overall["class_worst"] = worst[2]
                 overall["class_worst_deviation_mean"] = float(np.mean([t[0] for t in devs]))
 
-    signals = read_plan_signals(plan.path, to_rows, n)
+    # signals.parquet lists every sample: it maps to rows only through the factor tables or dense ids (the
+    # fallback mapping knows only the ids the plan selected)
+    ids_exact = factors is not None or bool(plan.manifest.get("ids_dense")) or not any("sample ids are not" in w for w in warnings)
+    signals = read_plan_signals(plan.path, to_rows, n) if ids_exact else None
     if signals is None and factors is not None:
         signals = signals_from_factors(factors, manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {})
     messy = messy_data_summary(usage, signals, factors.samples.labels if factors is not None else None)
