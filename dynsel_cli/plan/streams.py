@@ -17,7 +17,9 @@ RS2 = 2  # --method rs2: one permutation per pass (per class under quotas)
 ROTATION = 3  # --method dynsel: the phase of each sample's next turn (hashed)
 PROJECTION = 4  # --method dynsel: the fixed random projection of factor codes (not seeded by the plan seed)
 # --method kcenter (plan/geometric.py) keys its two draws [seed, 2] (the PCA sample) and [seed, 3] (the first
-# center): two-element keys, so they never meet the three- and four-element keys above.
+# center). numpy pads a key with zeros, so these equal --method random's keys for epochs 2 and 3
+# ([seed, 2, RANDOM], [seed, 3, RANDOM]); harmless, since a plan uses one method, but a new stream must end
+# its key with a number of its own from this list.
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
