@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pytest
@@ -21,20 +21,9 @@ N_SAMPLES = 100
 COUNTS = (10, 7, 1, 0, 12, 5)  # includes an empty epoch and one shorter than any world size
 
 
-def make_plan(
-    root: Path,
-    counts: Sequence[int] = COUNTS,
-    *,
-    batch_size: int = 4,
-    world_size: int = 1,
-    drop_last: bool = False,
-    weights: bool = False,
-    name: str = "plan",
-    seed: int = 0,
-) -> Plan:
-    return write_random_plan(
-        root, counts, N_SAMPLES, batch_size=batch_size, world_size=world_size, drop_last=drop_last, weights=weights, ratio=0.1, name=name, seed=seed
-    )
+def make_plan(root: Path, counts: Sequence[int] = COUNTS, **options: Any) -> Plan:
+    """A plan of random epochs over range(N_SAMPLES) (options: batch_size, world_size, drop_last, weights, name, seed)."""
+    return write_random_plan(root, counts, N_SAMPLES, ratio=0.1, **options)
 
 
 @pytest.fixture(scope="module")

@@ -33,19 +33,9 @@ COUNTS = (10, 7, 1, 12, 5)  # unequal epochs, one shorter than a batch
 COUNTS_WITH_EMPTY = (10, 7, 0, 12, 5)
 
 
-def make_plan(
-    root: Path,
-    counts: Sequence[int] = COUNTS,
-    *,
-    batch_size: int = 4,
-    world_size: int = 1,
-    drop_last: bool = False,
-    name: str = "plan",
-    seed: int = 0,
-) -> Plan:
-    return write_random_plan(
-        root, counts, N_SAMPLES, batch_size=batch_size, world_size=world_size, drop_last=drop_last, ratio=0.2, name=name, seed=seed
-    )
+def make_plan(root: Path, counts: Sequence[int] = COUNTS, **options: Any) -> Plan:
+    """A plan of random epochs over range(N_SAMPLES) (options: batch_size, world_size, drop_last, weights, name, seed)."""
+    return write_random_plan(root, counts, N_SAMPLES, ratio=0.2, **options)
 
 
 def doc_block(name: str) -> str:
