@@ -81,16 +81,23 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(code=1) from None
 
 
-def _quiet_broken_pipe() -> None:
-    """The reader of stdout went away (``| head``): stop quietly, as standard tools do (exit 141, SIGPIPE's)."""
+BROKEN_PIPE_EXIT = 141  # what a shell reports for a process killed by SIGPIPE
+
+
+def _silence_stdout() -> None:
+    """The reader of stdout went away (``| head``): point stdout at /dev/null so the interpreter's final
+    flush does not fail again; the caller then exits quietly with :data:`BROKEN_PIPE_EXIT`."""
     import os
 
     try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except (OSError, ValueError):
         pass
-    raise typer.Exit(code=141)
+
+
+def _quiet_broken_pipe() -> None:
+    _silence_stdout()
+    raise typer.Exit(code=BROKEN_PIPE_EXIT)
 
 
 class _StdoutConsole(Console):
@@ -308,8 +315,6 @@ def main() -> None:
         stderr.print(f"[red]error:[/red] {escape(message)}; see `{escape(where)} --help`", highlight=False, soft_wrap=True)
         sys.exit(int(getattr(exc, "exit_code", 2)))
     except BrokenPipeError:
-        try:
-            _quiet_broken_pipe()
-        except typer.Exit as exit_:
-            sys.exit(exit_.exit_code)
+        _silence_stdout()
+        sys.exit(BROKEN_PIPE_EXIT)
     sys.exit(code if isinstance(code, int) else 0)

@@ -87,7 +87,8 @@ def run_pipeline(
         if stage.current(target, inputs, stage_config, options) is not None:
             stages[stage.command] = "up to date"
             continue
-        log(f"{stage.command}: {inputs.get('source', '')}{' ' if 'source' in inputs else ''}→ {target}")
+        source = f"{inputs['source']} " if "source" in inputs else ""
+        log(f"{stage.command}: {source}→ {target}")
         stage.build(inputs, target, stage_config, progress, options)
         stages[stage.command] = "built"
     # a run killed after a stage's artifact was in place, but before the stage had cleaned up, left its

@@ -59,14 +59,12 @@ def check_output(final: Path, kind: str, *, inputs: Iterable[Path | None] = (), 
     ``inputs`` are the paths the same command reads.
     """
     final = Path(final)
+    _check_not_cwd(final, option)
     if final.name in ("", ".", ".."):
-        if final.resolve() == Path.cwd().resolve() or final.resolve() in Path.cwd().resolve().parents:
-            _check_not_cwd(final, option)
         raise DynselError(f"{final}: does not name a directory of its own; spell {option} without a trailing '.' or '..'")
     if final.is_symlink():
         raise DynselError(f"{final}: is a symbolic link; pass the directory it points to as {option}")
     check_output_path(final, option)
-    _check_not_cwd(final, option)
     _check_not_input(final, [Path(p) for p in inputs if p is not None], option)
     check_replaceable(final, kind, force=force, option=option)
 

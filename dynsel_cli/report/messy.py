@@ -32,14 +32,19 @@ def read_plan_signals(plan_dir: Path, to_rows: Callable[[np.ndarray], np.ndarray
     return out
 
 
+_COMPUTED: dict[tuple[str, float], dict[str, np.ndarray]] = {}  # (factor tables, dup cosine) → signals
+
+
 def signals_from_factors(factors: Any, settings: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The signals of the factor tables, computed once per process (a report with --compare asks twice)."""
     from ..plan.signals import compute_signals  # imported late: only reports that need it pay for faiss
 
-    cosine = settings.get("dup_cosine", 0.9)
-    signals = compute_signals(
-        factors.samples.units, factors.samples.acts, int(factors.manifest.get("width", 0)), factors.samples.labels, dup_cosine=float(cosine) if cosine else 0.9
-    )
-    return {"group_size": signals.group_size, "suspect": signals.suspect}
+    cosine = float(settings.get("dup_cosine") or 0.9)
+    key = (str(factors.manifest.get("fingerprint")), cosine)
+    if key not in _COMPUTED:
+        signals = compute_signals(factors.samples.units, factors.samples.acts, int(factors.manifest.get("width", 0)), factors.samples.labels, dup_cosine=cosine)
+        _COMPUTED[key] = {"group_size": signals.group_size, "suspect": signals.suspect}
+    return _COMPUTED[key]
 
 
 def messy_data_summary(usage: np.ndarray, signals: dict[str, np.ndarray] | None, labels: np.ndarray | None) -> dict[str, Any] | None:

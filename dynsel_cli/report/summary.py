@@ -270,7 +270,7 @@ def build_report(plan: Plan, factors: FactorTables | None = None) -> dict[str, A
 
     # signals.parquet lists every sample: it maps to rows only through the factor tables or dense ids (the
     # fallback mapping knows only the ids the plan selected)
-    ids_exact = factors is not None or bool(plan.manifest.get("ids_dense")) or not any("sample ids are not" in w for w in warnings)
+    ids_exact = factors is not None or plan.manifest.get("ids_dense") is True
     signals = read_plan_signals(plan.path, to_rows, n) if ids_exact else None
     if signals is None and factors is not None:
         signals = signals_from_factors(factors, manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {})
