@@ -105,3 +105,38 @@ def test_plans_do_not_depend_on_how_the_features_were_sharded(tmp_path) -> None:
     assert (a / "features" / "_manifest.json").read_text().count('"fingerprint"') == 1
     for stage in ("sae", "factors", "plan"):
         assert tree_digests(a / stage) == tree_digests(b / stage), f"{stage} differs between shard sizes"
+
+
+GOLDEN = Path(__file__).parent / "data" / "golden_sample_run.json"
+MANIFESTS = ("manifest.json", "_manifest.json")  # provenance (version, executor) may grow; the data must not change
+
+
+def _machine() -> dict[str, str]:
+    import torch
+
+    return {"torch": torch.__version__.split("+")[0], "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def test_artifacts_match_the_recorded_sha256s(two_runs: tuple[Path, Path]) -> None:
+    """Every data file of the run (features shards, SAE weights, factor tables, plan files) has the sha256
+    recorded in tests/data/golden_sample_run.json, so a refactor that changes any byte fails here.
+
+    The image encoder and the SAE compute in float32 through torch's SIMD kernels, whose last bits differ
+    between CPU instruction sets and torch versions: the check runs where the recording was made (same torch
+    and CPU capability) and is skipped elsewhere. Re-record, after a deliberate change of an artifact, with
+    ``DYNSEL_RECORD_GOLDEN=1 bash scripts/test.sh tests/test_reproducibility.py -k recorded``.
+    """
+    import json
+    import os
+
+    first, _ = two_runs
+    found = {path: digest for path, digest in listing(first).items() if digest != "<dir>" and Path(path).name not in MANIFESTS}
+    if os.environ.get("DYNSEL_RECORD_GOLDEN") == "1":
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(json.dumps({"recorded_with": _machine(), "files": found}, indent=1, sort_keys=True) + "\n")
+    recorded = json.loads(GOLDEN.read_text())
+    if recorded["recorded_with"] != _machine():
+        pytest.skip(f"recorded with {recorded['recorded_with']}, this machine is {_machine()}: float kernels may differ in the last bit")
+    assert sorted(found) == sorted(recorded["files"]), "the run writes other files than recorded"
+    changed = sorted(path for path in found if found[path] != recorded["files"][path])
+    assert not changed, f"these artifact files changed bytes: {changed}"
