@@ -10,7 +10,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -21,6 +21,7 @@ from .cli_config import ConfigSpec, with_configs
 from .cli_progress import ProgressDisplay
 from .config import ExtractConfig, FactorsConfig, PlanConfig, SaeConfig
 from .errors import DynselError
+from .formats.output import RUN_STAGES
 
 app = typer.Typer(
     add_completion=False,
@@ -33,8 +34,11 @@ stderr = Console(stderr=True)
 _state = {"debug": False}
 SOURCE_HELP = (
     "An image folder (class subfolders, or flat with a labels CSV), a .npy/.npz array (images [N,H,W(,C)] or vectors [N,D]), "
-    "or a Parquet/CSV/TSV/JSONL table with a text or vector column."
+    "or a Parquet/CSV/TSV/JSONL table with a text or vector column; local, or a URI such as s3://bucket/data.npz."
 )
+URI_NOTE = " Local, or a URI (s3://bucket/prefix, ...)."
+LOCATION = "PATH|URI"
+FEATURES, SAE, FACTORS, PLAN = RUN_STAGES["features"], RUN_STAGES["sae"], RUN_STAGES["factors"], RUN_STAGES["plan"]
 DEFAULT_FORMATS = "bin,txt,parquet"
 FORMATS_HELP = "Plan files to write besides the manifest: any of bin (always), txt, npy, parquet."
 RESTART_HELP = "Ignore the saved state of an interrupted fit-sae and train from scratch."
@@ -116,97 +120,113 @@ def _log(message: str) -> None:
     stderr.print(escape(message), highlight=False, soft_wrap=True)
 
 
+def _where(location: str) -> str:
+    """A path or URI as log lines show it (a URI without credentials or query)."""
+    from .formats.storage import describe
+
+    return describe(location)
+
+
 @app.command(epilog="Examples: `dynsel extract sample_data/fashion_mnist_2k.npz --out runs/fm/features`; `dynsel extract photos/ --out feats` (class subfolders); `dynsel extract sample_data/sms_spam_1k.csv --encoder minilm --out feats`. See docs/extract.md.")
 @with_configs(ConfigSpec("config", ExtractConfig))
 def extract(
-    source: Path = typer.Argument(..., help=SOURCE_HELP),
-    out: Path = typer.Option(..., "--out", "-o", help="Features directory to write (a killed run resumes from .OUT.partial/ next to it)."),
+    source: str = typer.Argument(..., help=SOURCE_HELP),
+    out: str = typer.Option(..., "--out", "-o", help="Features directory to write (a killed run resumes from .OUT.partial/ next to it)." + URI_NOTE, metavar=LOCATION),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     config: ExtractConfig = ExtractConfig(),
 ) -> None:
     """Encode every sample of SOURCE into feature vectors (sharded Parquet)."""
     from .extract import extract as run_extract
+    from .formats.storage import artifact_output, local_source
 
     with _errors(), _progress() as progress:
-        try:
-            manifest = run_extract(source, out, config, progress, log=_log, force=force)
-        except KeyboardInterrupt:
-            from .extract.work import work_dir_for
+        with artifact_output(out, FEATURES, force=force, inputs=[source]) as target:
+            try:
+                manifest = run_extract(local_source(source), target, config, progress, log=_log, force=force)
+            except KeyboardInterrupt:
+                from .extract.work import work_dir_for
 
-            if work_dir_for(out).is_dir():
-                _log(f"extract: completed shards are kept in {work_dir_for(out)} (not an artifact); rerun the same command to resume")
-            raise
+                if work_dir_for(target).is_dir():
+                    _log(f"extract: completed shards are kept in {work_dir_for(target)} (not an artifact); rerun the same command to resume")
+                raise
     seconds, rate = progress.throughput("extract")
     skipped = ""
     if manifest["n_skipped"]:
         reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(manifest["skipped_reasons"].items()))
-        skipped = f"; skipped {manifest['n_skipped']} of {manifest['n_read']} ({reasons}; listed in {out}/_manifest.json)"
-    _log(f"features: {manifest['n_samples']} × {manifest['dim']} ({manifest['encoder']['name']}) → {out} in {seconds:.1f} s ({rate:,.0f} samples/s){skipped}")
+        skipped = f"; skipped {manifest['n_skipped']} of {manifest['n_read']} ({reasons}; listed in {_where(out)}/_manifest.json)"
+    _log(f"features: {manifest['n_samples']} × {manifest['dim']} ({manifest['encoder']['name']}) → {_where(out)} in {seconds:.1f} s ({rate:,.0f} samples/s){skipped}")
 
 
 @app.command("fit-sae", epilog="Example: `dynsel fit-sae runs/fm/features --out runs/fm/sae --k 32`  (a killed run resumes from its last epoch when rerun with the same settings)")
 @with_configs(ConfigSpec("config", SaeConfig))
 def fit_sae_command(
-    features: Path = typer.Argument(..., help="Features directory (from `dynsel extract`)."),
-    out: Path = typer.Option(..., "--out", "-o", help="SAE checkpoint directory to write."),
+    features: str = typer.Argument(..., help="Features directory (from `dynsel extract`)." + URI_NOTE),
+    out: str = typer.Option(..., "--out", "-o", help="SAE checkpoint directory to write." + URI_NOTE, metavar=LOCATION),
     restart: bool = typer.Option(False, "--restart", help=RESTART_HELP),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     config: SaeConfig = SaeConfig(),
 ) -> None:
     """Train a TopK sparse autoencoder on FEATURES; its units are the data set's factors. Quality is logged after every epoch."""
+    from .formats.storage import artifact_output, local_input
     from .sae import fit_sae
 
-    with _errors(), _progress() as progress:
-        manifest = fit_sae(features, out, config, progress, log=_log, resume=not restart, force=force)
+    with _errors(), _progress() as progress, artifact_output(out, SAE, force=force, inputs=[features]) as target:
+        manifest = fit_sae(local_input(features, FEATURES), target, config, progress, log=_log, resume=not restart, force=force)
     m = manifest["metrics"]
-    _log(f"sae: width {manifest['width']}, k {manifest['k']}: held-out FVU {m['fvu']:.3f}, L0 {m['l0']:.1f}, dead {m['dead_fraction']:.1%} → {out}")
+    _log(f"sae: width {manifest['width']}, k {manifest['k']}: held-out FVU {m['fvu']:.3f}, L0 {m['l0']:.1f}, dead {m['dead_fraction']:.1%} → {_where(out)}")
 
 
 @app.command("factors", epilog="Example: `dynsel factors runs/fm/features --sae runs/fm/sae --out runs/fm/factors`")
 @with_configs(ConfigSpec("config", FactorsConfig))
 def factors_command(
-    features: Path = typer.Argument(..., help="Features directory (from `dynsel extract`)."),
-    sae: Path = typer.Option(..., "--sae", help="SAE checkpoint directory (from `dynsel fit-sae`)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Factor tables directory to write."),
+    features: str = typer.Argument(..., help="Features directory (from `dynsel extract`)." + URI_NOTE),
+    sae: str = typer.Option(..., "--sae", help="SAE checkpoint directory (from `dynsel fit-sae`)." + URI_NOTE, metavar=LOCATION),
+    out: str = typer.Option(..., "--out", "-o", help="Factor tables directory to write." + URI_NOTE, metavar=LOCATION),
     allow_foreign_sae: bool = typer.Option(False, "--allow-foreign-sae", help="Use an SAE trained on other features of the same width (recorded in the manifest as sae_trained_on_these_features: false)."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     config: FactorsConfig = FactorsConfig(),
 ) -> None:
     """Encode every sample with the SAE: the sample and unit factor tables (Parquet)."""
     from .factors import build_factor_tables
+    from .formats.storage import artifact_output, local_input
 
-    with _errors(), _progress() as progress:
-        manifest = build_factor_tables(features, sae, out, config, progress, allow_foreign_sae=allow_foreign_sae, force=force)
-    _log(f"factors: {manifest['n_samples']} samples, {manifest['width']} units ({manifest['dead_units']} dead) → {out}")
+    with _errors(), _progress() as progress, artifact_output(out, FACTORS, force=force, inputs=[features, sae]) as target:
+        inputs = local_input(features, FEATURES), local_input(sae, SAE)
+        manifest = build_factor_tables(*inputs, target, config, progress, allow_foreign_sae=allow_foreign_sae, force=force)
+    _log(f"factors: {manifest['n_samples']} samples, {manifest['width']} units ({manifest['dead_units']} dead) → {_where(out)}")
 
 
 @app.command("plan", epilog="Example: `dynsel plan runs/fm/factors --out runs/fm/plan --epochs 10 --ratio 0.5 --seed 0`  (use `--out -` to print one line of ids per epoch)")
 @with_configs(ConfigSpec("config", PlanConfig))
 def plan_command(
-    factors: Path = typer.Argument(..., help="Factor tables directory (from `dynsel factors`)."),
-    out: str = typer.Option(..., "--out", "-o", help="Plan directory to write, or - for one line of sample ids per epoch on stdout."),
+    factors: str = typer.Argument(..., help="Factor tables directory (from `dynsel factors`)." + URI_NOTE),
+    out: str = typer.Option(..., "--out", "-o", help="Plan directory to write, or - for one line of sample ids per epoch on stdout." + URI_NOTE, metavar=LOCATION),
     formats: str = typer.Option(DEFAULT_FORMATS, help=FORMATS_HELP),
-    features: Optional[Path] = typer.Option(None, "--features", help="The features FACTORS was made from; needed by --method knn-density and kcenter."),
+    features: Optional[str] = typer.Option(None, "--features", help="The features FACTORS was made from; needed by --method knn-density and kcenter." + URI_NOTE, metavar=LOCATION),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     config: PlanConfig = PlanConfig(),
 ) -> None:
     """Compute the per-epoch selection plan from FACTORS."""
     from .formats.plan import parse_formats
+    from .formats.storage import artifact_output, local_input
     from .plan import build_plan, print_plan
 
     with _errors(), _progress() as progress:
         if out == "-":
-            print_plan(factors, sys.stdout, config, progress, features=features)
+            print_plan(local_input(factors, FACTORS), sys.stdout, config, progress, features=local_input(features, FEATURES))
             return
-        manifest = build_plan(factors, Path(out), config, progress, formats=parse_formats(formats), features=features, force=force)
-    _log(f"plan: {manifest['epochs']} epochs × {manifest['budget']} of {manifest['n_samples']} ({config.method}), {manifest['total_steps']} steps at batch {config.batch_size} → {out}")
+        plan_formats = parse_formats(formats)
+        with artifact_output(out, PLAN, force=force, inputs=[factors, features]) as target:
+            inputs = local_input(factors, FACTORS), local_input(features, FEATURES)
+            manifest = build_plan(inputs[0], target, config, progress, formats=plan_formats, features=inputs[1], force=force)
+    _log(f"plan: {manifest['epochs']} epochs × {manifest['budget']} of {manifest['n_samples']} ({config.method}), {manifest['total_steps']} steps at batch {config.batch_size} → {_where(out)}")
 
 
 @app.command(epilog="Example: `dynsel report runs/fm/plan --factors runs/fm/factors --compare runs/fm/plan-random --html report.html`")
 def report(
-    plan: Path = typer.Argument(..., help="Plan directory (from `dynsel plan` or `dynsel run`)."),
-    factors: Optional[Path] = typer.Option(None, "--factors", help="Factor tables of the plan's data set: adds representativeness/rarity and class views."),
-    compare: Optional[Path] = typer.Option(None, "--compare", help="A second plan to show side by side (e.g. the random baseline)."),
+    plan: str = typer.Argument(..., help="Plan directory (from `dynsel plan` or `dynsel run`)." + URI_NOTE),
+    factors: Optional[str] = typer.Option(None, "--factors", help="Factor tables of the plan's data set: adds representativeness/rarity and class views." + URI_NOTE, metavar=LOCATION),
+    compare: Optional[str] = typer.Option(None, "--compare", help="A second plan to show side by side (e.g. the random baseline)." + URI_NOTE, metavar=LOCATION),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML page with charts."),
 ) -> None:
@@ -214,19 +234,25 @@ def report(
     from .formats.common import write_text_atomic
     from .formats.output import check_output_file
     from .formats.plan import read_plan
+    from .formats.storage import is_uri, local_input
     from .report import build_report, compare_reports, render_html, render_terminal
     from .report.html import GENERATOR
 
     with _errors():
         if html:
-            check_output_file(html, GENERATOR, inputs=[plan, factors, compare], option="--html")
+            check_output_file(html, GENERATOR, inputs=[Path(p) for p in (plan, factors, compare) if p and not is_uri(p)], option="--html")
         tables = None
         if factors:
             from .formats.factors import read_factor_tables  # pyarrow: only when the tables are asked for
 
-            tables = read_factor_tables(factors)
-        main_report = build_report(read_plan(plan), tables)
-        other = build_report(read_plan(compare), tables) if compare else None
+            tables = read_factor_tables(local_input(factors, FACTORS))
+
+        def report_of(location: str) -> dict[str, Any]:
+            summary = build_report(read_plan(local_input(location, PLAN)), tables)
+            return {**summary, "path": _where(location)} if is_uri(location) else summary  # the URI, not the cached copy
+
+        main_report = report_of(plan)
+        other = report_of(compare) if compare else None
         if html:
             write_text_atomic(html, render_html(main_report, compare=other))
             _log(f"report: HTML page written to {html}")
@@ -239,25 +265,27 @@ def report(
 
 @app.command(epilog="Example: `dynsel verify runs/fm/plan --factors runs/fm/factors`  (exit 0: every check passed; 2: a check failed)")
 def verify(
-    plan: Path = typer.Argument(..., help="Plan directory to check."),
-    factors: Optional[Path] = typer.Option(None, "--factors", help="Factor tables the plan should come from: checks its inputs and recomputes it."),
-    features: Optional[Path] = typer.Option(None, "--features", help="Features the plan's data set should be (needed to recompute knn-density and kcenter plans)."),
+    plan: str = typer.Argument(..., help="Plan directory to check." + URI_NOTE),
+    factors: Optional[str] = typer.Option(None, "--factors", help="Factor tables the plan should come from: checks its inputs and recomputes it." + URI_NOTE, metavar=LOCATION),
+    features: Optional[str] = typer.Option(None, "--features", help="Features the plan's data set should be (needed to recompute knn-density and kcenter plans)." + URI_NOTE, metavar=LOCATION),
     as_json: bool = typer.Option(False, "--json", help="Print the checks as one JSON object on stdout."),
 ) -> None:
     """Check a plan: checksums, budgets, duplicates, steps, copies; with --factors, that it belongs to them."""
+    from .formats.storage import is_uri, local_input
     from .verify import verify_plan
 
     with _errors():
-        result = verify_plan(plan, factors, features)
+        result = verify_plan(local_input(plan, PLAN), local_input(factors, FACTORS), local_input(features, FEATURES))
     if as_json:
-        sys.stdout.write(json.dumps(result.as_json(), sort_keys=True) + "\n")
+        shown = {"plan": _where(plan)} if is_uri(plan) else {}  # not the local cache copy's path
+        sys.stdout.write(json.dumps({**result.as_json(), **shown}, sort_keys=True) + "\n")
     else:
         marks = {True: "[green]ok[/green]  ", False: "[red]FAIL[/red]", None: "[yellow]skip[/yellow]"}
         for check in result.checks:
             stderr.print(f"{marks[check.ok]} {check.name:<10} {escape(check.detail)}", highlight=False, soft_wrap=True)
     if not result.ok:
         names = ", ".join(dict.fromkeys(c.name for c in result.failed))
-        stderr.print(f"[red]error:[/red] {escape(str(plan))}: failed {names}; rebuild the plan with `dynsel plan` (see docs/reliability.md)", highlight=False, soft_wrap=True)
+        stderr.print(f"[red]error:[/red] {escape(_where(plan))}: failed {names}; rebuild the plan with `dynsel plan` (see docs/reliability.md)", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2)
 
 
@@ -267,11 +295,11 @@ def verify(
     ConfigSpec("extract_config", ExtractConfig, "extract"),
     ConfigSpec("sae_config", SaeConfig, "sae"),
     ConfigSpec("factors_config", FactorsConfig, "factors"),
-    shared=("device", "seed"),
+    shared=("device", "seed", "executor", "ray_address"),
 )
 def run(
-    source: Path = typer.Argument(..., help=SOURCE_HELP),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory: features/, sae/, factors/, plan/ go inside."),
+    source: str = typer.Argument(..., help=SOURCE_HELP),
+    out: str = typer.Option(..., "--out", "-o", help="Run directory: features/, sae/, factors/, plan/ go inside." + URI_NOTE, metavar=LOCATION),
     as_json: bool = typer.Option(False, "--json", help="Print the plan report as JSON on stdout."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     formats: str = typer.Option(DEFAULT_FORMATS, help=FORMATS_HELP),
@@ -285,13 +313,16 @@ def run(
     from .formats.factors import read_factor_tables
     from .formats.plan import read_plan
     from .formats.plan import parse_formats
+    from .formats.storage import is_uri
     from .pipeline import RunConfig, run_pipeline
     from .report import build_report, render_terminal
 
     config = RunConfig(extract=extract_config, sae=sae_config, factors=factors_config, plan=plan_config)
     with _errors(), _progress() as progress:
         result = run_pipeline(source, out, config, progress, _log, force=force, formats=parse_formats(formats), restart=restart)
-        summary = build_report(read_plan(result.plan), read_factor_tables(out / "factors"))
+        summary = build_report(read_plan(result.plan), read_factor_tables(result.artifacts["factors"]))
+        if is_uri(str(result.out)):  # a run prefix: show the plan's URI, not its cached copy
+            summary["path"] = f"{result.out}/plan"
     if as_json:
         sys.stdout.write(json.dumps(summary, sort_keys=True) + "\n")
     else:

@@ -330,7 +330,16 @@ def read_artifact_manifest(path: Path, kind: str, what: str, a_what: str, made_b
     return manifest
 
 
-def check_manifest_kind(manifest: dict[str, Any], kind: str, path: Path, what: str) -> None:
+def listed_files(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every file a manifest vouches for, by name, with its ``bytes`` and ``sha256``: a features manifest
+    lists its ``shards``, every other kind its ``files``."""
+    if isinstance(manifest.get("shards"), list):
+        return {shard["file"]: shard for shard in manifest["shards"]}
+    files = manifest.get("files")
+    return dict(files) if isinstance(files, dict) else {}
+
+
+def check_manifest_kind(manifest: dict[str, Any], kind: str, path: Path | str, what: str) -> None:
     if manifest.get("format") != kind:
         raise ArtifactError(f"{path}: not a dynsel {what} (format {manifest.get('format')!r}, expected {kind!r})")
     version = manifest.get("format_version")

@@ -29,6 +29,7 @@ from ..errors import DynselError
 MANIFEST_NAMES = ("manifest.json", "_manifest.json")
 RUN_KIND = "dynsel.run"
 RUN_STAGES = {"features": "dynsel.features", "sae": "dynsel.sae", "factors": "dynsel.factors", "plan": "dynsel.plan"}
+MANIFEST_FILE = {kind: "_manifest.json" if kind == "dynsel.features" else "manifest.json" for kind in RUN_STAGES.values()}
 KIND_NAMES = {
     "dynsel.features": "features directory",
     "dynsel.sae": "SAE checkpoint",
@@ -77,16 +78,21 @@ def check_replaceable(final: Path, kind: str, *, force: bool = False, option: st
     if kind == RUN_KIND:
         _check_run_directory(final, force, option)
         return
-    found = artifact_kind(final)
+    check_kind(final, artifact_kind(final), kind, force=force, option=option)
+
+
+def check_kind(where: Path | str, found: str | None, kind: str, *, force: bool = False, option: str = "--out") -> None:
+    """The ownership rule once the kind of what is at ``where`` is known: ``found`` is its dynsel kind, or None
+    when it is not a dynsel artifact. Shared by local directories and object-store prefixes."""
     if found == kind:
         return
     what = KIND_NAMES.get(kind, kind)
     if found is None:
         raise DynselError(
-            f"{final}: exists and is not a dynsel {what}; dynsel replaces only its own artifacts: choose a new {option} or remove it yourself"
+            f"{where}: exists and is not a dynsel {what}; dynsel replaces only its own artifacts: choose a new {option} or remove it yourself"
         )
     if not force:
-        raise DynselError(f"{final}: holds a dynsel {KIND_NAMES.get(found, found)}, not {'an' if what[0] in 'AEIOUS' else 'a'} {what}; choose another {option}, or pass --force to replace it")
+        raise DynselError(f"{where}: holds a dynsel {KIND_NAMES.get(found, found)}, not {'an' if what[0] in 'AEIOUS' else 'a'} {what}; choose another {option}, or pass --force to replace it")
 
 
 def check_output_file(path: Path, marker: str, *, inputs: Iterable[Path | None] = (), option: str) -> None:

@@ -1,0 +1,471 @@
+"""Sources, inputs and ``--out`` on an object store (S3, served by moto on 127.0.0.1).
+
+The module starts one ``moto.server`` that checks credentials (``INITIAL_NO_AUTH_ACTION_COUNT``: after the
+IAM calls that make the test user, every request must be signed by a known key), so refused credentials
+are real refusals. Commands run in-process (``invoke``) and, where the real process matters, as
+subprocesses; both get the endpoint and credentials from the standard AWS environment variables.
+
+Covered: the stage-by-stage round trip through S3 byte-compared with a local run; ``dynsel run`` to a run
+prefix and its reruns; the publish protocol (its order of operations, and a crash after every single
+step: a reader sees the old artifact, the new one, or none, never a manifest without its files); the
+replacement rule; and the bad inputs of docs/reliability.md's "Object stores" table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+from conftest import REPO, assert_one_line_error, invoke, sparse_dictionary_data, subprocess_env, tree_digests
+
+boto3 = pytest.importorskip("boto3")
+pytest.importorskip("moto")
+
+from dynsel_cli.errors import ArtifactError, DynselError  # noqa: E402
+from dynsel_cli.formats import storage  # noqa: E402
+
+BUCKET = "dynsel-test"
+LOCKED = "dynsel-locked"  # its bucket policy denies every write
+SAE_ARGS = ("--width", "32", "--k", "3", "--epochs", "3", "--device", "cpu")
+PLAN_ARGS = ("--epochs", "4", "--ratio", "0.25")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(port: int, process: subprocess.Popen[bytes], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"moto server exited with {process.returncode}")
+        with socket.socket() as probe:  # a TCP connect is not a request: it does not use up the unauthenticated ones
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    pytest.fail("moto server did not start")
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[dict[str, str]]:
+    """A moto S3 server that enforces credentials; yields the AWS environment of its one user."""
+    port = _free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}  # the three IAM calls below; then every request is checked
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_for(port, process)
+        endpoint = f"http://127.0.0.1:{port}"
+        iam = boto3.client("iam", endpoint_url=endpoint, aws_access_key_id="setup", aws_secret_access_key="setup", region_name="us-east-1")
+        iam.create_user(UserName="dynsel")
+        allow = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="dynsel", PolicyName="s3", PolicyDocument=json.dumps(allow))
+        key = iam.create_access_key(UserName="dynsel")["AccessKey"]
+        aws = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        s3 = _client(aws)
+        s3.create_bucket(Bucket=BUCKET)
+        s3.create_bucket(Bucket=LOCKED)
+        deny = {"Effect": "Deny", "Principal": "*", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": f"arn:aws:s3:::{LOCKED}/*"}
+        s3.put_bucket_policy(Bucket=LOCKED, Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]}))
+        yield aws
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def _client(aws: dict[str, str]) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=aws["AWS_ENDPOINT_URL"],
+        aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+
+
+@pytest.fixture()
+def s3(moto: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """The test's environment points at the moto server, with its own dynsel cache; yields a boto3 client."""
+    for name, value in moto.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DYNSEL_CACHE", str(tmp_path / "cache"))
+    return _client(moto)
+
+
+def objects(s3: Any, prefix: str, bucket: str = BUCKET) -> dict[str, bytes]:
+    """Every object under ``prefix`` (directory markers left out), by key relative to it, with its bytes."""
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix.rstrip("/") + "/").get("Contents", [])
+    keys = [o["Key"] for o in listing if not o["Key"].endswith("/")]
+    return {key[len(prefix) + 1 :]: s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+
+
+def upload_dir(s3: Any, local: Path, prefix: str) -> None:
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            s3.put_object(Bucket=BUCKET, Key=f"{prefix}/{path.relative_to(local)}", Body=path.read_bytes())
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``python -m dynsel_cli ARGS`` as a real process, with this process's (monkeypatched) environment."""
+    return subprocess.run([sys.executable, "-m", "dynsel_cli", *map(str, args)], cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+
+
+def ok(*args: str | Path) -> Any:
+    result = invoke(*args)
+    assert result.exit_code == 0, (args, result.stderr)
+    return result
+
+
+@pytest.fixture(scope="module")
+def vectors(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("object-store") / "vectors.npz"
+    np.savez(path, x=sparse_dictionary_data(120, 16, 32), y=np.arange(120) % 4)
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_run(vectors: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stages run on local paths: what the object-store runs must reproduce byte for byte."""
+    root = tmp_path_factory.mktemp("local-run")
+    ok("extract", vectors, "--out", root / "features", "--device", "cpu")
+    ok("fit-sae", root / "features", "--out", root / "sae", *SAE_ARGS)
+    ok("factors", root / "features", "--sae", root / "sae", "--out", root / "factors", "--device", "cpu")
+    ok("plan", root / "factors", "--out", root / "plan", *PLAN_ARGS)
+    return root
+
+
+def _without_source_path(manifest: bytes) -> dict[str, Any]:
+    """A features manifest minus ``source.path`` (the local file the source was read from: here a cache copy)."""
+    value = json.loads(manifest)
+    value["source"].pop("path")
+    return value
+
+
+# ------------------------------------------------------------------------------------------ round trips
+
+
+def test_stage_by_stage_through_s3_matches_a_local_run(s3: Any, vectors: Path, local_run: Path) -> None:
+    s3.put_object(Bucket=BUCKET, Key="trip/data/vectors.npz", Body=vectors.read_bytes())
+    root = f"s3://{BUCKET}/trip"
+    extract = run_cli("extract", f"{root}/data/vectors.npz", "--out", f"{root}/features", "--device", "cpu")
+    assert extract.returncode == 0, extract.stderr
+    assert f"→ {root}/features" in extract.stderr
+    ok("fit-sae", f"{root}/features", "--out", f"{root}/sae", *SAE_ARGS)
+    ok("factors", f"{root}/features", "--sae", f"{root}/sae", "--out", f"{root}/factors", "--device", "cpu")
+    ok("plan", f"{root}/factors", "--out", f"{root}/plan", *PLAN_ARGS)
+
+    for artifact in ("features", "sae", "factors", "plan"):
+        published = objects(s3, f"trip/{artifact}")
+        local = {name: (local_run / artifact / name).read_bytes() for name in tree_digests(local_run / artifact)}
+        assert set(published) == set(local), artifact
+        for name, data in published.items():
+            if name == "_manifest.json":
+                assert _without_source_path(data) == _without_source_path(local[name])
+            else:
+                assert data == local[name], f"{artifact}/{name}"
+
+    verify = invoke("verify", f"{root}/plan", "--factors", f"{root}/factors", "--json")
+    assert verify.exit_code == 0, verify.stderr
+    checks = json.loads(verify.stdout)
+    assert checks["ok"] is True and checks["plan"] == f"{root}/plan"
+    assert {c["name"] for c in checks["checks"] if c["ok"]} >= {"checksums", "layout", "budget", "inputs", "reproduced"}
+    remote_report = json.loads(ok("report", f"{root}/plan", "--factors", f"{root}/factors", "--json").stdout)
+    local_report = json.loads(ok("report", local_run / "plan", "--factors", local_run / "factors", "--json").stdout)
+    assert remote_report.pop("path") == f"{root}/plan"
+    local_report.pop("path")
+    assert remote_report == local_report
+
+
+def test_a_second_read_comes_from_the_cache(s3: Any, local_run: Path, tmp_path: Path) -> None:
+    upload_dir(s3, local_run / "plan", "cached/plan")
+    first = storage.fetch_artifact(f"s3://{BUCKET}/cached/plan", "dynsel.plan")
+    assert tree_digests(first) == tree_digests(local_run / "plan")
+    assert first.is_relative_to(tmp_path / "cache")
+    s3.delete_object(Bucket=BUCKET, Key="cached/plan/indices.bin")  # not read again: the manifest pins the cached copy
+    assert storage.fetch_artifact(f"s3://{BUCKET}/cached/plan", "dynsel.plan") == first
+
+
+def test_run_to_a_prefix_publishes_every_stage_and_reruns_reuse_them(s3: Any, vectors: Path, local_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    s3.put_object(Bucket=BUCKET, Key="runs/data/vectors.npz", Body=vectors.read_bytes())
+    args = ("run", f"s3://{BUCKET}/runs/data/vectors.npz", "--out", f"s3://{BUCKET}/runs/fm", "--width", "32", "--k", "3", "--sae-epochs", "3", "--device", "cpu", *PLAN_ARGS, "--json")
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert [line for line in first.stderr.splitlines() if line.endswith(": built")] == ["extract: built", "fit-sae: built", "factors: built", "plan: built"]
+    assert json.loads(first.stdout)["counts"] == [30] * 4 and json.loads(first.stdout)["path"] == f"s3://{BUCKET}/runs/fm/plan"
+    for artifact in ("sae", "factors", "plan"):
+        assert objects(s3, f"runs/fm/{artifact}") == {n: (local_run / artifact / n).read_bytes() for n in tree_digests(local_run / artifact)}
+
+    again = run_cli(*args)
+    assert again.returncode == 0 and again.stdout == first.stdout
+    assert "extract: up to date" in again.stderr and "plan: up to date" in again.stderr
+
+    monkeypatch.setenv("DYNSEL_CACHE", str(tmp_path / "another-machine"))  # nothing cached: what is published is fetched and reused
+    changed = run_cli(*args[:-5], "--epochs", "4", "--ratio", "0.5", "--json")
+    assert changed.returncode == 0, changed.stderr
+    status = [line for line in changed.stderr.splitlines() if line.endswith((": built", ": up to date"))]
+    assert status == ["extract: up to date", "fit-sae: up to date", "factors: up to date", "plan: built"]
+    assert json.loads(objects(s3, "runs/fm/plan")["manifest.json"])["ratio"] == 0.5
+
+
+# ------------------------------------------------------------------------------------- the publish protocol
+
+
+@pytest.fixture()
+def two_plans(local_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The local run's plan (bin, txt, parquet) and a plan of other settings with other files (bin, npy)."""
+    other = tmp_path / "other-plan"
+    ok("plan", local_run / "factors", "--out", other, "--epochs", "3", "--ratio", "0.5", "--formats", "bin,npy")
+    return local_run / "plan", other
+
+
+def _published(where: str) -> dict[str, str] | None:
+    """What a reader gets from ``where``: the artifact's file digests, or None when it refuses it."""
+    try:
+        return tree_digests(storage.fetch_artifact(where, "dynsel.plan"))
+    except ArtifactError:
+        return None
+
+
+def test_publish_deletes_the_manifest_first_uploads_it_last_then_removes_stale_objects(s3: Any, two_plans: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    old, new = two_plans
+    loc = storage.open_location(f"s3://{BUCKET}/order/plan")
+    storage.publish_artifact(old, loc, "dynsel.plan")
+    steps: list[tuple[str, str]] = []
+    for name in ("write_object", "delete_object", "upload_file"):
+        original = getattr(storage, name)
+
+        def recorder(*args: Any, _name: str = name, _original: Any = original) -> None:
+            steps.append((_name, args[2] if _name == "upload_file" else args[1]))
+            _original(*args)
+
+        monkeypatch.setattr(storage, name, recorder)
+    storage.publish_artifact(new, loc, "dynsel.plan")
+
+    new_files = set(json.loads((new / "manifest.json").read_text())["files"])
+    stale = set(json.loads((old / "manifest.json").read_text())["files"]) - new_files
+    assert steps[0] == ("write_object", storage.MARKER)
+    assert steps[1] == ("delete_object", "manifest.json")
+    assert {s for s in steps[2 : 2 + len(new_files)]} == {("upload_file", f) for f in new_files}
+    assert steps[2 + len(new_files)] == ("write_object", "manifest.json")
+    assert {s for s in steps[3 + len(new_files) : -1]} == {("delete_object", f) for f in stale}
+    assert steps[-1] == ("delete_object", storage.MARKER)
+    assert objects(s3, "order/plan") == {n: (new / n).read_bytes() for n in tree_digests(new)}
+
+
+def test_a_crash_after_any_step_never_shows_a_manifest_without_its_files(s3: Any, two_plans: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Publish a plan over another and stop the process at each write or delete in turn; after each stop, a
+    fresh reader gets the old plan, the new one, or a refusal; then a rerun publishes the new plan exactly."""
+    old, new = two_plans
+    monkeypatch.setattr(storage, "_WORKERS", 1)  # one step at a time, so "stopped at step k" is one state
+    states = {"old": tree_digests(old), "new": tree_digests(new)}
+    new_files = json.loads((new / "manifest.json").read_text())["files"]
+    seen: list[str] = []
+    for step in range(1, 40):
+        where = f"s3://{BUCKET}/crash-{step}/plan"
+        loc = storage.open_location(where)
+        storage.publish_artifact(old, loc, "dynsel.plan")
+        calls = {"n": 0}
+        with pytest.MonkeyPatch.context() as crash:
+            for name in ("write_object", "delete_object", "upload_file"):
+
+                def stop_at_step(*args: Any, _original: Any = getattr(storage, name)) -> None:
+                    calls["n"] += 1
+                    if calls["n"] == step:
+                        raise KeyboardInterrupt  # the process dies here: nothing after this step happens
+                    _original(*args)
+
+                crash.setattr(storage, name, stop_at_step)
+            try:
+                storage.publish_artifact(new, loc, "dynsel.plan")
+                finished = True
+            except KeyboardInterrupt:
+                finished = False
+        monkeypatch.setenv("DYNSEL_CACHE", str(tmp_path / f"reader-{step}"))  # a fresh reader: no cached copy
+        found = _published(where)
+        state = next((name for name, digests in states.items() if digests == found), "refused" if found is None else "mixed")
+        assert state != "mixed", f"stopped at step {step}: a reader saw a mixture of the two plans"
+        if state == "refused":
+            left = objects(s3, f"crash-{step}/plan")
+            assert "manifest.json" not in left and storage.MARKER in left
+        seen.append(state)
+        storage.publish_artifact(new, loc, "dynsel.plan")  # the rerun replaces whatever the stop left
+        assert objects(s3, f"crash-{step}/plan") == {n: (new / n).read_bytes() for n in states["new"]}
+        if finished:
+            break
+    assert finished
+    # steps: marker, delete the old manifest, one upload per file, the new manifest, stale deletes, marker delete
+    assert seen[:2] == ["old", "old"] and seen[2 : 3 + len(new_files)] == ["refused"] * (len(new_files) + 1)
+    assert set(seen[3 + len(new_files) :]) == {"new"}
+
+
+# -------------------------------------------------------------------------------------- replacement rules
+
+
+def test_out_replaces_an_artifact_of_its_kind_and_another_kind_only_with_force(s3: Any, local_run: Path) -> None:
+    upload_dir(s3, local_run / "features", "rules/feats")
+    refused = invoke("plan", local_run / "factors", "--out", f"s3://{BUCKET}/rules/feats", *PLAN_ARGS)
+    assert refused.exit_code == 2
+    assert assert_one_line_error(refused.stderr) == BAD_INPUTS["out-other-kind"]
+    assert set(objects(s3, "rules/feats")) == {"_manifest.json", "part-00000.parquet"}
+    ok("plan", local_run / "factors", "--out", f"s3://{BUCKET}/rules/feats", *PLAN_ARGS, "--force")
+    assert objects(s3, "rules/feats") == {n: (local_run / "plan" / n).read_bytes() for n in tree_digests(local_run / "plan")}
+    ok("plan", local_run / "factors", "--out", f"s3://{BUCKET}/rules/feats", "--epochs", "2", "--ratio", "0.5", "--formats", "bin")
+    assert set(objects(s3, "rules/feats")) == {"manifest.json", "indices.bin", "offsets.bin", "signals.parquet"}
+
+
+def test_out_never_replaces_an_artifact_prefix_holding_objects_dynsel_did_not_write(s3: Any, local_run: Path) -> None:
+    upload_dir(s3, local_run / "plan", "foreign/plan")
+    s3.put_object(Bucket=BUCKET, Key="foreign/plan/notes.txt", Body=b"my thesis\n")
+    before = objects(s3, "foreign")
+    for force in ((), ("--force",)):
+        result = invoke("plan", local_run / "factors", "--out", f"s3://{BUCKET}/foreign/plan", *PLAN_ARGS, *force)
+        assert result.exit_code == 2
+        assert assert_one_line_error(result.stderr) == BAD_INPUTS["out-foreign-objects"]
+    assert objects(s3, "foreign") == before
+
+
+def test_run_never_writes_into_a_prefix_holding_objects_dynsel_did_not_write(s3: Any, local_run: Path, vectors: Path) -> None:
+    upload_dir(s3, local_run / "plan", "user-run/plan")
+    s3.put_object(Bucket=BUCKET, Key="user-run/notes.txt", Body=b"my thesis\n")
+    before = objects(s3, "user-run")
+    for force in ((), ("--force",)):
+        result = invoke("run", vectors, "--out", f"s3://{BUCKET}/user-run", *force)
+        assert result.exit_code == 2
+        assert assert_one_line_error(result.stderr) == BAD_INPUTS["run-out-foreign-objects"]
+    assert objects(s3, "user-run") == before
+
+
+def test_out_may_not_be_an_input(s3: Any, local_run: Path) -> None:
+    upload_dir(s3, local_run / "factors", "self/factors")
+    result = invoke("plan", f"s3://{BUCKET}/self/factors", "--out", f"s3://{BUCKET}/self/factors", *PLAN_ARGS, "--force")
+    assert result.exit_code == 2
+    assert assert_one_line_error(result.stderr) == BAD_INPUTS["out-is-input"]
+
+
+# ------------------------------------------------------------------------------------------- bad inputs
+
+# docs/reliability.md, "Object stores", shows these lines.
+BAD_INPUTS = {
+    "no-such-bucket": "error: s3://no-such-bucket-here/plan: the bucket 'no-such-bucket-here' does not exist; create it or fix the URI",
+    "unknown-access-key": "error: s3://dynsel-test/bad/plan: the object store refused the credentials (unknown access key); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    "wrong-secret-key": "error: s3://dynsel-test/bad/plan: the object store refused the credentials (wrong secret key); check AWS_SECRET_ACCESS_KEY",
+    "write-denied": "error: s3://dynsel-locked/plan: access denied while writing a test object; check the credentials' permissions and the bucket policy",
+    "connection-refused": "error: s3://dynsel-test/bad/plan: cannot connect to the object store; check the endpoint (AWS_ENDPOINT_URL or ?endpoint_override=) and the network",
+    "whole-bucket": "error: s3://dynsel-test: names a whole bucket; add a prefix for the artifact (e.g. s3://dynsel-test/run)",
+    "input-not-published": "error: s3://dynsel-test/bad/empty: no manifest.json, so not a published dynsel factor tables directory (or its publishing was interrupted: rerun the command that writes it)",
+    "input-other-kind": "error: s3://dynsel-test/bad/sae: not a dynsel factor tables directory (format 'dynsel.sae', expected 'dynsel.factors')",
+    "input-tampered": "error: s3://dynsel-test/bad/factors/samples.parquet: checksum mismatch (modified, truncated, or being replaced right now); rerun, or rebuild the factor tables directory",
+    "source-missing": "error: s3://dynsel-test/bad/nope.npz: no such object or prefix; pass the data set to read",
+    "out-other-kind": "error: s3://dynsel-test/rules/feats: holds a dynsel features directory, not a plan; choose another --out, or pass --force to replace it",
+    "out-foreign-objects": "error: s3://dynsel-test/foreign/plan: holds objects dynsel did not write ('notes.txt'); dynsel replaces only its own artifacts: choose a new --out or remove them yourself",
+    "run-out-foreign-objects": "error: s3://dynsel-test/user-run: exists and is not a dynsel run prefix (it holds 'notes.txt'); dynsel replaces only its own artifacts: choose a new --out",
+    "out-is-input": "error: s3://dynsel-test/self/factors: is an input of this command; choose another --out",
+}
+
+
+def _bad(case: str, args: list[str | Path], s3: Any) -> None:
+    before = {bucket: _all(s3, bucket) for bucket in (BUCKET, LOCKED)}
+    result = invoke(*args)
+    assert result.exit_code == 2, (case, result.stderr)
+    assert assert_one_line_error(result.stderr) == BAD_INPUTS[case]
+    assert {bucket: _all(s3, bucket) for bucket in (BUCKET, LOCKED)} == before, f"{case}: the object store was changed"
+
+
+def _all(s3: Any, bucket: str) -> dict[str, str]:
+    return {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []) if not o["Key"].endswith("/")}
+
+
+def test_bad_outputs_exit_2_with_one_line_and_write_nothing(s3: Any, local_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = [local_run / "factors", *PLAN_ARGS]
+    _bad("no-such-bucket", ["plan", *plan, "--out", "s3://no-such-bucket-here/plan"], s3)
+    _bad("write-denied", ["plan", *plan, "--out", f"s3://{LOCKED}/plan"], s3)
+    _bad("whole-bucket", ["run", local_run / "missing.npz", "--out", f"s3://{BUCKET}"], s3)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    _bad("wrong-secret-key", ["plan", *plan, "--out", f"s3://{BUCKET}/bad/plan"], s3)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG0")
+    _bad("unknown-access-key", ["plan", *plan, "--out", f"s3://{BUCKET}/bad/plan"], s3)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    _bad("connection-refused", ["plan", *plan, "--out", f"s3://{BUCKET}/bad/plan"], s3)
+
+
+def test_bad_remote_inputs_exit_2_with_one_line(s3: Any, local_run: Path, tmp_path: Path) -> None:
+    upload_dir(s3, local_run / "sae", "bad/sae")
+    upload_dir(s3, local_run / "factors", "bad/factors")
+    s3.put_object(Bucket=BUCKET, Key="bad/factors/samples.parquet", Body=b"truncated")
+    s3.put_object(Bucket=BUCKET, Key="bad/empty/readme.txt", Body=b"nothing here")
+    out = tmp_path / "plan"
+    _bad("input-not-published", ["plan", f"s3://{BUCKET}/bad/empty", "--out", out, *PLAN_ARGS], s3)
+    _bad("input-other-kind", ["plan", f"s3://{BUCKET}/bad/sae", "--out", out, *PLAN_ARGS], s3)
+    _bad("input-tampered", ["plan", f"s3://{BUCKET}/bad/factors", "--out", out, *PLAN_ARGS], s3)
+    _bad("source-missing", ["extract", f"s3://{BUCKET}/bad/nope.npz", "--out", out], s3)
+    assert not out.exists()
+
+
+def test_the_docs_show_every_object_store_error() -> None:
+    doc = (REPO / "docs" / "reliability.md").read_text()
+    for case, line in BAD_INPUTS.items():
+        assert f"`{case}`" in doc and f"`{line}`" in doc, case
+
+
+# ------------------------------------------------------------------------------------------------ units
+
+
+@pytest.mark.parametrize(
+    ("location", "uri"),
+    [("s3://bucket/run", True), ("gs://b/x", True), ("runs/fm", False), ("C:\\runs", False), ("/abs/path", False), ("s3:/one-slash", False)],
+)
+def test_is_uri(location: str, uri: bool) -> None:
+    assert storage.is_uri(location) is uri
+    assert storage.is_uri(Path("runs/fm")) is False
+
+
+def test_messages_never_show_credentials_or_the_query() -> None:
+    assert storage.shown("s3://KEY:SECRET@bucket/run/?endpoint_override=127.0.0.1:9000&scheme=http") == "s3://bucket/run"
+    assert storage.describe("s3://KEY:SECRET@bucket/run?region=eu-west-1") == "s3://bucket/run"
+    assert storage.describe("runs/fm/") == "runs/fm"
+
+
+def test_a_source_folder_is_fetched_once_and_again_when_it_changes(s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key="folder/images/a/1.txt", Body=b"one")
+    s3.put_object(Bucket=BUCKET, Key="folder/images/b/2.txt", Body=b"two")
+    first = storage.fetch_source(f"s3://{BUCKET}/folder/images")
+    assert first.name == "images" and tree_digests(first).keys() == {"a/1.txt", "b/2.txt"}
+    assert (first / "b" / "2.txt").read_bytes() == b"two"
+    assert storage.fetch_source(f"s3://{BUCKET}/folder/images") == first
+    s3.put_object(Bucket=BUCKET, Key="folder/images/b/2.txt", Body=b"TWO!")
+    second = storage.fetch_source(f"s3://{BUCKET}/folder/images")
+    assert second != first and (second / "b" / "2.txt").read_bytes() == b"TWO!"
+
+
+def test_query_parameters_set_the_endpoint(s3: Any, moto: dict[str, str], local_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    host = moto["AWS_ENDPOINT_URL"].removeprefix("http://")
+    ok("plan", local_run / "factors", "--out", f"s3://{BUCKET}/query/plan?endpoint_override={host}&scheme=http", *PLAN_ARGS)
+    assert set(objects(s3, "query/plan")) == set(tree_digests(local_run / "plan"))
+
+
+def test_a_failed_command_publishes_nothing(s3: Any, local_run: Path) -> None:
+    result = invoke("plan", local_run / "factors", "--out", f"s3://{BUCKET}/failed/plan", "--epochs", "4", "--ratio", "0")
+    assert result.exit_code == 2
+    assert objects(s3, "failed/plan") == {}
+    with pytest.raises(DynselError, match="no manifest.json"):
+        storage.fetch_artifact(f"s3://{BUCKET}/failed/plan", "dynsel.plan")
