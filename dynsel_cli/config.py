@@ -16,6 +16,13 @@ def _opt(default: Any, help: str, artifact: bool = True) -> Any:
     return field(default=default, metadata={"help": help, "artifact": artifact})
 
 
+RAY_ADDRESS_HELP = (
+    "--executor ray: the Ray cluster to run on (HOST:PORT of its head, ray://HOST:PORT, or auto). Default: $RAY_ADDRESS, "
+    "else a cluster `ray start` runs on this machine, else a local Ray started for this run and stopped after it."
+)
+GPUS_PER_WORKER_HELP = "--executor ray: GPUs each Ray actor reserves (0: CPU actors; 0.5: two actors share a GPU)."
+
+
 def help_for(config_cls: type, name: str) -> str:
     """The help text of one config field (used by the CLI so docs live in one place)."""
     for f in dataclasses.fields(config_cls):
@@ -54,9 +61,23 @@ class ExtractConfig:
     shard_size: int = _opt(8192, "Samples per Parquet shard; a shard is also the unit a killed run resumes from.")
     dtype: str = _opt("float32", "Stored vector dtype: float32 or float16.")
     device: str = _opt("auto", "Where the encoder runs: auto, cpu or cuda.", artifact=False)
-    workers: int | None = _opt(None, "DataLoader worker processes that read and preprocess samples (default: 0 for arrays, else min(4, CPUs - 1)).")
+    workers: int | None = _opt(
+        None,
+        "Parallel workers. --executor local: DataLoader processes that read and preprocess samples while this process encodes "
+        "(default: 0 for arrays, else min(4, CPUs - 1)). --executor ray: Ray actors, each reading the source and encoding whole "
+        "batches with its own copy of the encoder (default: the cluster's CPUs, or its GPUs / --gpus-per-worker).",
+        artifact=False,
+    )
     on_error: str = _opt("stop", "Bad samples (corrupt images, empty or non-UTF-8 text, NaN/Inf vectors, ...): stop with an error naming the file and row, or skip them and record them in the manifest.")
     limit: int | None = _opt(None, "Read only the first N samples (for quick trials).")
+    executor: str = _opt(
+        "local",
+        "Where encoding runs: local (this machine) or ray (Ray actors; see --workers, --gpus-per-worker, --ray-address; "
+        "needs pip install 'dynsel[ray]', and every Ray node must read SOURCE at the same path). The features are the same either way.",
+        artifact=False,
+    )
+    ray_address: str | None = _opt(None, RAY_ADDRESS_HELP, artifact=False)
+    gpus_per_worker: float = _opt(0.0, GPUS_PER_WORKER_HELP, artifact=False)
 
 
 @dataclass(frozen=True)
@@ -82,6 +103,20 @@ class SaeConfig:
 class FactorsConfig:
     batch_size: int = _opt(4096, "Samples encoded per batch.")
     device: str = _opt("auto", "Where encoding runs: auto, cpu or cuda.", artifact=False)
+    executor: str = _opt(
+        "local",
+        "Where encoding runs: local (this process) or ray (Ray actors, one feature shard at a time; see --workers, --gpus-per-worker, "
+        "--ray-address; needs pip install 'dynsel[ray]', and every Ray node must read the features at the same path). The tables are the same either way.",
+        artifact=False,
+    )
+    ray_address: str | None = _opt(None, RAY_ADDRESS_HELP, artifact=False)
+    workers: int | None = _opt(
+        None,
+        "--executor ray: Ray actors, each holding the SAE (default: the cluster's CPUs, or its GPUs / --gpus-per-worker). "
+        "The local executor encodes in this process and takes no --workers.",
+        artifact=False,
+    )
+    gpus_per_worker: float = _opt(0.0, GPUS_PER_WORKER_HELP, artifact=False)
 
 
 @dataclass(frozen=True)

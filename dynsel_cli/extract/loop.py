@@ -1,38 +1,37 @@
-"""The extraction loop: source → DataLoader workers (read + preprocess) → encoder → Parquet shards → features.
+"""The extraction loop: source → encoded batches (``encoding.py``: local or Ray) → Parquet shards → features.
 
 Shard s holds source positions [s * shard_size, (s + 1) * shard_size); batches never cross a shard
-boundary, so a resumed run forms exactly the batches an uninterrupted one forms and writes the same bytes.
+boundary, so a resumed run forms exactly the batches an uninterrupted one forms, whichever executor
+encodes them, and writes the same bytes.
 Completed shards live in ``.OUT.partial/`` (see ``work.py``) until the last one is done; then the
 features directory is assembled in a temporary sibling and renamed into place.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
-from ..config import ExtractConfig, as_settings
-from ..devices import torch_device
+from ..config import ExtractConfig, artifact_settings
 from ..errors import DynselError
+from ..executors import check_executor
 from ..formats.common import atomic_directory, fingerprint
 from ..formats.output import check_output
 from ..formats.features import KIND, VECTOR_DTYPES, FeatureShards, shard_name
 from ..progress import LogFn, ProgressFn, null_log, null_progress
-from .encoders import Encoder, make_encoder
-from .sources import ArraySource, SampleProblem, Source, SourceOptions, open_source
+from .encoding import EncodedBatch, Encoding, local_encoding, ray_encoding
+from .sources import SampleProblem, Source, SourceOptions, open_source
 from .work import ShardRecord, WorkDir
 
 ON_ERROR = ("stop", "skip")
 MIXED_SIZES = ("error", "resize")
-_NOT_IN_KEY = ("device", "workers", "on_error")  # where/how fast it runs, and what to do on bad samples
+_NOT_IN_KEY = ("on_error",)  # what to do on bad samples (where and how it runs is not in the settings at all)
 
 
 def source_options(config: ExtractConfig) -> SourceOptions:
@@ -62,42 +61,7 @@ def _check(config: ExtractConfig) -> None:
         raise DynselError(f"--mixed-sizes {config.mixed_sizes!r}: use error or resize")
     if config.dtype not in VECTOR_DTYPES:
         raise DynselError(f"--dtype {config.dtype!r}: use one of {', '.join(VECTOR_DTYPES)}")
-
-
-def default_workers(source: Source) -> int:
-    """Arrays need no decoding: preprocess in the main process. Files and text: up to 4 worker processes."""
-    if source.kind == "vectors" or isinstance(source, ArraySource):
-        return 0
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
-
-
-class _Batches(Dataset):
-    """Item i: batch i of ``ranges`` read from the source and preprocessed by the encoder (in a worker)."""
-
-    def __init__(self, source: Source, encoder: Encoder, ranges: list[tuple[int, int]]) -> None:
-        self.source = source
-        self.encoder = encoder
-        self.ranges = ranges
-
-    def __len__(self) -> int:
-        return len(self.ranges)
-
-    def __getitem__(self, index: int) -> tuple[int, int, np.ndarray, Any, Any]:
-        start, stop = self.ranges[index]
-        try:
-            raw = self.source.read(start, stop)
-            prepared = self.encoder.prepare(raw.samples) if len(raw.positions) else None
-        except DynselError as exc:  # sent back as a value: the DataLoader would wrap it in a traceback
-            return start, stop, np.zeros(0, np.int64), None, exc
-        return start, stop, raw.positions, prepared, raw.problems
-
-
-def _identity(item: Any) -> Any:
-    return item
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
+    check_executor(config, local_workers=True)
 
 
 def _problem_record(source: Source, problem: SampleProblem) -> dict[str, Any]:
@@ -180,27 +144,41 @@ def extract(
         raise _bad_samples_error(src, bad)
     if bad:
         log(f"extract: {bad_samples_summary(src, bad)}; skipping {'it' if len(bad) == 1 else 'them'} (--on-error skip)")
-    device = torch_device(config.device)
-    encoder = make_encoder(config.encoder, src.kind, src.dim, config.image_size, device, config.allow_user_code)
+    shard_size = config.shard_size
+    bounds = [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
+    with _encoding(Path(source), src, config, n, len(_batch_ranges(bounds, config.batch_size)), log) as encoding:
+        return _extract(src, out, config, encoding, bounds, n, progress, log, force)
+
+
+def _encoding(source: Path, src: Source, config: ExtractConfig, n: int, batches: int, log: LogFn) -> contextlib.AbstractContextManager[Encoding]:
+    if config.executor == "ray":
+        return ray_encoding(source, src, source_options(config), config, n, batches, log)
+    return local_encoding(src, config)
+
+
+def _batch_ranges(bounds: list[tuple[int, int]], batch_size: int) -> list[tuple[int, int]]:
+    """The batches of these shards: ``batch_size`` positions at a time, the last of a shard shorter."""
+    return [(b, min(b + batch_size, stop)) for start, stop in bounds for b in range(start, stop, batch_size)]
+
+
+def _extract(src: Source, out: Path, config: ExtractConfig, encoding: Encoding, bounds: list[tuple[int, int]], n: int, progress: ProgressFn, log: LogFn, force: bool) -> dict[str, Any]:
     source_info = src.describe()
-    encoder_info = {"name": encoder.name, **encoder.settings()}
-    settings = _recorded_settings(config)
+    encoder_info = encoding.encoder.manifest()
+    settings = artifact_settings(config)
     has_labels = src.labels is not None
-    dim = int(encoder.dim)
+    dim = encoding.encoder.dim
     key = fingerprint(
         {
             "dynsel_version": __version__,
             "source": source_info,
             "encoder": encoder_info,
             "settings": {k: v for k, v in settings.items() if k not in _NOT_IN_KEY},
-            "device": device.type,
+            "device": encoding.encoder.device,
             "dim": dim,
             "has_labels": has_labels,
         }
     )
-    shard_size = config.shard_size
-    bounds = [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
-    work = WorkDir(out, key, shard_size, n, log)
+    work = WorkDir(out, key, config.shard_size, n, log)
     with work.locked():
         done = work.resume()
         shards = FeatureShards(dim, config.dtype, has_labels)
@@ -212,52 +190,35 @@ def extract(
                     raise _stop_error(src, record.skipped[0])
                 if record.file:
                     shards.reuse(work.path / record.file, {"rows": record.rows, "bytes": record.bytes, "sha256": record.sha256})
-            _run(src, encoder, config, work, shards, bounds[len(done):], n, device, progress)
+            _run(encoding, src, config, work, shards, bounds[len(done):], n, progress)
         except DynselError as exc:
             if not work.records:  # nothing worth resuming: leave no trace
                 work.remove()
                 raise
             raise DynselError(f"{exc} [{len(work.records)} completed shards kept in {work.path}; a rerun resumes]") from None
-        manifest = _assemble(out, work, shards, n, src, source_info, encoder_info, settings, force)
+        manifest = _assemble(out, work, shards, n, src, {"source": source_info, "encoder": encoder_info, "settings": settings, "executor": encoding.executor}, force)
         work.remove()
     return manifest
 
 
-def _run(src: Source, encoder: Encoder, config: ExtractConfig, work: WorkDir, shards: FeatureShards, bounds: list[tuple[int, int]], n: int, device: torch.device, progress: ProgressFn) -> None:
+def _run(encoding: Encoding, src: Source, config: ExtractConfig, work: WorkDir, shards: FeatureShards, bounds: list[tuple[int, int]], n: int, progress: ProgressFn) -> None:
     done = bounds[0][0] if bounds else n
     progress("extract", done, n)
     if not bounds:
         return
-    ranges = [(b, min(b + config.batch_size, stop)) for start, stop in bounds for b in range(start, stop, config.batch_size)]
-    workers = default_workers(src) if config.workers is None else config.workers
-    if workers:
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    context = multiprocessing.get_context("fork") if workers and "fork" in multiprocessing.get_all_start_methods() else None
-    loader = DataLoader(
-        _Batches(src, encoder, ranges),
-        batch_size=None,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=_identity,
-        pin_memory=device.type == "cuda",
-        worker_init_fn=_worker_init if workers else None,
-        prefetch_factor=4 if workers else None,
-        multiprocessing_context=context,
-    )
     writer = _ShardBuffer(work, src, config, shards)
     shard_iter = iter(bounds)
     current = next(shard_iter)
-    for start, stop, positions, prepared, problems in loader:
-        if isinstance(problems, DynselError):
-            raise problems
-        for problem in problems:
+    batch: EncodedBatch
+    for batch in encoding.batches(_batch_ranges(bounds, config.batch_size)):
+        for problem in batch.problems:
             writer.problem(problem)
-        if len(positions):
-            writer.add(positions, encoder.encode(prepared))
-        if stop == current[1]:
+        if batch.vectors is not None:
+            writer.add(batch.positions, batch.vectors)
+        if batch.stop == current[1]:
             writer.flush(len(work.records), current)
             current = next(shard_iter, (n, n))
-        progress("extract", stop, n)
+        progress("extract", batch.stop, n)
 
 
 class _ShardBuffer:
@@ -305,8 +266,9 @@ class _ShardBuffer:
         self.positions, self.vectors, self.skipped = [], [], []
 
 
-def _assemble(out: Path, work: WorkDir, shards: FeatureShards, n: int, src: Source, source_info: dict[str, Any], encoder_info: dict[str, Any], settings: dict[str, Any], force: bool) -> dict[str, Any]:
-    """Link the completed shards into a fresh features directory with its manifest; rename it into place."""
+def _assemble(out: Path, work: WorkDir, shards: FeatureShards, n: int, src: Source, recorded: dict[str, Any], force: bool) -> dict[str, Any]:
+    """Link the completed shards into a fresh features directory with its manifest; rename it into place.
+    ``recorded``: the manifest's source, encoder, settings and executor."""
     records = work.records
     skipped = [s for r in records for s in r.skipped]
     if shards.n_rows == 0:
@@ -326,10 +288,8 @@ def _assemble(out: Path, work: WorkDir, shards: FeatureShards, n: int, src: Sour
             {
                 "dynsel_version": __version__,
                 "created_by": "dynsel extract",
-                "source": source_info,
-                "encoder": encoder_info,
+                **recorded,
                 "classes": src.classes,
-                "settings": settings,
                 "n_read": n,
                 "n_skipped": len(skipped),
                 "skipped_reasons": reasons_count,
@@ -337,10 +297,3 @@ def _assemble(out: Path, work: WorkDir, shards: FeatureShards, n: int, src: Sour
             },
         )
     return manifest
-
-
-def _recorded_settings(config: ExtractConfig) -> dict[str, Any]:
-    """Settings recorded in the manifest: every option but where the encoder ran (CPU and CUDA agree closely)."""
-    settings = as_settings(config)
-    settings.pop("device")
-    return settings

@@ -1,9 +1,16 @@
-"""The factors stage: SAE codes of every sample → the sample and unit factor tables."""
+"""The factors stage: SAE codes of every sample → the sample and unit factor tables.
+
+The codes are computed one feature shard at a time by :class:`ShardCodes`, in this process (``--executor
+local``) or in Ray actors (``--executor ray``), with the same batches either way; the driver collects the
+shards in order and writes both tables.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -12,11 +19,12 @@ from ..config import FactorsConfig
 from ..provenance import provenance
 from ..devices import torch_device
 from ..errors import ArtifactError, DynselError
+from ..executors import check_executor
 from ..formats.common import atomic_directory
 from ..formats.output import check_output
 from ..formats.factors import KIND as FACTORS_KIND
 from ..formats.factors import SampleFactors, UnitStats, write_factor_tables
-from ..formats.features import iter_feature_batches, read_features_manifest
+from ..formats.features import iter_shard_batches, read_features_manifest
 from ..formats.sae import SaeWeights, read_sae
 from ..progress import ProgressFn, null_progress
 from ..sae.model import TopKSae
@@ -76,6 +84,58 @@ def encode_codes(vectors: np.ndarray, weights: SaeWeights, config: FactorsConfig
     return units, acts
 
 
+ShardTask = tuple[str, int]  # a shard's file and its first row
+Codes = tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]  # ids, labels, units, acts of a shard
+
+
+def check_factors_config(config: FactorsConfig) -> None:
+    if config.batch_size < 1:
+        raise DynselError(f"--batch-size {config.batch_size}: must be at least 1")
+    check_executor(config, local_workers=False)
+
+
+class ShardCodes:
+    """The SAE codes of whole feature shards: the SAE is built once (in this process, or once per Ray actor),
+    and each shard is encoded in batches of ``batch_size`` rows (the batches :func:`iter_feature_batches`
+    forms, so both executors compute the same products). ``where`` names the features in messages."""
+
+    def __init__(self, features: Path, dim: int, weights: SaeWeights, config: FactorsConfig, where: str) -> None:
+        self.features, self.dim, self.batch_size, self.where = Path(features), dim, config.batch_size, where
+        self.encoder = _Encoder(weights, config)
+
+    def describe(self) -> str:
+        return self.encoder.device.type
+
+    def __call__(self, file: str, first_row: int) -> Codes:
+        parts = []
+        row = first_row
+        for ids, labels, vectors in iter_shard_batches(self.features, file, self.dim, self.batch_size):
+            _check_batch(vectors, row, self.where)
+            parts.append((ids, labels, *self.encoder(vectors)))
+            row += len(ids)
+        if not parts:
+            raise ArtifactError(f"{self.where}: shard {file} holds no rows; re-extract the features")
+        ids, labels, units, acts = (None if part[0] is None else np.concatenate(part) for part in zip(*parts))  # labels: one schema per shard
+        return ids, labels, units, acts
+
+
+@contextlib.contextmanager
+def _shard_codes(features: Path, dim: int, weights: SaeWeights, config: FactorsConfig, shards: int) -> Iterator[Callable[[Sequence[ShardTask]], Iterator[Codes]]]:
+    """``codes(tasks)``: the codes of each shard, in order, from the configured executor."""
+    factory = functools.partial(ShardCodes, Path(features).resolve(), dim, weights, config, str(features))
+    if config.executor == "local":
+        worker = factory()
+        yield lambda tasks: (worker(*task) for task in tasks)
+        return
+    from ..executors import ray_executor
+
+    with ray_executor().pool(config.ray_address, factory, config.workers, config.gpus_per_worker, most=shards) as actors:
+        devices = set(actors.describe())
+        if len(devices) > 1:
+            raise DynselError(f"the Ray workers encode on different devices ({', '.join(sorted(devices))}); pass --device cpu, or --gpus-per-worker so that every worker has a GPU")
+        yield lambda tasks: actors.map(tasks, what=lambda task: f"encoding shard {task[0]} of {features}")
+
+
 def unit_statistics(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray | None = None, n_classes: int | None = None) -> UnitStats:
     """Per-unit count, frequency, activation mass, mean and max; per-class frequency when labelled."""
     n = len(units)
@@ -115,6 +175,7 @@ def build_factor_tables(
     (another data set, or another encoder's features of the same width) is refused unless
     ``allow_foreign_sae``: its units were never fitted to this data, and that is usually a mix-up.
     """
+    check_factors_config(config)
     features, sae = Path(features), Path(sae)
     check_output(Path(out), FACTORS_KIND, inputs=[features, sae], force=force)
     feature_manifest = read_features_manifest(features)
@@ -130,25 +191,27 @@ def build_factor_tables(
             f"{sae}: this SAE was trained on other features (fingerprint {str(trained_on)[:16]}…) than {features} ({feature_manifest['fingerprint'][:16]}…); "
             "fit one on these features (dynsel fit-sae) or pass --allow-foreign-sae"
         )
-    encoder = _Encoder(weights, config)
     ids = np.empty(n, dtype=np.int64)
     labels = np.empty(n, dtype=np.int64) if feature_manifest.get("has_labels") else None
     units = np.empty((n, weights.k), dtype=np.int32)
     acts = np.empty((n, weights.k), dtype=np.float32)
+    shards = feature_manifest["shards"]
+    first_rows = np.cumsum([0] + [int(shard["rows"]) for shard in shards])[:-1]
+    tasks = [(str(shard["file"]), int(row)) for shard, row in zip(shards, first_rows)]
     done = 0
-    for batch_ids, batch_labels, vectors in iter_feature_batches(features, batch_rows=config.batch_size, manifest=feature_manifest):
-        rows = len(batch_ids)
-        if done + rows > n:
-            raise ArtifactError(f"{features}: shards hold more rows than the manifest's {n}; re-extract the features")
-        _check_batch(vectors, done, str(features))
-        ids[done : done + rows] = batch_ids
-        if labels is not None:
-            if batch_labels is None:
-                raise ArtifactError(f"{features}: the manifest says labelled but a shard has no label column; re-extract the features")
-            labels[done : done + rows] = batch_labels
-        units[done : done + rows], acts[done : done + rows] = encoder(vectors)
-        done += rows
-        progress("factors", done, n)
+    with _shard_codes(features, dim, weights, config, len(tasks)) as codes:
+        for shard_ids, shard_labels, shard_units, shard_acts in codes(tasks):
+            rows = len(shard_ids)
+            if done + rows > n:
+                raise ArtifactError(f"{features}: shards hold more rows than the manifest's {n}; re-extract the features")
+            ids[done : done + rows] = shard_ids
+            if labels is not None:
+                if shard_labels is None:
+                    raise ArtifactError(f"{features}: the manifest says labelled but a shard has no label column; re-extract the features")
+                labels[done : done + rows] = shard_labels
+            units[done : done + rows], acts[done : done + rows] = shard_units, shard_acts
+            done += rows
+            progress("factors", done, n)
     if done != n:
         raise ArtifactError(f"{features}: manifest says {n} rows, shards hold {done}; re-extract the features")
     classes = feature_manifest.get("classes")
@@ -164,6 +227,7 @@ def build_factor_tables(
                 "sae_trained_on_these_features": trained_on == feature_manifest["fingerprint"],
                 "classes": classes,
                 "dead_units": int(stats.dead.sum()),
+                "executor": config.executor,
             },
         )
     return manifest

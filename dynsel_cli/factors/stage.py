@@ -6,18 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config import FactorsConfig
-from ..errors import DynselError
 from ..formats.factors import KIND, read_factors_manifest
 from ..formats.features import read_features_manifest
 from ..formats.sae import read_sae_manifest
 from ..progress import ProgressFn
 from ..stage import BuildOptions, Stage, recorded_inputs
-from .encode import build_factor_tables
-
-
-def _validate(config: FactorsConfig) -> None:
-    if config.batch_size < 1:
-        raise DynselError(f"--batch-size {config.batch_size}: must be at least 1")
+from .encode import build_factor_tables, check_factors_config
 
 
 def _fingerprints(inputs: dict[str, Path], config: FactorsConfig) -> dict[str, str]:
@@ -36,7 +30,7 @@ FACTORS = Stage(
     artifact="factors",
     kind=KIND,
     inputs=lambda config: ("features", "sae"),
-    validate=_validate,
+    validate=check_factors_config,
     read_manifest=read_factors_manifest,
     input_fingerprints=_fingerprints,
     recorded_inputs=recorded_inputs,

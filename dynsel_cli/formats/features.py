@@ -222,11 +222,15 @@ def iter_feature_batches(path: Path, batch_rows: int = 65_536, manifest: dict[st
     """Stream (ids, labels, float32 vectors) batches in row order without loading the whole table."""
     path = Path(path)
     manifest = manifest or read_features_manifest(path)
-    dim = int(manifest["dim"])
     for shard in manifest["shards"]:
-        reader = pq.ParquetFile(safe_child(path, shard["file"], WHAT))
-        for batch in reader.iter_batches(batch_size=batch_rows):
-            yield _decode(batch, dim, path)
+        yield from iter_shard_batches(path, shard["file"], int(manifest["dim"]), batch_rows)
+
+
+def iter_shard_batches(path: Path, file: str, dim: int, batch_rows: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
+    """The (ids, labels, float32 vectors) batches of one shard of ``path``, as :func:`iter_feature_batches` yields them."""
+    reader = pq.ParquetFile(safe_child(Path(path), file, WHAT))
+    for batch in reader.iter_batches(batch_size=batch_rows):
+        yield _decode(batch, dim, Path(path))
 
 
 def _decode(batch: pa.RecordBatch | pa.Table, dim: int, path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
