@@ -60,8 +60,9 @@ def main_options(
 
 
 @contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """Turn DynselError into one line and exit 2; anything else into exit 1 (traceback with --debug)."""
+def _errors(out: str | None = None) -> Iterator[None]:
+    """Turn DynselError into one line and exit 2; anything else into exit 1 (traceback with --debug).
+    ``out`` is the command's ``--out``, for the message of an interrupted command."""
     try:
         yield
     except DynselError as exc:
@@ -72,9 +73,7 @@ def _errors() -> Iterator[None]:
     except BrokenPipeError:
         _quiet_broken_pipe()
     except KeyboardInterrupt:
-        stderr.print(
-            "[red]interrupted[/red]; no output was written or changed (resumable work, if any, is kept in a hidden directory beside it)", soft_wrap=True
-        )
+        stderr.print(f"[red]interrupted[/red]; {escape(_interrupted(out))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=130) from None
     except (typer.Exit, typer.Abort):
         raise
@@ -120,11 +119,13 @@ def _log(message: str) -> None:
     stderr.print(escape(message), highlight=False, soft_wrap=True)
 
 
-def _where(location: str) -> str:
-    """A path or URI as log lines show it (a URI without credentials or query)."""
-    from .formats.storage import describe
+def _interrupted(out: str | None) -> str:
+    """What an interrupted command left at ``out``: a publish to a URI may have deleted the old manifest."""
+    from .formats.storage import describe, is_uri
 
-    return describe(location)
+    if out is not None and is_uri(out):
+        return f"{describe(out)} is unchanged or, if publishing had begun, the prefix stays unpublished until you rerun the command (resumable work, if any, is kept in the dynsel cache)"
+    return "no output was written or changed (resumable work, if any, is kept in a hidden directory beside it)"
 
 
 @app.command(epilog="Examples: `dynsel extract sample_data/fashion_mnist_2k.npz --out runs/fm/features`; `dynsel extract photos/ --out feats` (class subfolders); `dynsel extract sample_data/sms_spam_1k.csv --encoder minilm --out feats`. See docs/extract.md.")
@@ -137,9 +138,9 @@ def extract(
 ) -> None:
     """Encode every sample of SOURCE into feature vectors (sharded Parquet)."""
     from .extract import extract as run_extract
-    from .formats.storage import artifact_output, local_source
+    from .formats.storage import artifact_output, describe, local_source
 
-    with _errors(), _progress() as progress:
+    with _errors(out), _progress() as progress:
         with artifact_output(out, FEATURES, force=force, inputs=[source]) as target:
             try:
                 manifest = run_extract(local_source(source), target, config, progress, log=_log, force=force)
@@ -153,8 +154,8 @@ def extract(
     skipped = ""
     if manifest["n_skipped"]:
         reasons = ", ".join(f"{count} {reason}" for reason, count in sorted(manifest["skipped_reasons"].items()))
-        skipped = f"; skipped {manifest['n_skipped']} of {manifest['n_read']} ({reasons}; listed in {_where(out)}/_manifest.json)"
-    _log(f"features: {manifest['n_samples']} × {manifest['dim']} ({manifest['encoder']['name']}) → {_where(out)} in {seconds:.1f} s ({rate:,.0f} samples/s){skipped}")
+        skipped = f"; skipped {manifest['n_skipped']} of {manifest['n_read']} ({reasons}; listed in {describe(out)}/_manifest.json)"
+    _log(f"features: {manifest['n_samples']} × {manifest['dim']} ({manifest['encoder']['name']}) → {describe(out)} in {seconds:.1f} s ({rate:,.0f} samples/s){skipped}")
 
 
 @app.command("fit-sae", epilog="Example: `dynsel fit-sae runs/fm/features --out runs/fm/sae --k 32`  (a killed run resumes from its last epoch when rerun with the same settings)")
@@ -167,13 +168,13 @@ def fit_sae_command(
     config: SaeConfig = SaeConfig(),
 ) -> None:
     """Train a TopK sparse autoencoder on FEATURES; its units are the data set's factors. Quality is logged after every epoch."""
-    from .formats.storage import artifact_output, local_input
+    from .formats.storage import artifact_output, describe, local_input
     from .sae import fit_sae
 
-    with _errors(), _progress() as progress, artifact_output(out, SAE, force=force, inputs=[features]) as target:
+    with _errors(out), _progress() as progress, artifact_output(out, SAE, force=force, inputs=[features]) as target:
         manifest = fit_sae(local_input(features, FEATURES), target, config, progress, log=_log, resume=not restart, force=force)
     m = manifest["metrics"]
-    _log(f"sae: width {manifest['width']}, k {manifest['k']}: held-out FVU {m['fvu']:.3f}, L0 {m['l0']:.1f}, dead {m['dead_fraction']:.1%} → {_where(out)}")
+    _log(f"sae: width {manifest['width']}, k {manifest['k']}: held-out FVU {m['fvu']:.3f}, L0 {m['l0']:.1f}, dead {m['dead_fraction']:.1%} → {describe(out)}")
 
 
 @app.command("factors", epilog="Example: `dynsel factors runs/fm/features --sae runs/fm/sae --out runs/fm/factors`")
@@ -188,12 +189,12 @@ def factors_command(
 ) -> None:
     """Encode every sample with the SAE: the sample and unit factor tables (Parquet)."""
     from .factors import build_factor_tables
-    from .formats.storage import artifact_output, local_input
+    from .formats.storage import artifact_output, describe, local_input
 
-    with _errors(), _progress() as progress, artifact_output(out, FACTORS, force=force, inputs=[features, sae]) as target:
+    with _errors(out), _progress() as progress, artifact_output(out, FACTORS, force=force, inputs=[features, sae]) as target:
         inputs = local_input(features, FEATURES), local_input(sae, SAE)
         manifest = build_factor_tables(*inputs, target, config, progress, allow_foreign_sae=allow_foreign_sae, force=force)
-    _log(f"factors: {manifest['n_samples']} samples, {manifest['width']} units ({manifest['dead_units']} dead) → {_where(out)}")
+    _log(f"factors: {manifest['n_samples']} samples, {manifest['width']} units ({manifest['dead_units']} dead) → {describe(out)}")
 
 
 @app.command("plan", epilog="Example: `dynsel plan runs/fm/factors --out runs/fm/plan --epochs 10 --ratio 0.5 --seed 0`  (use `--out -` to print one line of ids per epoch)")
@@ -208,10 +209,10 @@ def plan_command(
 ) -> None:
     """Compute the per-epoch selection plan from FACTORS."""
     from .formats.plan import parse_formats
-    from .formats.storage import artifact_output, local_input
+    from .formats.storage import artifact_output, describe, local_input
     from .plan import build_plan, print_plan
 
-    with _errors(), _progress() as progress:
+    with _errors(out), _progress() as progress:
         if out == "-":
             print_plan(local_input(factors, FACTORS), sys.stdout, config, progress, features=local_input(features, FEATURES))
             return
@@ -219,7 +220,7 @@ def plan_command(
         with artifact_output(out, PLAN, force=force, inputs=[factors, features]) as target:
             inputs = local_input(factors, FACTORS), local_input(features, FEATURES)
             manifest = build_plan(inputs[0], target, config, progress, formats=plan_formats, features=inputs[1], force=force)
-    _log(f"plan: {manifest['epochs']} epochs × {manifest['budget']} of {manifest['n_samples']} ({config.method}), {manifest['total_steps']} steps at batch {config.batch_size} → {_where(out)}")
+    _log(f"plan: {manifest['epochs']} epochs × {manifest['budget']} of {manifest['n_samples']} ({config.method}), {manifest['total_steps']} steps at batch {config.batch_size} → {describe(out)}")
 
 
 @app.command(epilog="Example: `dynsel report runs/fm/plan --factors runs/fm/factors --compare runs/fm/plan-random --html report.html`")
@@ -234,7 +235,7 @@ def report(
     from .formats.common import write_text_atomic
     from .formats.output import check_output_file
     from .formats.plan import read_plan
-    from .formats.storage import is_uri, local_input
+    from .formats.storage import describe, is_uri, local_input
     from .report import build_report, compare_reports, render_html, render_terminal
     from .report.html import GENERATOR
 
@@ -249,7 +250,7 @@ def report(
 
         def report_of(location: str) -> dict[str, Any]:
             summary = build_report(read_plan(local_input(location, PLAN)), tables)
-            return {**summary, "path": _where(location)} if is_uri(location) else summary  # the URI, not the cached copy
+            return {**summary, "path": describe(location)} if is_uri(location) else summary  # the URI, not the cached copy
 
         main_report = report_of(plan)
         other = report_of(compare) if compare else None
@@ -271,13 +272,13 @@ def verify(
     as_json: bool = typer.Option(False, "--json", help="Print the checks as one JSON object on stdout."),
 ) -> None:
     """Check a plan: checksums, budgets, duplicates, steps, copies; with --factors, that it belongs to them."""
-    from .formats.storage import is_uri, local_input
+    from .formats.storage import describe, is_uri, local_input
     from .verify import verify_plan
 
     with _errors():
         result = verify_plan(local_input(plan, PLAN), local_input(factors, FACTORS), local_input(features, FEATURES))
     if as_json:
-        shown = {"plan": _where(plan)} if is_uri(plan) else {}  # not the local cache copy's path
+        shown = {"plan": describe(plan)} if is_uri(plan) else {}  # not the local cache copy's path
         sys.stdout.write(json.dumps({**result.as_json(), **shown}, sort_keys=True) + "\n")
     else:
         marks = {True: "[green]ok[/green]  ", False: "[red]FAIL[/red]", None: "[yellow]skip[/yellow]"}
@@ -285,7 +286,7 @@ def verify(
             stderr.print(f"{marks[check.ok]} {check.name:<10} {escape(check.detail)}", highlight=False, soft_wrap=True)
     if not result.ok:
         names = ", ".join(dict.fromkeys(c.name for c in result.failed))
-        stderr.print(f"[red]error:[/red] {escape(_where(plan))}: failed {names}; rebuild the plan with `dynsel plan` (see docs/reliability.md)", highlight=False, soft_wrap=True)
+        stderr.print(f"[red]error:[/red] {escape(describe(plan))}: failed {names}; rebuild the plan with `dynsel plan` (see docs/reliability.md)", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2)
 
 
@@ -318,7 +319,7 @@ def run(
     from .report import build_report, render_terminal
 
     config = RunConfig(extract=extract_config, sae=sae_config, factors=factors_config, plan=plan_config)
-    with _errors(), _progress() as progress:
+    with _errors(out), _progress() as progress:
         result = run_pipeline(source, out, config, progress, _log, force=force, formats=parse_formats(formats), restart=restart)
         summary = build_report(read_plan(result.plan), read_factor_tables(result.artifacts["factors"]))
         if is_uri(str(result.out)):  # a run prefix: show the plan's URI, not its cached copy

@@ -12,17 +12,19 @@ local cache once), not rebuilt (:mod:`dynsel_cli.formats.storage`).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .config import ExtractConfig, FactorsConfig, PlanConfig, SaeConfig
-from .errors import DynselError
+from .errors import ArtifactError, DynselError
 from .extract.stage import EXTRACT
 from .extract.work import remove_abandoned
 from .factors.stage import FACTORS
 from .formats import storage
 from .formats.common import sweep_stale_temporaries
+from .formats.output import RUN_KIND, check_output
 from .plan.stage import PLAN
 from .progress import LogFn, ProgressFn, null_log, null_progress
 from .sae.resume import remove_state, resume_dir
@@ -47,27 +49,84 @@ class RunConfig:
 class RunResult:
     out: Path | str  # the run directory, or the run prefix's URI
     stages: dict[str, str]  # stage → "built" or "up to date"
-    artifacts: dict[str, Path] = field(default_factory=dict)  # artifact name → its local directory
+    artifacts: dict[str, Path]  # artifact name → its local directory
 
     @property
     def plan(self) -> Path:
-        return self.artifacts.get("plan", Path(self.out) / "plan")
+        return self.artifacts["plan"]
 
 
-def validate_run(source: Path, config: RunConfig) -> None:
-    """Refuse bad input and options before any stage runs, so a doomed run leaves nothing behind."""
-    validate_settings(config)
-    check_source(source)
+@dataclass(frozen=True)
+class LocalRun:
+    """A run directory: each stage builds straight into ``root``/ARTIFACT."""
+
+    root: Path
+
+    @property
+    def out(self) -> Path:
+        return self.root
+
+    def existing(self, stage: Stage, inputs: dict[str, Path], config: Any, options: BuildOptions) -> Path | None:
+        """The stage's artifact, when it is current."""
+        path = self.root / stage.artifact
+        return path if stage.current(path, inputs, config, options) is not None else None
+
+    def shown(self, artifact: str) -> str:
+        return str(self.root / artifact)
+
+    def publish(self, stage: Stage, *, force: bool = False) -> Path:
+        return self.root / stage.artifact
+
+
+@dataclass(frozen=True)
+class RemoteRun:
+    """A run prefix: each stage builds into the staging directory ``root``/ARTIFACT and is published to
+    ``loc``/ARTIFACT as it finishes, then kept in the artifact cache as the next stage's input."""
+
+    loc: storage.Location
+    root: Path
+
+    @property
+    def out(self) -> str:
+        return self.loc.uri
+
+    def existing(self, stage: Stage, inputs: dict[str, Path], config: Any, options: BuildOptions) -> Path | None:
+        """The local copy of the stage's published artifact, when it is current: judged by its manifest
+        first, so a stale artifact is never downloaded."""
+        loc = self.loc.child(stage.artifact)
+        try:
+            _, manifest = storage.read_manifest(loc, stage.kind)
+            if not stage.current_manifest(manifest, inputs, config, options):
+                return None
+            local = storage.fetch_artifact(loc, stage.kind)  # each file checked against the manifest as it arrives
+            stage.read_manifest(local)
+        except ArtifactError:
+            return None
+        return local
+
+    def shown(self, artifact: str) -> str:
+        return self.loc.at(artifact)
+
+    def publish(self, stage: Stage, *, force: bool = False) -> Path:
+        built = self.root / stage.artifact
+        return storage.adopt(built, storage.publish_artifact(built, self.loc.child(stage.artifact), stage.kind, force=force))
+
+
+@contextlib.contextmanager
+def run_destination(out: Path | str, source: Path | str, *, force: bool = False) -> Iterator[LocalRun | RemoteRun]:
+    """Where ``dynsel run --out OUT`` puts its artifacts, after checking that ``out`` may be written."""
+    if not storage.is_uri(str(out)):
+        check_output(Path(out), RUN_KIND, inputs=[] if storage.is_uri(str(source)) else [Path(source)], force=force)
+        yield LocalRun(Path(out))
+        return
+    with storage.remote_output(str(out), RUN_KIND, force=force, inputs=[source]) as (loc, root):
+        yield RemoteRun(loc, root)
 
 
 def validate_settings(config: RunConfig) -> None:
+    """Refuse bad options before anything is touched, so a doomed run leaves nothing behind."""
     for stage in STAGES:
         stage.validate(config.for_stage(stage))
-
-
-def check_source(source: Path) -> None:
-    if not Path(source).exists():
-        raise DynselError(f"{source}: no such file or directory; pass the data set to plan for")
 
 
 def run_pipeline(
@@ -87,27 +146,28 @@ def run_pipeline(
     folder replace a dynsel artifact of another kind. ``formats`` are the plan's files; ``restart`` ignores the
     saved state of an interrupted fit-sae. ``source`` and ``out`` may be URIs (see the module doc).
     """
-    destination = storage.run_destination(out, inputs=[source], force=force)
-    validate_settings(config)  # before a source is downloaded
-    local_source = storage.local_source(source)
-    check_source(local_source)
+    validate_settings(config)  # before any bucket is touched or a source downloaded
     options = BuildOptions(force=force, restart=restart, formats=formats, log=null_log)
-    paths: dict[str, Path] = {"source": local_source}
-    stages: dict[str, str] = {}
-    for stage in STAGES:
-        stage_config = config.for_stage(stage)
-        inputs = {name: paths[name] for name in stage.inputs(stage_config)}
-        existing = destination.existing(stage.artifact, stage.kind)
-        if existing is not None and stage.current(existing, inputs, stage_config, options) is not None:
-            paths[stage.artifact] = existing
-            stages[stage.command] = "up to date"
-            continue
-        shown = f"{storage.describe(source)} " if "source" in inputs else ""
-        log(f"{stage.command}: {shown}→ {destination.shown(stage.artifact)}")
-        stage.build(inputs, destination.root / stage.artifact, stage_config, progress, options)
-        paths[stage.artifact] = destination.publish(stage.artifact, stage.kind, force=force)
-        stages[stage.command] = "built"
-    _clean_up(destination.root, stages)
+    with run_destination(out, source, force=force) as destination:
+        local_source = storage.local_source(source)
+        if not local_source.exists():
+            raise DynselError(f"{local_source}: no such file or directory; pass the data set to plan for")
+        paths: dict[str, Path] = {"source": local_source}
+        stages: dict[str, str] = {}
+        for stage in STAGES:
+            stage_config = config.for_stage(stage)
+            inputs = {name: paths[name] for name in stage.inputs(stage_config)}
+            existing = destination.existing(stage, inputs, stage_config, options)
+            if existing is not None:
+                paths[stage.artifact] = existing
+                stages[stage.command] = "up to date"
+                continue
+            shown = f"{storage.describe(source)} " if "source" in inputs else ""
+            log(f"{stage.command}: {shown}→ {destination.shown(stage.artifact)}")
+            stage.build(inputs, destination.root / stage.artifact, stage_config, progress, options)
+            paths[stage.artifact] = destination.publish(stage, force=force)
+            stages[stage.command] = "built"
+        _clean_up(destination.root, stages)
     for command, status in stages.items():
         log(f"{command}: {status}")
     return RunResult(out=destination.out, stages=stages, artifacts={stage.artifact: paths[stage.artifact] for stage in STAGES})

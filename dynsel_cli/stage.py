@@ -58,13 +58,16 @@ class Stage:
             manifest = self.read_manifest(Path(out))
         except ArtifactError:
             return None
+        return manifest if self.current_manifest(manifest, inputs, config, options) else None
+
+    def current_manifest(self, manifest: dict[str, Any], inputs: dict[str, Path], config: Any, options: BuildOptions = BuildOptions()) -> bool:
+        """Whether an artifact with this manifest is current for these inputs, settings and options; its files
+        are not looked at (so a published artifact can be judged before it is downloaded)."""
         if manifest.get("dynsel_version") != __version__ or manifest.get("settings") != artifact_settings(config):
-            return None
+            return False
         recorded = self.recorded_inputs(manifest)
         wanted = self.input_fingerprints(inputs, config)
-        if not all(recorded.get(name) == value for name, value in wanted.items()):
-            return None
-        return manifest if self.has_options(manifest, options) else None
+        return all(recorded.get(name) == value for name, value in wanted.items()) and self.has_options(manifest, options)
 
 
 def recorded_inputs(manifest: dict[str, Any]) -> dict[str, Any]:

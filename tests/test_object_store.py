@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 import numpy as np
@@ -36,6 +37,7 @@ from dynsel_cli.formats import storage  # noqa: E402
 
 BUCKET = "dynsel-test"
 LOCKED = "dynsel-locked"  # its bucket policy denies every write
+NO_DELETE = "dynsel-no-delete"  # its bucket policy denies deletes only
 SAE_ARGS = ("--width", "32", "--k", "3", "--epochs", "3", "--device", "cpu")
 PLAN_ARGS = ("--epochs", "4", "--ratio", "0.25")
 
@@ -86,6 +88,9 @@ def moto() -> Iterator[dict[str, str]]:
         s3.create_bucket(Bucket=LOCKED)
         deny = {"Effect": "Deny", "Principal": "*", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": f"arn:aws:s3:::{LOCKED}/*"}
         s3.put_bucket_policy(Bucket=LOCKED, Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]}))
+        s3.create_bucket(Bucket=NO_DELETE)
+        deny = {"Effect": "Deny", "Principal": "*", "Action": ["s3:DeleteObject"], "Resource": f"arn:aws:s3:::{NO_DELETE}/*"}
+        s3.put_bucket_policy(Bucket=NO_DELETE, Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]}))
         yield aws
     finally:
         os.kill(process.pid, signal.SIGTERM)
@@ -224,6 +229,10 @@ def test_run_to_a_prefix_publishes_every_stage_and_reruns_reuse_them(s3: Any, ve
     status = [line for line in changed.stderr.splitlines() if line.endswith((": built", ": up to date"))]
     assert status == ["extract: up to date", "fit-sae: up to date", "factors: up to date", "plan: built"]
     assert json.loads(objects(s3, "runs/fm/plan")["manifest.json"])["ratio"] == 0.5
+    # the published plan of other settings was judged by its manifest, never downloaded
+    fetched = sorted((tmp_path / "another-machine" / "artifacts").glob("*/*"))
+    assert sorted(p.name for p in fetched) == ["factors", "features", "plan", "sae"]
+    assert [json.loads((p / "manifest.json").read_text())["ratio"] for p in fetched if p.name == "plan"] == [0.5]
 
 
 # ------------------------------------------------------------------------------------- the publish protocol
@@ -379,6 +388,11 @@ BAD_INPUTS = {
     "out-foreign-objects": "error: s3://dynsel-test/foreign/plan: holds objects dynsel did not write ('notes.txt'); dynsel replaces only its own artifacts: choose a new --out or remove them yourself",
     "run-out-foreign-objects": "error: s3://dynsel-test/user-run: exists and is not a dynsel run prefix (it holds 'notes.txt'); dynsel replaces only its own artifacts: choose a new --out",
     "out-is-input": "error: s3://dynsel-test/self/factors: is an input of this command; choose another --out",
+    "delete-denied": "error: s3://dynsel-no-delete/plan: access denied while deleting a test object; check the credentials' permissions and the bucket policy",
+    "out-malformed-manifest": "error: s3://dynsel-test/malformed/out/manifest.json: malformed manifest ('shards' must give every file's bytes and sha256); not a usable dynsel features directory",
+    "input-malformed-manifest": "error: s3://dynsel-test/malformed/in/manifest.json: malformed manifest ('files' must give every file's bytes and sha256); not a usable dynsel plan",
+    "source-changed": "error: s3://dynsel-test/changing/data.npz: changed while downloading; rerun",
+    "out-busy": "error: another dynsel command is writing s3://dynsel-test/busy/plan; wait for it",
 }
 
 
@@ -469,3 +483,192 @@ def test_a_failed_command_publishes_nothing(s3: Any, local_run: Path) -> None:
     assert objects(s3, "failed/plan") == {}
     with pytest.raises(DynselError, match="no manifest.json"):
         storage.fetch_artifact(f"s3://{BUCKET}/failed/plan", "dynsel.plan")
+
+
+# ------------------------------------------------------------------------- review fixes: reading sources
+
+
+def _same_second_overwrite(s3: Any, key: str, old: bytes, new: bytes) -> tuple[Path, Path]:
+    """Write ``old``, fetch it, overwrite it with ``new`` of the same size within the same second (the
+    store's mtime resolution), fetch again; the two cache paths."""
+    for attempt in range(5):
+        name = f"{key}-{attempt}"
+        s3.put_object(Bucket=BUCKET, Key=name, Body=old)
+        first = storage.fetch_source(f"s3://{BUCKET}/{name}")
+        before = s3.head_object(Bucket=BUCKET, Key=name)["LastModified"]
+        s3.put_object(Bucket=BUCKET, Key=name, Body=new)
+        if s3.head_object(Bucket=BUCKET, Key=name)["LastModified"] == before:
+            return first, storage.fetch_source(f"s3://{BUCKET}/{name}")
+    pytest.skip("could not overwrite an object within one second")
+
+
+def test_a_source_replaced_within_the_same_second_is_fetched_again(s3: Any) -> None:
+    first, second = _same_second_overwrite(s3, "racy/data.bin", b"old!", b"new!")
+    assert second == first  # the same key: same name, size and (whole-second) mtime
+    assert second.read_bytes() == b"new!"
+
+
+def test_a_source_fetched_a_second_after_its_last_change_is_reused(s3: Any) -> None:
+    s3.put_object(Bucket=BUCKET, Key="settled/data.bin", Body=b"data")
+    time.sleep(1.1)
+    first = storage.fetch_source(f"s3://{BUCKET}/settled/data.bin")
+    inode = first.stat().st_ino
+    again = storage.fetch_source(f"s3://{BUCKET}/settled/data.bin")
+    assert again == first and again.stat().st_ino == inode and again.read_bytes() == b"data"
+
+
+@pytest.mark.parametrize("change", ["replaced", "deleted"])
+def test_a_source_changed_while_downloading_is_refused(s3: Any, vectors: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+    s3.put_object(Bucket=BUCKET, Key="changing/data.npz", Body=vectors.read_bytes())
+    original = storage._download
+
+    def download_then_change(loc: Any, name: str, target: Path) -> tuple[int, str]:
+        found = original(loc, name, target)
+        if change == "replaced":
+            s3.put_object(Bucket=BUCKET, Key="changing/data.npz", Body=vectors.read_bytes() + b"more")
+        else:
+            s3.delete_object(Bucket=BUCKET, Key="changing/data.npz")
+        return found
+
+    monkeypatch.setattr(storage, "_download", download_then_change)
+    result = invoke("extract", f"s3://{BUCKET}/changing/data.npz", "--out", tmp_path / "features", "--device", "cpu")
+    assert result.exit_code == 2
+    assert assert_one_line_error(result.stderr) == BAD_INPUTS["source-changed"]
+    assert not (tmp_path / "features").exists() and not list((tmp_path / "cache" / "sources").rglob("data.npz"))
+
+
+def test_an_object_of_a_source_folder_deleted_while_downloading_is_refused(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("a.txt", "b.txt"):
+        s3.put_object(Bucket=BUCKET, Key=f"vanishing/images/{name}", Body=name.encode())
+    original = storage._download
+
+    def delete_first(loc: Any, name: str, target: Path) -> tuple[int, str]:
+        s3.delete_object(Bucket=BUCKET, Key=f"vanishing/images/{name}")
+        return original(loc, name, target)
+
+    monkeypatch.setattr(storage, "_download", delete_first)
+    with pytest.raises(DynselError, match=r"^s3://dynsel-test/vanishing/images/[ab]\.txt: changed while downloading; rerun$"):
+        storage.fetch_source(f"s3://{BUCKET}/vanishing/images")
+
+
+# ------------------------------------------------------------------------------- review fixes: writing
+
+
+def test_an_interrupted_publish_says_the_prefix_may_stay_unpublished(s3: Any, local_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: Any, **kwargs: Any) -> bytes:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(storage, "publish_artifact", interrupted)
+    result = invoke("plan", local_run / "factors", "--out", f"s3://{BUCKET}/interrupted/plan", *PLAN_ARGS)
+    assert result.exit_code == 130
+    assert " ".join(result.stderr.split()).endswith(
+        f"interrupted; s3://{BUCKET}/interrupted/plan is unchanged or, if publishing had begun, the prefix stays unpublished "
+        "until you rerun the command (resumable work, if any, is kept in the dynsel cache)"
+    )
+    assert "no output was written or changed" not in result.stderr
+
+
+def test_the_first_failure_of_parallel_work_cancels_what_has_not_started() -> None:
+    started: list[str] = []
+    lock = threading.Lock()
+
+    def work(name: str) -> None:
+        with lock:
+            started.append(name)
+        if name == "001":
+            raise ValueError("the second one fails")
+        time.sleep(0.5 if name == "000" else 0.05)  # the first is slow: its failing neighbour must not wait for it
+
+    with pytest.raises(ValueError, match="the second one fails"):
+        storage._each(work, [f"{i:03d}" for i in range(200)])
+    assert len(started) <= 2 * storage._WORKERS
+
+
+def test_a_leftover_test_object_is_dynsels_own_and_is_removed(s3: Any, local_run: Path, vectors: Path) -> None:
+    s3.put_object(Bucket=BUCKET, Key="leftover/plan/.dynsel-write-check-999", Body=b"")
+    ok("plan", local_run / "factors", "--out", f"s3://{BUCKET}/leftover/plan", *PLAN_ARGS)
+    assert objects(s3, "leftover/plan") == {n: (local_run / "plan" / n).read_bytes() for n in tree_digests(local_run / "plan")}
+    s3.put_object(Bucket=BUCKET, Key="leftover-run/.dynsel-write-check-999", Body=b"")
+    upload_dir(s3, local_run / "plan", "leftover-run/plan")
+    loc = storage.open_location(f"s3://{BUCKET}/leftover-run")
+    present = storage.check_remote_output(loc, "dynsel.run")
+    storage.check_writable(loc, present)
+    assert ".dynsel-write-check-999" not in objects(s3, "leftover-run")
+
+
+def test_a_bucket_that_denies_deletes_is_found_by_the_test_object(s3: Any, local_run: Path) -> None:
+    result = invoke("plan", local_run / "factors", "--out", f"s3://{NO_DELETE}/plan", *PLAN_ARGS)
+    assert result.exit_code == 2
+    assert assert_one_line_error(result.stderr) == BAD_INPUTS["delete-denied"]
+    assert "manifest.json" not in objects(s3, "plan", bucket=NO_DELETE)
+
+
+def test_directory_markers_are_not_objects_dynsel_must_own(s3: Any, local_run: Path) -> None:
+    """pyarrow leaves an empty ``KEY/`` object when it deletes the last object under a prefix (the test
+    object does that to an empty prefix); such markers never make a prefix foreign."""
+    loc = storage.open_location(f"s3://{BUCKET}/markers/new/plan")
+    storage.check_writable(loc)
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="markers/new/").get("Contents", [])] == ["markers/new/plan/"]
+    for key in ("markers/run/", "markers/run/plan/", "markers/run/plan/epochs/", "markers/run/notes/"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"")
+    ok("plan", local_run / "factors", "--out", f"s3://{BUCKET}/markers/new/plan", *PLAN_ARGS)
+    ok("plan", local_run / "factors", "--out", f"s3://{BUCKET}/markers/run/plan", *PLAN_ARGS)
+    assert storage.check_remote_output(storage.open_location(f"s3://{BUCKET}/markers/run"), "dynsel.run") == set(objects(s3, "markers/run"))
+
+
+def test_run_refuses_bad_settings_before_touching_the_bucket(s3: Any, vectors: Path) -> None:
+    result = invoke("run", vectors, "--out", "s3://no-such-bucket-here/run", "--ratio", "0")
+    assert result.exit_code == 2
+    assert assert_one_line_error(result.stderr) == "error: --ratio 0.0: must be in (0, 1]"
+
+
+def test_malformed_manifests_exit_2_with_one_line(s3: Any, local_run: Path, tmp_path: Path) -> None:
+    s3.put_object(Bucket=BUCKET, Key="malformed/out/manifest.json", Body=json.dumps({"format": "dynsel.features", "shards": [1]}).encode())
+    s3.put_object(Bucket=BUCKET, Key="malformed/in/manifest.json", Body=json.dumps({"format": "dynsel.plan", "format_version": 1, "files": {"a": "x"}}).encode())
+    s3.put_object(Bucket=BUCKET, Key="malformed/in/a", Body=b"x")
+    _bad("out-malformed-manifest", ["plan", local_run / "factors", "--out", f"s3://{BUCKET}/malformed/out", *PLAN_ARGS, "--force"], s3)
+    _bad("input-malformed-manifest", ["report", f"s3://{BUCKET}/malformed/in"], s3)
+
+
+def test_a_staged_file_gone_before_its_upload_is_one_line(s3: Any, local_run: Path, tmp_path: Path) -> None:
+    staged = tmp_path / "plan"
+    staged.mkdir()
+    (staged / "manifest.json").write_bytes((local_run / "plan" / "manifest.json").read_bytes())
+    with pytest.raises(DynselError, match=r"^s3://dynsel-test/gone/plan/\S+: uploading failed \(.*\); rerun the command$"):
+        storage.publish_artifact(staged, storage.open_location(f"s3://{BUCKET}/gone/plan"), "dynsel.plan")
+
+
+def test_the_user_part_of_a_host_is_kept_unless_it_carries_a_password() -> None:
+    from dynsel_cli.formats.output import check_not_input
+
+    a, b = "abfs://containerA@acct.dfs.core.windows.net/run", "abfs://containerB@acct.dfs.core.windows.net/run"
+    assert storage.shown(a) == a and storage.shown(b) == b
+    assert storage.shown("s3://KEY:SECRET@bucket/run") == "s3://bucket/run"
+    assert storage.staging_dir(storage.Location(None, "acct/run", storage.shown(a))) != storage.staging_dir(storage.Location(None, "acct/run", storage.shown(b)))
+    check_not_input(storage.shown(a), [storage.shown(b)], "--out", resolve=PurePosixPath)  # two containers are two places
+    with pytest.raises(DynselError, match="is an input"):
+        check_not_input(storage.shown(a), [storage.shown(a)], "--out", resolve=PurePosixPath)
+
+
+def test_a_second_writer_to_the_same_out_is_refused(s3: Any, local_run: Path, tmp_path: Path) -> None:
+    loc = storage.open_location(f"s3://{BUCKET}/busy/plan")
+    with storage._writer_lock(storage.staging_dir(loc).parent, loc.uri):
+        result = invoke("plan", local_run / "factors", "--out", f"s3://{BUCKET}/busy/plan", *PLAN_ARGS)
+        assert result.exit_code == 2
+        assert assert_one_line_error(result.stderr) == BAD_INPUTS["out-busy"]
+        assert objects(s3, "busy/plan") == {}
+    ok("plan", local_run / "factors", "--out", f"s3://{BUCKET}/busy/plan", *PLAN_ARGS)
+
+
+def test_a_standalone_command_keeps_no_staged_copy(s3: Any, local_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    ok("plan", local_run / "factors", "--out", f"s3://{BUCKET}/unstaged/plan", *PLAN_ARGS)
+    assert set(objects(s3, "unstaged/plan")) == set(tree_digests(local_run / "plan"))
+    assert not (cache / "artifacts").exists() and [p for p in (cache / "staging").rglob("*") if p.parent != cache / "staging"] == []
+
+    def refused(*args: Any, **kwargs: Any) -> bytes:
+        raise DynselError("publishing refused")
+
+    monkeypatch.setattr(storage, "publish_artifact", refused)
+    assert invoke("plan", local_run / "factors", "--out", f"s3://{BUCKET}/unstaged/other", *PLAN_ARGS).exit_code == 2
+    assert not (cache / "artifacts").exists() and [p for p in (cache / "staging").rglob("*") if p.parent != cache / "staging"] == []

@@ -89,13 +89,22 @@ def write_json(path: Path, obj: Any) -> None:
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ArtifactError(f"{path}: missing; is this a {what}?") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise ArtifactError(f"{path}: not readable JSON ({exc}); rebuild the {what}") from None
+    return parse_json(data, path, what)
+
+
+def parse_json(data: bytes, where: Path | str, what: str) -> dict[str, Any]:
+    """The JSON object in ``data`` (read from ``where``); ArtifactError when it is not one."""
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{where}: not readable JSON ({exc}); rebuild the {what}") from None
     if not isinstance(value, dict):
-        raise ArtifactError(f"{path}: expected a JSON object; rebuild the {what}")
+        raise ArtifactError(f"{where}: expected a JSON object; rebuild the {what}")
     return value
 
 
@@ -157,15 +166,17 @@ _TMP, _OLD = ".tmp-", ".old-"
 _MKDTEMP_SUFFIX = re.compile(r"[a-z0-9_]+")
 
 
-def _hold(path: Path) -> int | None:
-    """Open ``path`` (a directory) and take an exclusive flock on it: the fd, or None if that fails
-    (another process holds it, or the file system cannot lock)."""
+def hold_directory(path: Path) -> int | None:
+    """Open ``path`` (a directory) and take an exclusive flock on it: the fd (close it to let go), or None
+    if that fails (another process holds it, or the file system cannot lock)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
         return None
+    if fcntl is None:  # pragma: no cover - not POSIX: held without a lock
+        return fd
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # type: ignore[union-attr]
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
         return None
@@ -228,7 +239,7 @@ def sweep_stale_temporaries(final: Path) -> None:
         else:
             continue
         path = Path(entry.path)
-        fd = _hold(path)
+        fd = hold_directory(path)
         if fd is None:
             continue  # a live writer's
         try:
@@ -330,13 +341,21 @@ def read_artifact_manifest(path: Path, kind: str, what: str, a_what: str, made_b
     return manifest
 
 
-def listed_files(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def listed_files(manifest: dict[str, Any], where: Path | str, what: str) -> dict[str, dict[str, Any]]:
     """Every file a manifest vouches for, by name, with its ``bytes`` and ``sha256``: a features manifest
-    lists its ``shards``, every other kind its ``files``."""
-    if isinstance(manifest.get("shards"), list):
-        return {shard["file"]: shard for shard in manifest["shards"]}
-    files = manifest.get("files")
-    return dict(files) if isinstance(files, dict) else {}
+    lists its ``shards``, every other kind its ``files``. A malformed list is an ArtifactError naming ``where``."""
+    field = "shards" if "shards" in manifest else "files"
+    entries: Any = manifest.get(field)
+    if field == "shards" and isinstance(entries, list) and all(isinstance(shard, dict) for shard in entries):
+        entries = {shard.get("file"): shard for shard in entries}
+    if not isinstance(entries, dict) or not all(_is_file_entry(name, entry) for name, entry in entries.items()):
+        raise ArtifactError(f"{where}: malformed manifest ({field!r} must give every file's bytes and sha256); not a usable dynsel {what}")
+    return dict(entries)
+
+
+def _is_file_entry(name: Any, entry: Any) -> bool:
+    size = entry.get("bytes") if isinstance(entry, dict) else None
+    return isinstance(name, str) and bool(name) and isinstance(size, int) and not isinstance(size, bool) and isinstance(entry.get("sha256"), str)
 
 
 def check_manifest_kind(manifest: dict[str, Any], kind: str, path: Path | str, what: str) -> None:

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
-from typing import Iterable
+from pathlib import Path, PurePath
+from typing import Any, Callable, Iterable
 
 from ..errors import DynselError
 
@@ -66,7 +66,7 @@ def check_output(final: Path, kind: str, *, inputs: Iterable[Path | None] = (), 
     if final.is_symlink():
         raise DynselError(f"{final}: is a symbolic link; pass the directory it points to as {option}")
     check_output_path(final, option)
-    _check_not_input(final, [Path(p) for p in inputs if p is not None], option)
+    check_not_input(final, [Path(p) for p in inputs if p is not None], option)
     check_replaceable(final, kind, force=force, option=option)
 
 
@@ -101,7 +101,7 @@ def check_output_file(path: Path, marker: str, *, inputs: Iterable[Path | None] 
     path = Path(path)
     if path.is_dir():
         raise DynselError(f"{path}: is a directory; choose a file name for {option}")
-    _check_not_input(path, [Path(p) for p in inputs if p is not None], option)
+    check_not_input(path, [Path(p) for p in inputs if p is not None], option)
     if path.exists():
         try:
             with open(path, "rb") as handle:
@@ -119,13 +119,27 @@ def artifact_kind(directory: Path) -> str | None:
     """The ``format`` of the dynsel manifest in ``directory`` (``dynsel.plan``, ...), or None if there is none."""
     for name in MANIFEST_NAMES:
         try:
-            manifest = json.loads((Path(directory) / name).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError):
+            found = dynsel_kind(json_object((Path(directory) / name).read_bytes()))
+        except OSError:
             continue
-        fmt = manifest.get("format") if isinstance(manifest, dict) else None
-        if isinstance(fmt, str) and fmt in KIND_NAMES:
-            return fmt
+        if found is not None:
+            return found
     return None
+
+
+def json_object(data: bytes | None) -> dict[str, Any]:
+    """The JSON object ``data`` holds, or ``{}`` when it holds none (missing, not UTF-8, not JSON, not an object)."""
+    try:
+        value = json.loads((data or b"").decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def dynsel_kind(manifest: dict[str, Any]) -> str | None:
+    """The artifact kind a manifest names in its ``format``, or None when that is not a dynsel kind."""
+    found = manifest.get("format")
+    return found if isinstance(found, str) and found in KIND_NAMES else None
 
 
 def _is_empty(directory: Path) -> bool:
@@ -144,10 +158,12 @@ def _check_not_cwd(final: Path, option: str) -> None:
         raise DynselError(f"{final}: holds the current directory; choose a new directory for {option} (dynsel replaces the whole {option} directory)")
 
 
-def _check_not_input(final: Path, inputs: list[Path], option: str) -> None:
-    resolved = final.resolve()
+def check_not_input(final: PurePath | str, inputs: Iterable[PurePath | str], option: str, resolve: Callable[[Any], PurePath] = lambda p: Path(p).resolve()) -> None:
+    """Refuse an ``--out`` that is, holds or lies inside an input of the same command. ``resolve`` gives a
+    location's identity (a local path resolved; a URI as :func:`dynsel_cli.formats.storage.shown` spells it)."""
+    resolved = resolve(final)
     for source in inputs:
-        src = source.resolve()
+        src = resolve(source)
         if src == resolved:
             raise DynselError(f"{final}: is an input of this command; choose another {option}")
         if resolved in src.parents:
@@ -156,15 +172,30 @@ def _check_not_input(final: Path, inputs: list[Path], option: str) -> None:
             raise DynselError(f"{final}: lies inside the input {source}; choose an {option} outside it")
 
 
+def check_run_entries(
+    where: Path | str, entries: Iterable[tuple[str, bool]], check_stage: Callable[[str], None], *, own: Callable[[str], bool], what: str, option: str
+) -> None:
+    """A run directory or prefix holds only the stage artifacts (``features/``, ``sae/``, ``factors/``,
+    ``plan/``) and dynsel's own work files (``own``). ``entries`` are its (name, is a folder) pairs;
+    ``check_stage(name)`` applies the rule to one stage folder."""
+    for name, is_folder in sorted(set(entries)):
+        if name in RUN_STAGES and is_folder:
+            check_stage(name)
+        elif name in RUN_STAGES:
+            raise DynselError(f"{where}/{name}: exists and is not a directory; the {what} {where} is not dynsel's: choose a new {option}")
+        elif not own(name):
+            raise DynselError(f"{where}: exists and is not a dynsel {what} (it holds {name!r}); dynsel replaces only its own artifacts: choose a new {option}")
+
+
 def _check_run_directory(final: Path, force: bool, option: str) -> None:
     """A run directory holds only stage artifacts and their hidden work files (``.features.partial``, ...)."""
-    for entry in sorted(os.listdir(final)):
-        if entry in RUN_STAGES:
-            path = final / entry
-            if not path.is_dir():
-                raise DynselError(f"{path}: exists and is not a directory; the run directory {final} is not dynsel's: choose a new {option}")
-            check_replaceable(path, RUN_STAGES[entry], force=force, option=option)
-        elif not any(entry.startswith(f".{stage}.") for stage in RUN_STAGES):
-            raise DynselError(
-                f"{final}: exists and is not a dynsel run directory (it holds {entry!r}); dynsel replaces only its own artifacts: choose a new {option}"
-            )
+    with os.scandir(final) as found:
+        entries = [(entry.name, entry.is_dir()) for entry in found]
+    check_run_entries(
+        final,
+        entries,
+        lambda name: check_replaceable(final / name, RUN_STAGES[name], force=force, option=option),
+        own=lambda name: any(name.startswith(f".{stage}.") for stage in RUN_STAGES),
+        what="run directory",
+        option=option,
+    )

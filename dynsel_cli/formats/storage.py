@@ -1,12 +1,10 @@
 """Where artifacts live: a local path, or a prefix on an object store (``s3://``, ``gs://``, ``abfs://``, ...).
 
 Stages read and write local directories only. This module stands between them and an object store:
-
-- :func:`fetch_artifact` copies a published artifact into the local cache (checking every file's size and
-  sha256 as it arrives) and returns the local directory; :func:`fetch_source` does the same for a source
-  file or folder.
-- :func:`artifact_output` gives a command a local staging directory to build into and publishes it to
-  the ``--out`` prefix when the command succeeds (:func:`publish_artifact`).
+:func:`local_input` and :func:`local_source` give the local copy of an input artifact or a source,
+fetched into the cache (:func:`cache_root`) and checked as it arrives; :func:`artifact_output` gives a
+command a local staging directory to build into and publishes it to the ``--out`` prefix when the command
+succeeds (:func:`publish_artifact`).
 
 A URI is opened with ``pyarrow.fs.FileSystem.from_uri`` (imported only when a URI is seen); endpoint and
 credentials come from the standard AWS variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
@@ -18,32 +16,36 @@ Publishing cannot be a rename on an object store, so it is a protocol instead (d
 stores"): the manifest is deleted first and uploaded last, and a reader trusts only a manifest whose listed
 files all exist with their recorded size and sha256. A marker object (:data:`MARKER`) names everything a
 publish may leave behind, so that a prefix left by an interrupted publish is still known to be dynsel's.
+Empty ``KEY/`` directory objects (pyarrow leaves one when it deletes the last object under a prefix) are
+not files: every listing here leaves them out.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
 from urllib.parse import urlsplit
 
 from ..errors import ArtifactError, DynselError
-from .common import canonical_json, check_manifest_kind, fingerprint, listed_files, safe_child, sha256_bytes
-from .output import KIND_NAMES, MANIFEST_FILE, MANIFEST_NAMES, RUN_KIND, RUN_STAGES, check_kind, check_output
+from .common import canonical_json, check_manifest_kind, fingerprint, hold_directory, listed_files, parse_json, safe_child, sha256_bytes
+from .output import KIND_NAMES, MANIFEST_FILE, MANIFEST_NAMES, RUN_KIND, RUN_STAGES, check_kind, check_not_input, check_run_entries, dynsel_kind, json_object
 
 MARKER = ".dynsel-publishing.json"
 PUBLISHING = "dynsel.publishing"
+PROBE = ".dynsel-write-check-"  # the test object of :func:`check_writable`; one left by a killed command is dynsel's too
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")  # two letters at least: C:\\ is a Windows path, not a URI
 _CHUNK = 8 << 20
 _WORKERS = 8
+_SECOND = 1_000_000_000
 
 
 def is_uri(location: str | Path) -> bool:
@@ -52,9 +54,11 @@ def is_uri(location: str | Path) -> bool:
 
 
 def shown(uri: str) -> str:
-    """A URI as messages print it: without credentials, query or trailing slash."""
+    """A URI as messages print it, and its identity: without credentials (``KEY:SECRET@``), query or
+    trailing slash. A user part without a password stays: ``abfs://container@account`` names the container."""
     parts = urlsplit(uri)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}".rstrip("/")
+    host = parts.netloc.rpartition("@")[2] if parts.password is not None else parts.netloc
+    return f"{parts.scheme}://{host}{parts.path}".rstrip("/")
 
 
 def describe(location: str | Path) -> str:
@@ -82,14 +86,15 @@ class Location:
         return self.path.rpartition("/")[2]
 
     def child(self, name: str) -> "Location":
-        return Location(self.fs, f"{self.path}/{name}", f"{self.uri}/{name}")
+        return Location(self.fs, self.key(name), self.at(name))
 
     def key(self, name: str) -> str:
-        return f"{self.path}/{name}"
+        """The store's key of ``name`` under the prefix (the prefix itself for ``""``)."""
+        return f"{self.path}/{name}" if name else self.path
 
-
-def locate(where: str | Location) -> Location:
-    return where if isinstance(where, Location) else open_location(where)
+    def at(self, name: str) -> str:
+        """The URI of ``name`` under the prefix, as messages show it."""
+        return f"{self.uri}/{name}" if name else self.uri
 
 
 def open_location(uri: str) -> Location:
@@ -132,6 +137,7 @@ def _first_line(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def _storage(loc: Location, doing: str) -> Iterator[None]:
+    """Turn the store's OSErrors into one line; FileNotFoundError passes through for the caller to word."""
     try:
         yield
     except FileNotFoundError:
@@ -143,13 +149,8 @@ def _storage(loc: Location, doing: str) -> Iterator[None]:
 # --- object-level operations ---------------------------------------------------------------------------
 
 
-def list_objects(loc: Location) -> dict[str, int]:
-    """Every object under the prefix, by name relative to it, with its size (directory markers left out)."""
-    return {name: int(info.size) for name, info in _file_infos(loc).items()}
-
-
 def _file_infos(loc: Location) -> dict[str, Any]:
-    """pyarrow's FileInfo of every object under the prefix, by name relative to it."""
+    """pyarrow's FileInfo of every object under the prefix, by name relative to it (directory objects left out)."""
     from pyarrow import fs as pafs
 
     with _storage(loc, "listing"):
@@ -172,72 +173,96 @@ def write_object(loc: Location, name: str, data: bytes) -> None:
         stream.write(data)
 
 
-def delete_object(loc: Location, name: str) -> None:
+def delete_object(loc: Location, name: str, doing: str = "") -> None:
     """Delete one object; one that is already gone is fine."""
     try:
-        with _storage(loc, f"deleting {name}"):
+        with _storage(loc, doing or f"deleting {name}"):
             loc.fs.delete_file(loc.key(name))
     except FileNotFoundError:
         pass
 
 
 def upload_file(source: Path, loc: Location, name: str) -> None:
-    with _storage(loc, f"uploading {name}"), open(source, "rb") as handle, loc.fs.open_output_stream(loc.key(name)) as stream:
-        for block in iter(lambda: handle.read(_CHUNK), b""):
-            stream.write(block)
-
-
-def download_file(loc: Location, name: str, target: Path, entry: dict[str, Any], what: str) -> None:
-    """Copy one listed file of an artifact to ``target``, checking its recorded size and sha256 on the way."""
-    digest, size = hashlib.sha256(), 0
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with _storage(loc, f"reading {name}"), loc.fs.open_input_stream(loc.key(name)) as stream, open(target, "wb") as handle:
-            for block in iter(lambda: stream.read(_CHUNK), b""):
-                digest.update(block)
-                size += len(block)
-                handle.write(block)
-    except FileNotFoundError:
-        raise ArtifactError(f"{loc.uri}/{name}: missing from the {what}; rebuild it") from None
-    if size != entry.get("bytes") or digest.hexdigest() != entry.get("sha256"):
-        raise ArtifactError(f"{loc.uri}/{name}: checksum mismatch (modified, truncated, or being replaced right now); rerun, or rebuild the {what}")
+        with _storage(loc, f"uploading {name}"), open(source, "rb") as handle, loc.fs.open_output_stream(loc.key(name)) as stream:
+            _copy(handle, stream)
+    except FileNotFoundError as exc:  # the staged file went away under us
+        raise DynselError(f"{loc.at(name)}: uploading failed ({_first_line(exc)}); rerun the command") from None
+
+
+def _download(loc: Location, name: str, target: Path) -> tuple[int, str]:
+    """Copy one object to the file ``target``; its size and sha256."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _storage(loc, f"reading {name or 'the source'}"), loc.fs.open_input_stream(loc.key(name)) as stream, open(target, "wb") as handle:
+        return _copy(stream, handle)
+
+
+def _copy(source: BinaryIO, target: BinaryIO) -> tuple[int, str]:
+    """Copy a stream in blocks; the size and sha256 of what went through."""
+    digest, size = hashlib.sha256(), 0
+    for block in iter(lambda: source.read(_CHUNK), b""):
+        digest.update(block)
+        size += len(block)
+        target.write(block)
+    return size, digest.hexdigest()
 
 
 def _each(function: Callable[[str], None], names: Iterable[str]) -> None:
-    """``function`` over ``names`` on a few threads (object stores are slow per request, fast in parallel)."""
-    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
-        for _ in pool.map(function, sorted(names)):
-            pass
+    """``function`` over ``names`` on a few threads (object stores are slow per request, fast in parallel).
+    The first failure is raised as soon as it happens; work not yet started is cancelled."""
+    pool = ThreadPoolExecutor(max_workers=_WORKERS)
+    try:
+        for done in as_completed([pool.submit(function, name) for name in sorted(names)]):
+            done.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --- reading: fetch into the cache ---------------------------------------------------------------------
 
 
+def read_manifest(loc: Location, kind: str) -> tuple[bytes, dict[str, Any]]:
+    """The bytes and content of the ``kind`` manifest published at ``loc`` (its kind and version checked)."""
+    what, name = KIND_NAMES[kind], MANIFEST_FILE[kind]
+    data = read_object(loc, name)
+    if data is None:
+        raise ArtifactError(f"{loc.uri}: no {name}, so not a published dynsel {what} (or its publishing was interrupted: rerun the command that writes it)")
+    manifest = parse_json(data, loc.at(name), what)
+    check_manifest_kind(manifest, kind, loc.uri, what)
+    return data, manifest
+
+
 def fetch_artifact(where: str | Location, kind: str) -> Path:
-    """The local copy of the ``kind`` artifact published at ``where`` (a URI or an opened location), downloaded into the cache unless it is there.
+    """The local copy of the ``kind`` artifact published at ``where``, downloaded into the cache unless it is there.
 
     The cache is keyed by the manifest's sha256 (which pins every file's sha256), so a rerun reads one
     object. Files are checked against the manifest as they arrive; objects the manifest does not list
     are ignored.
     """
-    loc = locate(where)
-    what = KIND_NAMES[kind]
-    manifest_name = MANIFEST_FILE[kind]
-    data = read_object(loc, manifest_name)
-    if data is None:
-        raise ArtifactError(
-            f"{loc.uri}: no {manifest_name}, so not a published dynsel {what} (or its publishing was interrupted: rerun the command that writes it)"
-        )
-    manifest = _parse_manifest(data, loc, what)
-    check_manifest_kind(manifest, kind, loc.uri, what)
-    target = cache_root() / "artifacts" / sha256_bytes(data)[:32] / loc.name
+    loc = where if isinstance(where, Location) else open_location(where)
+    data, manifest = read_manifest(loc, kind)
+    target = _artifact_entry(data, loc.name)
     if target.is_dir():
         return target
-    files = listed_files(manifest)
+    what = KIND_NAMES[kind]
+    files = listed_files(manifest, loc.at(MANIFEST_FILE[kind]), what)
     with _cache_entry(target) as tmp:
-        _each(lambda name: download_file(loc, name, safe_child(tmp, name, what), files[name], what), files)
-        (tmp / manifest_name).write_bytes(data)
+        _each(lambda name: _fetch_file(loc, name, safe_child(tmp, name, what), files[name], what), files)
+        (tmp / MANIFEST_FILE[kind]).write_bytes(data)
     return target
+
+
+def _fetch_file(loc: Location, name: str, target: Path, entry: dict[str, Any], what: str) -> None:
+    try:
+        found = _download(loc, name, target)
+    except FileNotFoundError:
+        raise ArtifactError(f"{loc.at(name)}: missing from the {what}; rebuild it") from None
+    if found != (entry["bytes"], entry["sha256"]):
+        raise ArtifactError(f"{loc.at(name)}: checksum mismatch (modified, truncated, or being replaced right now); rerun, or rebuild the {what}")
+
+
+def _artifact_entry(manifest: bytes, name: str) -> Path:
+    return cache_root() / "artifacts" / sha256_bytes(manifest)[:32] / name
 
 
 @contextlib.contextmanager
@@ -261,84 +286,97 @@ def _rename_unless_there(source: Path, target: Path) -> None:
             raise
 
 
-def fetch_published(where: str | Location, kind: str) -> Path | None:
-    """:func:`fetch_artifact`, or None when no intact ``kind`` artifact is published at ``where``."""
-    try:
-        return fetch_artifact(where, kind)
-    except ArtifactError:
-        return None
-
-
 def fetch_source(uri: str) -> Path:
     """The local copy of a source file or folder at ``uri``, downloaded into the cache unless it is there.
 
-    The cache key is the URI and every object's name, size and modification time, so a changed source is
-    downloaded again.
+    The cache key is the URI and every object's name, size and modification time. Object stores keep
+    modification times in whole seconds, so a source replaced within the second keeps its key: an entry is
+    reused only when its download started at least a second after the newest object's modification time
+    (git's racy-clean rule); the entry's own mtime records when its download started.
     """
     from pyarrow import fs as pafs
 
     loc = open_location(uri)
     with _storage(loc, "reading the source"):
         info = loc.fs.get_file_info(loc.path)
-    single = info.type == pafs.FileType.File
-    infos = {"": info} if single else _file_infos(loc)
+    infos = {"": info} if info.type == pafs.FileType.File else _file_infos(loc)
     if not infos:
         raise DynselError(f"{loc.uri}: no such object or prefix; pass the data set to read")
     objects = sorted((name, int(i.size), i.mtime_ns) for name, i in infos.items())
     target = cache_root() / "sources" / fingerprint({"uri": loc.uri, "objects": objects}) / loc.name
-    if target.exists():
-        return target
-    if single:
-        _download_source_file(loc, target)
-    else:
-        with _cache_entry(target) as tmp:
-            _each(lambda name: _copy_object(loc, name, safe_child(tmp, name, "source")), infos)
+    newest = max(i.mtime_ns or 0 for i in infos.values())
+    with contextlib.suppress(FileNotFoundError):
+        if target.stat().st_mtime_ns >= newest + _SECOND:
+            return target
+    started = time.time_ns()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        _each(lambda name: _fetch_source_object(loc, name, infos[name], safe_child(tmp, name, "source") if name else tmp), infos)
+        os.utime(tmp, ns=(started, started))
+        if target.is_dir():  # a racy folder entry: replaced (a file entry is replaced by the rename itself)
+            shutil.rmtree(target, ignore_errors=True)
+        _rename_unless_there(tmp, target)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
     return target
 
 
-def _download_source_file(loc: Location, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+def _fetch_source_object(loc: Location, name: str, info: Any, target: Path) -> None:
+    """Download one object of a source; one replaced or deleted while it was read (whose bytes could be
+    stitched from two versions) is refused."""
+    changed = DynselError(f"{loc.at(name)}: changed while downloading; rerun")
     try:
-        with _storage(loc, "reading the source"), loc.fs.open_input_stream(loc.path) as stream, open(partial, "wb") as handle:
-            shutil.copyfileobj(stream, handle, _CHUNK)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+        size, _ = _download(loc, name, target)
+        with _storage(loc, "reading the source"):
+            now = loc.fs.get_file_info(loc.key(name))
+    except FileNotFoundError:
+        raise changed from None
+    if size != info.size or (now.type, now.size, now.mtime_ns) != (info.type, info.size, info.mtime_ns):
+        raise changed
 
 
-def _copy_object(loc: Location, name: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _storage(loc, f"reading {name}"), loc.fs.open_input_stream(loc.key(name)) as stream, open(target, "wb") as handle:
-        shutil.copyfileobj(stream, handle, _CHUNK)
+def local_input(location: str | Path | None, kind: str) -> Path | None:
+    """The local directory of an input artifact: ``location`` itself, or its cached copy for a URI."""
+    if location is None:
+        return None
+    return fetch_artifact(str(location), kind) if is_uri(str(location)) else Path(location)
 
 
-def _parse_manifest(data: bytes, loc: Location, what: str) -> dict[str, Any]:
-    try:
-        manifest = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{loc.uri}: its manifest is not readable JSON ({exc}); rebuild the {what}") from None
-    if not isinstance(manifest, dict):
-        raise ArtifactError(f"{loc.uri}: its manifest is not a JSON object; rebuild the {what}")
-    return manifest
+def local_source(location: str | Path) -> Path:
+    """The local path of a source: ``location`` itself, or its cached copy for a URI."""
+    return fetch_source(str(location)) if is_uri(str(location)) else Path(location)
 
 
 # --- writing: the replacement rule and the publish protocol ---------------------------------------------
 
 
-def check_remote_output(loc: Location, kind: str, *, force: bool = False, option: str = "--out") -> dict[str, int]:
-    """The rule of :mod:`dynsel_cli.formats.output` for a prefix; returns the objects found under it.
+def check_remote_output(loc: Location, kind: str, *, force: bool = False, option: str = "--out") -> set[str]:
+    """The rule of :mod:`dynsel_cli.formats.output` for a prefix; returns the names of the objects under it.
 
     An empty prefix is written; a dynsel artifact of the same kind (its manifest, or the marker of an
     interrupted publish, says so) replaced; another kind only with ``force``; a prefix holding any object
-    that its manifest or marker does not account for is refused, ``force`` or not.
+    that its manifest or marker does not account for is refused, ``force`` or not. Test objects
+    (:data:`PROBE`) are dynsel's own wherever they are found.
     """
-    objects = list_objects(loc)
+    objects = set(_file_infos(loc))
     if kind == RUN_KIND:
-        _check_run_prefix(loc, objects, force, option)
-    elif objects:
-        found, owned = _ownership(loc, objects)
-        foreign = sorted(set(objects) - owned)
+        check_run_entries(
+            loc.uri,
+            [(name.partition("/")[0], "/" in name) for name in objects],
+            lambda name: check_remote_output(loc.child(name), RUN_STAGES[name], force=force, option=option),
+            own=_is_probe,
+            what="run prefix",
+            option=option,
+        )
+        return objects
+    theirs = {name for name in objects if not _is_probe(name)}
+    if theirs:
+        found, owned = _ownership(loc, theirs)
+        foreign = sorted(theirs - owned)
         if foreign:
             raise DynselError(
                 f"{loc.uri}: holds objects dynsel did not write ({foreign[0]!r}{', …' if len(foreign) > 1 else ''}); dynsel replaces only its own artifacts: choose a new {option} or remove them yourself"
@@ -347,54 +385,25 @@ def check_remote_output(loc: Location, kind: str, *, force: bool = False, option
     return objects
 
 
-def _ownership(loc: Location, objects: dict[str, int]) -> tuple[str | None, set[str]]:
+def _is_probe(name: str) -> bool:
+    return name.startswith(PROBE)
+
+
+def _ownership(loc: Location, objects: set[str]) -> tuple[str | None, set[str]]:
     """The dynsel kind at the prefix (manifest first, else the marker of an interrupted publish) and the
     names its manifest and marker account for."""
     found, owned = None, set()
     if MARKER in objects:
-        marker = _json_object(read_object(loc, MARKER))
-        if marker.get("format") == PUBLISHING and marker.get("kind") in KIND_NAMES and isinstance(marker.get("files"), list):
-            found, owned = marker["kind"], {MARKER, *map(str, marker["files"])}
+        marker = json_object(read_object(loc, MARKER))
+        files = marker.get("files")
+        if marker.get("format") == PUBLISHING and dynsel_kind({"format": marker.get("kind")}) and isinstance(files, list):
+            found, owned = marker["kind"], {MARKER, *map(str, files)}
     for name in MANIFEST_NAMES:
-        if name in objects:
-            manifest = _json_object(read_object(loc, name))
-            if manifest.get("format") in KIND_NAMES:
-                found = manifest["format"]
-                owned |= {name, *listed_files(manifest)}
+        manifest = json_object(read_object(loc, name)) if name in objects else {}
+        if dynsel_kind(manifest):
+            found = manifest["format"]
+            owned |= {name, *listed_files(manifest, loc.at(name), KIND_NAMES[found])}
     return found, owned
-
-
-def _json_object(data: bytes | None) -> dict[str, Any]:
-    try:
-        value = json.loads((data or b"").decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _check_run_prefix(loc: Location, objects: dict[str, int], force: bool, option: str) -> None:
-    """A run prefix holds only the stage artifacts (``features/``, ``sae/``, ``factors/``, ``plan/``)."""
-    for entry in sorted({name.split("/")[0] for name in objects}):
-        if entry not in RUN_STAGES or entry in objects:
-            raise DynselError(
-                f"{loc.uri}: exists and is not a dynsel run prefix (it holds {entry!r}); dynsel replaces only its own artifacts: choose a new {option}"
-            )
-        check_remote_output(loc.child(entry), RUN_STAGES[entry], force=force, option=option)
-
-
-def check_not_input(out: str, inputs: Sequence[str | Path | None], option: str = "--out") -> None:
-    """Refuse an ``--out`` URI that is, holds or lies inside a URI the same command reads."""
-    target = shown(out)
-    for source in inputs:
-        if source is None or not is_uri(str(source)):
-            continue
-        read = shown(str(source))
-        if read == target:
-            raise DynselError(f"{target}: is an input of this command; choose another {option}")
-        if read.startswith(target + "/"):
-            raise DynselError(f"{target}: holds the input {read}; choose another {option}")
-        if target.startswith(read + "/"):
-            raise DynselError(f"{target}: lies inside the input {read}; choose an {option} outside it")
 
 
 def publish_artifact(local: Path, loc: Location, kind: str, *, force: bool = False) -> bytes:
@@ -410,31 +419,28 @@ def publish_artifact(local: Path, loc: Location, kind: str, *, force: bool = Fal
     A crash anywhere leaves either no manifest (readers refuse the prefix; the marker lets the next
     publish replace it) or a manifest whose files are all in place.
     """
-    manifest_name = MANIFEST_FILE[kind]
+    manifest_name, what = MANIFEST_FILE[kind], KIND_NAMES[kind]
     data = (local / manifest_name).read_bytes()
-    files = listed_files(json.loads(data))
+    files = listed_files(parse_json(data, local / manifest_name, what), local / manifest_name, what)
     present = check_remote_output(loc, kind, force=force)
     keep = set(files) | {manifest_name}
-    write_object(loc, MARKER, canonical_json({"format": PUBLISHING, "kind": kind, "files": sorted(set(present) | keep)}).encode())
+    write_object(loc, MARKER, canonical_json({"format": PUBLISHING, "kind": kind, "files": sorted(present | keep)}).encode())
     for name in MANIFEST_NAMES:
         if name in present:
             delete_object(loc, name)
-    _each(lambda name: upload_file(safe_child(local, name, KIND_NAMES[kind]), loc, name), files)
+    _each(lambda name: upload_file(safe_child(local, name, what), loc, name), files)
     write_object(loc, manifest_name, data)
-    _each(lambda name: delete_object(loc, name), set(present) - keep - {MARKER})
+    _each(lambda name: delete_object(loc, name), present - keep - {MARKER})
     delete_object(loc, MARKER)
     return data
 
 
 def adopt(local: Path, manifest: bytes) -> Path:
     """Move a just-published artifact into the cache, where :func:`fetch_artifact` finds it; returns its new path."""
-    target = cache_root() / "artifacts" / sha256_bytes(manifest)[:32] / local.name
+    target = _artifact_entry(manifest, local.name)
     target.parent.mkdir(parents=True, exist_ok=True)
     _rename_unless_there(local, target)
     shutil.rmtree(local, ignore_errors=True)  # still here when the cache had it already
-    for folder in (local.parent, local.parent.parent):  # the staging folders, once nothing is left in them
-        with contextlib.suppress(OSError):
-            folder.rmdir()
     return target
 
 
@@ -443,100 +449,63 @@ def staging_dir(loc: Location) -> Path:
     return cache_root() / "staging" / sha256_bytes(loc.uri.encode())[:16] / loc.name
 
 
+def check_writable(loc: Location, present: Iterable[str] = ()) -> None:
+    """Write and delete a test object, so that refused credentials or a read-only bucket are found before
+    any work; test objects a killed command left (among ``present``) go too."""
+    probe = f"{PROBE}{os.getpid()}"
+    with _storage(loc, "writing a test object"), loc.fs.open_output_stream(loc.key(probe)):
+        pass
+    for name in sorted({probe, *filter(_is_probe, present)}):
+        delete_object(loc, name, "deleting a test object")
+
+
+@contextlib.contextmanager
+def remote_output(out: str, kind: str, *, force: bool = False, inputs: Sequence[str | Path | None] = ()) -> Iterator[tuple[Location, Path]]:
+    """Check the ``--out`` URI before any work (not an input, the replacement rule, writable) and yield it
+    opened, with the local staging directory to build in. The staging folder is locked while the command
+    runs, so a second dynsel command writing the same URI from this machine is refused."""
+    uris = [str(p) for p in inputs if p is not None and is_uri(str(p))]
+    check_not_input(shown(out), [shown(uri) for uri in uris], "--out", resolve=PurePosixPath)
+    loc = open_location(out)
+    staged = staging_dir(loc)
+    with _writer_lock(staged.parent, loc.uri):
+        check_writable(loc, check_remote_output(loc, kind, force=force))
+        try:
+            yield loc, staged
+        finally:
+            with contextlib.suppress(OSError):
+                staged.rmdir()  # an empty one; resume state and a run's unpublished stages stay
+
+
+@contextlib.contextmanager
+def _writer_lock(folder: Path, uri: str) -> Iterator[None]:
+    """An flock on ``folder`` while a command writes ``uri``; the folder (empty once the command is done)
+    stays as the lock of that URI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = hold_directory(folder)
+    if fd is None:
+        raise DynselError(f"another dynsel command is writing {uri}; wait for it")
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def artifact_output(out: str | Path, kind: str, *, force: bool = False, inputs: Sequence[str | Path | None] = ()) -> Iterator[Path]:
     """The directory a command writes its ``kind`` artifact into.
 
-    A local ``out`` is itself. For a URI, the prefix is checked before any work (the replacement rule,
-    and that it can be written), the command builds into a local staging directory, and that is published
-    to the prefix when the command succeeds; a failed command publishes nothing.
+    A local ``out`` is itself. For a URI (:func:`remote_output`), the command builds into a local staging
+    directory, published to the prefix when the command succeeds; a failed command publishes nothing. The
+    staged copy is deleted either way: only the resume state beside it (an interrupted extract's or
+    fit-sae's) stays for a rerun.
     """
     if not is_uri(str(out)):
         yield Path(out)
         return
-    check_not_input(str(out), inputs)
-    loc = open_location(str(out))
-    check_remote_output(loc, kind, force=force)
-    check_writable(loc)
-    staged = staging_dir(loc)
-    yield staged
-    adopt(staged, publish_artifact(staged, loc, kind, force=force))
-
-
-def check_writable(loc: Location) -> None:
-    """Write and delete a probe object, so that refused credentials or a read-only bucket are found before any work."""
-    probe = loc.key(f".dynsel-write-check-{os.getpid()}")
-    with _storage(loc, "writing a test object"):
-        with loc.fs.open_output_stream(probe):
-            pass
-        loc.fs.delete_file(probe)
-
-
-def local_input(location: str | Path | None, kind: str) -> Path | None:
-    """The local directory of an input artifact: ``location`` itself, or its cached copy for a URI."""
-    if location is None:
-        return None
-    return fetch_artifact(str(location), kind) if is_uri(str(location)) else Path(location)
-
-
-def local_source(location: str | Path) -> Path:
-    """The local path of a source: ``location`` itself, or its cached copy for a URI."""
-    return fetch_source(str(location)) if is_uri(str(location)) else Path(location)
-
-
-# --- a run's destination: a local run directory or a run prefix ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class LocalRun:
-    """A run directory: each stage builds straight into ``root``/ARTIFACT."""
-
-    root: Path
-
-    @property
-    def out(self) -> Path:
-        return self.root
-
-    def existing(self, artifact: str, kind: str) -> Path | None:
-        return self.root / artifact
-
-    def shown(self, artifact: str) -> str:
-        return str(self.root / artifact)
-
-    def publish(self, artifact: str, kind: str, *, force: bool = False) -> Path:
-        return self.root / artifact
-
-
-@dataclass(frozen=True)
-class RemoteRun:
-    """A run prefix: each stage builds into the staging directory ``root``/ARTIFACT and is published to
-    ``loc``/ARTIFACT as it finishes; what is published already is fetched (once) to be checked."""
-
-    loc: Location
-    root: Path
-
-    @property
-    def out(self) -> str:
-        return self.loc.uri
-
-    def existing(self, artifact: str, kind: str) -> Path | None:
-        return fetch_published(self.loc.child(artifact), kind)
-
-    def shown(self, artifact: str) -> str:
-        return self.loc.child(artifact).uri
-
-    def publish(self, artifact: str, kind: str, *, force: bool = False) -> Path:
-        built = self.root / artifact
-        return adopt(built, publish_artifact(built, self.loc.child(artifact), kind, force=force))
-
-
-def run_destination(out: str | Path, *, inputs: Sequence[str | Path | None] = (), force: bool = False) -> LocalRun | RemoteRun:
-    """Where ``dynsel run --out OUT`` puts its artifacts, after checking that ``out`` may be written."""
-    if not is_uri(str(out)):
-        check_output(Path(out), RUN_KIND, inputs=[Path(p) for p in inputs if p is not None and not is_uri(str(p))], force=force)
-        return LocalRun(Path(out))
-    check_not_input(str(out), inputs)
-    loc = open_location(str(out))
-    check_remote_output(loc, RUN_KIND, force=force)
-    check_writable(loc)
-    return RemoteRun(loc, staging_dir(loc))
+    with remote_output(str(out), kind, force=force, inputs=inputs) as (loc, staged):
+        try:
+            yield staged
+            publish_artifact(staged, loc, kind, force=force)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
