@@ -138,12 +138,12 @@ def extract(
 ) -> None:
     """Encode every sample of SOURCE into feature vectors (sharded Parquet)."""
     from .extract import extract as run_extract
-    from .formats.storage import artifact_output, describe, local_source
+    from .formats.storage import artifact_output, describe, is_uri, local_source
 
     with _errors(out), _progress() as progress:
         with artifact_output(out, FEATURES, force=force, inputs=[source]) as target:
             try:
-                manifest = run_extract(local_source(source), target, config, progress, log=_log, force=force)
+                manifest = run_extract(local_source(source), target, config, progress, log=_log, force=force, source_name=describe(source) if is_uri(source) else None)
             except KeyboardInterrupt:
                 from .extract.work import work_dir_for
 

@@ -147,7 +147,8 @@ def run_pipeline(
     saved state of an interrupted fit-sae. ``source`` and ``out`` may be URIs (see the module doc).
     """
     validate_settings(config)  # before any bucket is touched or a source downloaded
-    options = BuildOptions(force=force, restart=restart, formats=formats, log=null_log)
+    source_name = storage.describe(source) if storage.is_uri(str(source)) else None  # not the local copy's path
+    options = BuildOptions(force=force, restart=restart, formats=formats, log=null_log, source_name=source_name)
     with run_destination(out, source, force=force) as destination:
         local_source = storage.local_source(source)
         if not local_source.exists():

@@ -35,6 +35,7 @@ class BuildOptions:
     restart: bool = False  # fit-sae: ignore the saved state of an interrupted run
     formats: tuple[str, ...] = ("bin", "txt", "parquet")  # plan: which files besides the manifest
     log: LogFn = null_log
+    source_name: str | None = None  # extract: the source's URI when it is read from a local copy (manifest source.path)
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,7 @@ def local_run(vectors: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _without_source_path(manifest: bytes) -> dict[str, Any]:
-    """A features manifest minus ``source.path`` (the local file the source was read from: here a cache copy)."""
+    """A features manifest minus ``source.path`` (where the source was read from: differs by design)."""
     value = json.loads(manifest)
     value["source"].pop("path")
     return value
@@ -183,7 +183,8 @@ def test_stage_by_stage_through_s3_matches_a_local_run(s3: Any, vectors: Path, l
         local = {name: (local_run / artifact / name).read_bytes() for name in tree_digests(local_run / artifact)}
         assert set(published) == set(local), artifact
         for name, data in published.items():
-            if name == "_manifest.json":
+            if name == "_manifest.json":  # the source as the user named it, not the local copy it was read from
+                assert json.loads(data)["source"]["path"] == f"{root}/data/vectors.npz"
                 assert _without_source_path(data) == _without_source_path(local[name])
             else:
                 assert data == local[name], f"{artifact}/{name}"

@@ -127,12 +127,21 @@ def _bad_samples_error(src: Source, problems: list[SampleProblem]) -> DynselErro
 
 
 def extract(
-    source: Path, out: Path, config: ExtractConfig = ExtractConfig(), progress: ProgressFn = null_progress, log: LogFn = null_log, *, force: bool = False
+    source: Path,
+    out: Path,
+    config: ExtractConfig = ExtractConfig(),
+    progress: ProgressFn = null_progress,
+    log: LogFn = null_log,
+    *,
+    force: bool = False,
+    source_name: str | None = None,
 ) -> dict[str, Any]:
     """Encode every sample of ``source`` and write the features directory ``out``; returns its manifest.
 
     Resumes a killed run of the same source and settings from its last completed shard. ``force`` lets
     ``out`` replace a dynsel artifact of another kind (never a folder dynsel did not write).
+    ``source_name``: where the source came from, recorded as the manifest's ``source.path`` when ``source``
+    is a local copy (of an object-store URI, say).
     """
     _check(config)
     out = Path(out)
@@ -147,7 +156,7 @@ def extract(
     shard_size = config.shard_size
     bounds = [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
     with _encoding(Path(source), src, config, n, len(_batch_ranges(bounds, config.batch_size)), log) as encoding:
-        return _extract(src, out, config, encoding, bounds, n, progress, log, force)
+        return _extract(src, out, config, encoding, bounds, n, progress, log, force, source_name)
 
 
 def _encoding(source: Path, src: Source, config: ExtractConfig, n: int, batches: int, log: LogFn) -> contextlib.AbstractContextManager[Encoding]:
@@ -161,8 +170,10 @@ def _batch_ranges(bounds: list[tuple[int, int]], batch_size: int) -> list[tuple[
     return [(b, min(b + batch_size, stop)) for start, stop in bounds for b in range(start, stop, batch_size)]
 
 
-def _extract(src: Source, out: Path, config: ExtractConfig, encoding: Encoding, bounds: list[tuple[int, int]], n: int, progress: ProgressFn, log: LogFn, force: bool) -> dict[str, Any]:
-    source_info = src.describe()
+def _extract(
+    src: Source, out: Path, config: ExtractConfig, encoding: Encoding, bounds: list[tuple[int, int]], n: int, progress: ProgressFn, log: LogFn, force: bool, source_name: str | None
+) -> dict[str, Any]:
+    source_info = {**src.describe(), **({"path": source_name} if source_name else {})}
     encoder_info = encoding.encoder.manifest()
     settings = artifact_settings(config)
     has_labels = src.labels is not None

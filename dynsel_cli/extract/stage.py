@@ -22,7 +22,7 @@ def _recorded(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _build(inputs: dict[str, Path], out: Path, config: ExtractConfig, progress: ProgressFn, options: BuildOptions) -> dict[str, Any]:
-    return extract(Path(inputs["source"]), out, config, progress, log=options.log, force=options.force)
+    return extract(Path(inputs["source"]), out, config, progress, log=options.log, force=options.force, source_name=options.source_name)
 
 
 EXTRACT = Stage(
