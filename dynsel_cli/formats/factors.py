@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ArtifactError
-from .common import FORMAT_VERSION, file_entry, id_fields, read_artifact_manifest, write_json
+from .common import FORMAT_VERSION, IdRange, file_entry, read_artifact_manifest, write_json
 
 KIND = "dynsel.factors"
 WHAT = "factor tables directory"
@@ -74,15 +74,79 @@ def _fixed_list(values: np.ndarray, dtype: pa.DataType) -> pa.FixedSizeListArray
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), dtype), values.shape[1])
 
 
+#: Rows per row group of samples.parquet: pyarrow's default, so writing in chunks gives the bytes of one
+#: ``write_table`` call over the whole table.
+SAMPLES_ROW_GROUP = 1024 * 1024
+
+
+class SampleTableWriter:
+    """samples.parquet written chunk by chunk (memory: one row group), with the running id range.
+
+    Chunks are re-cut into full row groups, so the file does not depend on how the rows were chunked.
+    """
+
+    def __init__(self, path: Path, k: int, has_labels: bool) -> None:
+        fields = [("id", pa.int64())] + ([("label", pa.int64())] if has_labels else [])
+        fields += [("units", pa.list_(pa.int32(), k)), ("acts", pa.list_(pa.float32(), k))]
+        self.k, self.has_labels, self.n_samples = k, has_labels, 0
+        self._schema = pa.schema(fields)
+        self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
+        self._pending: list[SampleFactors] = []
+        self._pending_rows = 0
+        self._ids = IdRange()
+
+    def add(self, samples: SampleFactors) -> None:
+        if samples.units.shape[1:] != (self.k,) or samples.acts.shape != samples.units.shape:
+            raise ValueError(f"units and acts must be [rows, {self.k}]")
+        if (samples.labels is not None) != self.has_labels:
+            raise ValueError("labels must be given exactly when the table has labels")
+        if len(samples.ids):  # IdRange takes any sequence; give it two numbers, not a long array
+            self._ids.update(np.array([samples.ids.min(), samples.ids.max()]))
+        self.n_samples += len(samples.ids)
+        start, rows = 0, len(samples.ids)
+        while start < rows:
+            take = min(rows - start, SAMPLES_ROW_GROUP - self._pending_rows)
+            self._pending.append(_slice(samples, start, start + take))
+            self._pending_rows += take
+            start += take
+            if self._pending_rows == SAMPLES_ROW_GROUP:
+                self._flush()
+
+    def _flush(self) -> None:
+        parts = self._pending
+        columns = [pa.array(np.concatenate([p.ids for p in parts]), pa.int64())]
+        if self.has_labels:
+            columns.append(pa.array(np.concatenate([p.labels for p in parts]), pa.int64()))  # type: ignore[misc]
+        columns.append(_fixed_list(np.concatenate([p.units for p in parts]).astype(np.int32), pa.int32()))
+        columns.append(_fixed_list(np.concatenate([p.acts for p in parts]).astype(np.float32), pa.float32()))
+        self._writer.write_table(pa.Table.from_arrays(columns, schema=self._schema))
+        self._pending, self._pending_rows = [], 0
+
+    def close(self) -> dict[str, Any]:
+        """Finish the file; returns the manifest's id fields (``id_min``, ``id_max``, ``ids_dense``)."""
+        if self._pending_rows:
+            self._flush()
+        elif not self.n_samples:  # write_table of an empty table writes one empty row group
+            self._writer.write_table(self._schema.empty_table())
+        self._writer.close()
+        return self._ids.manifest_fields(self.n_samples)
+
+
+def _slice(samples: SampleFactors, start: int, stop: int) -> SampleFactors:
+    labels = None if samples.labels is None else samples.labels[start:stop]
+    return SampleFactors(ids=samples.ids[start:stop], labels=labels, units=samples.units[start:stop], acts=samples.acts[start:stop])
+
+
 def write_factor_tables(directory: Path, samples: SampleFactors, units: UnitStats, extra: dict[str, Any]) -> dict[str, Any]:
     """Write both tables and the manifest into ``directory`` (a temporary directory of an atomic write)."""
-    sample_columns: dict[str, pa.Array] = {"id": pa.array(samples.ids, pa.int64())}
-    if samples.labels is not None:
-        sample_columns["label"] = pa.array(samples.labels, pa.int64())
-    sample_columns["units"] = _fixed_list(samples.units.astype(np.int32), pa.int32())
-    sample_columns["acts"] = _fixed_list(samples.acts.astype(np.float32), pa.float32())
-    pq.write_table(pa.table(sample_columns), directory / "samples.parquet", compression="zstd")
+    writer = SampleTableWriter(directory / "samples.parquet", int(samples.units.shape[1]), samples.labels is not None)
+    writer.add(samples)
+    return finish_factor_tables(directory, writer, units, extra)
 
+
+def finish_factor_tables(directory: Path, samples: SampleTableWriter, units: UnitStats, extra: dict[str, Any]) -> dict[str, Any]:
+    """Close the samples table, write units.parquet and the manifest (after :class:`SampleTableWriter` was fed)."""
+    id_span = samples.close()
     width = len(units.count)
     unit_columns: dict[str, pa.Array] = {
         "unit": pa.array(np.arange(width, dtype=np.int32)),
@@ -101,11 +165,11 @@ def write_factor_tables(directory: Path, samples: SampleFactors, units: UnitStat
     manifest = {
         "format": KIND,
         "format_version": FORMAT_VERSION,
-        "n_samples": int(len(samples.ids)),
-        "k": int(samples.units.shape[1]),
+        "n_samples": samples.n_samples,
+        "k": samples.k,
         "width": width,
-        "has_labels": samples.labels is not None,
-        **id_fields(samples.ids),
+        "has_labels": samples.has_labels,
+        **id_span,
         "files": files,
         "fingerprint": files["samples.parquet"]["sha256"],
         **extra,
@@ -155,3 +219,52 @@ def read_factor_tables(path: Path, verify: bool = True) -> FactorTables:
         class_frequency=class_frequency,
     )
     return FactorTables(path=path, manifest=manifest, samples=samples, units=units)
+
+
+#: Rows per record batch when the plan stage streams samples.parquet (k = 32: ~17 MB of units and acts).
+SCAN_BATCH = 1 << 16
+
+
+def iter_sample_batches(path: Path, columns: Sequence[str], batch_rows: int = SCAN_BATCH) -> Iterator[dict[str, np.ndarray]]:
+    """samples.parquet of a factor tables directory, ``batch_rows`` rows at a time, as numpy arrays.
+
+    ``columns`` names any of ``id``, ``label`` (int64 [rows]), ``units`` (int32 [rows, k]) and ``acts``
+    (float32 [rows, k]); only those are read. Memory: one batch, never N × k.
+    """
+    path = Path(path)
+    try:
+        # Column chunks streamed through a 1 MiB buffer instead of read whole: memory of a batch, not of a
+        # row group (k = 32: ~130 MB instead of ~430 MB).
+        table = pq.ParquetFile(path / "samples.parquet", pre_buffer=False, buffer_size=1 << 20)
+        for batch in table.iter_batches(batch_size=batch_rows, columns=list(columns), use_threads=False):
+            yield {name: _batch_column(batch.column(name), name, path) for name in columns}
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ArtifactError(f"{path}: unreadable Parquet ({exc}); rebuild the factor tables") from None
+    finally:
+        pa.default_memory_pool().release_unused()  # the pool keeps freed batches cached; the plan needs the memory
+
+
+def _batch_column(array: pa.Array, name: str, path: Path) -> np.ndarray:
+    if name in ("id", "label"):
+        return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.int64)
+    if not pa.types.is_fixed_size_list(array.type):
+        raise ArtifactError(f"{path}: column {name!r} must be a fixed-size list")
+    dtype = np.int32 if name == "units" else np.float32
+    return np.asarray(array.flatten().to_numpy(zero_copy_only=False), dtype=dtype).reshape(len(array), array.type.list_size)
+
+
+def read_unit_frequency(path: Path) -> np.ndarray:
+    """units.parquet's ``frequency`` column (float64 [width]), without the sample table."""
+    path = Path(path)
+    try:
+        return pq.read_table(path / "units.parquet", columns=["frequency"]).column("frequency").to_numpy().astype(np.float64)
+    except (pa.ArrowInvalid, OSError, KeyError) as exc:
+        raise ArtifactError(f"{path}: unreadable Parquet ({exc}); rebuild the factor tables") from None
+
+
+def sample_table_columns(path: Path) -> list[str]:
+    """Column names of samples.parquet (read from its footer)."""
+    try:
+        return list(pq.ParquetFile(Path(path) / "samples.parquet").schema_arrow.names)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ArtifactError(f"{path}: unreadable Parquet ({exc}); rebuild the factor tables") from None

@@ -128,8 +128,8 @@ def check_selection_inputs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Validate ``select_epochs`` inputs.
 
-    Returns contiguous ``(r, d, labels int64 | None, class_quota int64 | None)``; labels are returned only
-    when a class quota is used.
+    Returns contiguous ``(r, d, labels | None, class_quota int64 | None)`` (labels keep their integer
+    dtype); labels are returned only when a class quota is used.
     """
     r_score = _require_array("r_score", r_score)
     d_score = _require_array("d_score", d_score)
@@ -156,7 +156,9 @@ def check_selection_inputs(
             raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
         if quota.ndim != 1:
             raise ValueError(f"class_quota must be 1-D [C], got shape {quota.shape}")
-        labels = _as_int("labels", labels, np.int64)
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must have an integer dtype, got {labels.dtype}")
+        labels = np.ascontiguousarray(labels)  # any integer dtype: a uint8 copy of N labels is 1 byte per sample
         quota = _as_int("class_quota", quota, np.int64)
         n_classes = quota.shape[0]
         if n and (labels.min() < 0 or labels.max() >= n_classes):

@@ -4,7 +4,8 @@ sets of factor-table rows (sorted ascending; ordering within the epoch happens l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+import itertools
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -12,14 +13,13 @@ from .. import kernels
 from ..config import PlanConfig
 from ..devices import resolve_device
 from ..errors import DynselError
-from ..formats.factors import FactorTables
-from ..progress import ProgressFn, null_progress
 from . import streams
 from .budget import QUOTA_MODES, epoch_budget, quotas_for
 from .geometric import kcenter_greedy, knn_density
+from .inputs import PlanInputs
 from .rotation import rs2_epochs, weighted_rotation_epochs
 from .schedule import scheduler_weights
-from .scores import normalise, representativeness_and_rarity
+from .scores import normalise
 from .signals import Signals, compute_signals
 
 METHODS = ("dynsel", "rs2", "score", "full", "random", "static-random", "static-top", "knn-density", "kcenter")
@@ -29,11 +29,31 @@ PENALTIES = ("additive", "multiplicative", "none")
 
 @dataclass(frozen=True)
 class Selection:
-    """Per-epoch row sets and what the report needs to explain them."""
+    """Per-epoch row sets, produced one epoch at a time, and what the report needs to explain them."""
 
-    rows: list[np.ndarray]  # int64, sorted, one per epoch
+    rows: Iterator[np.ndarray]  # int64, sorted, one per epoch, computed when asked for
+    counts: list[int]  # rows per epoch
     lambdas: list[float | None]  # scheduler weight per epoch (None where it does not apply)
     signals: Signals | None = None  # dynsel: near-duplicate groups and label trust behind the weights
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a method reads from the factor tables besides ids and labels."""
+
+    scores: tuple[str, ...]  # normalised scores: "R" (representativeness), "D" (rarity)
+    codes: bool  # every sample's SAE code at once (dynsel's neighbour signals)
+
+
+def needs(config: PlanConfig, n_samples: int) -> Needs:
+    """What ``config.method`` needs from factor tables of ``n_samples`` rows (nothing when every epoch is full)."""
+    if config.method == "full" or epoch_budget(config.ratio, n_samples) == n_samples:
+        return Needs((), False)
+    if config.method == "score":
+        return Needs(("R", "D"), False)
+    if config.method == "static-top":
+        return Needs(("R",), False)
+    return Needs((), config.method == "dynsel" and (config.dedup or config.trust))
 
 
 def validate(config: PlanConfig) -> None:
@@ -62,63 +82,83 @@ def validate(config: PlanConfig) -> None:
         raise DynselError("--batch-size and --world-size must be at least 1")
 
 
-def select(tables: FactorTables, config: PlanConfig, progress: ProgressFn = null_progress, vectors: np.ndarray | None = None) -> Selection:
-    """Run the configured method over all epochs (``vectors``: the features, for the geometric baselines)."""
+def select(inputs: PlanInputs, config: PlanConfig, vectors: np.ndarray | None = None) -> Selection:
+    """Run the configured method over all epochs (``vectors``: the features, for the geometric baselines).
+
+    ``inputs`` must hold what :func:`needs` asks for. Epochs are selected lazily, as ``rows`` is iterated.
+    """
     validate(config)
     if config.method in NEEDS_FEATURES and vectors is None:
         raise DynselError(f"--method {config.method} works on the features: pass --features FEATURES")
-    n = tables.n_samples
+    n = inputs.n_samples
     budget = epoch_budget(config.ratio, n)
     n_select_epochs = config.epochs - config.full_epochs
-    labels = tables.samples.labels
+    labels = inputs.labels
     quotas = quotas_for(config.class_quota, labels, budget)
-    everything = np.arange(n, dtype=np.int64)
-
-    rows: list[np.ndarray]
     lambdas: list[float | None] = [None] * n_select_epochs
     signals = None
+    rows: Iterator[np.ndarray]
     if config.method == "full" or budget == n:
-        rows = [everything] * n_select_epochs
+        rows = _full(n, n_select_epochs)
     elif config.method == "random":
-        rows = [_uniform(n, budget, np.random.default_rng([config.seed, t, streams.RANDOM]), labels, quotas) for t in range(n_select_epochs)]
+        rows = (_uniform(n, budget, np.random.default_rng([config.seed, t, streams.RANDOM]), labels, quotas) for t in range(n_select_epochs))
     elif config.method == "static-random":
-        rows = [_uniform(n, budget, np.random.default_rng([config.seed, 0, streams.RANDOM]), labels, quotas)] * n_select_epochs
+        rows = _repeat(lambda: _uniform(n, budget, np.random.default_rng([config.seed, 0, streams.RANDOM]), labels, quotas), n_select_epochs)
     elif config.method == "rs2":
-        rows = list(rs2_epochs(n, budget, n_select_epochs, config.seed, labels, quotas))
+        rows = rs2_epochs(n, budget, n_select_epochs, config.seed, labels, quotas)
     elif config.method == "dynsel":
+        units, acts = inputs.codes if inputs.codes is not None else (None, None)
         signals = compute_signals(
-            tables.samples.units, tables.samples.acts, int(tables.manifest.get("width", 0)), labels,
+            units, acts, int(inputs.manifest.get("width", 0)), labels,
+            n=n,
             dedup=config.dedup,
             trust=config.trust,
             dup_cosine=config.dup_cosine,
             trust_full=config.trust_full,
         )
-        rows = []
-        for t, chosen in enumerate(weighted_rotation_epochs(signals.weights, budget, n_select_epochs, config.seed, labels, quotas)):
-            rows.append(chosen)
-            progress("plan", t + 1, n_select_epochs)
+        rows = weighted_rotation_epochs(signals.weights, budget, n_select_epochs, config.seed, labels, quotas)
     elif config.method == "static-top":
-        r, _ = representativeness_and_rarity(tables, config.normalise, kernels.resolve_device(config.device))
-        rows = [_top(r, budget, config, labels, quotas)] * n_select_epochs
+        r = _scores(inputs)[0]
+        rows = _repeat(lambda: _top(r, budget, config, labels, quotas), n_select_epochs)
     elif config.method == "knn-density":
         assert vectors is not None
         density = normalise(knn_density(vectors), "rank")
-        rows = [_top(density, budget, config, labels, quotas)] * n_select_epochs
+        rows = _repeat(lambda: _top(density, budget, config, labels, quotas), n_select_epochs)
     elif config.method == "kcenter":
         assert vectors is not None
-        rows = [kcenter_greedy(vectors, budget, config.seed)] * n_select_epochs
+        rows = _repeat(lambda: kcenter_greedy(vectors, budget, config.seed), n_select_epochs)
     else:  # score: the paper's representativeness → rarity schedule with the usage-frequency penalty
-        r, d = representativeness_and_rarity(tables, config.normalise, kernels.resolve_device(config.device))
+        r, d = _scores(inputs)
         weights = scheduler_weights(config.schedule, config.lambda_start, config.lambda_end, n_select_epochs)
         beta = 0.0 if config.penalty == "none" else config.beta
-        rows = []
-        for t, chosen in enumerate(_score_epochs(r, d, weights, budget, config, labels, quotas, beta, config.tau)):
-            rows.append(chosen)
-            progress("plan", t + 1, n_select_epochs)
+        rows = _score_epochs(r, d, weights, budget, config, labels, quotas, beta, config.tau)
         lambdas = list(weights)
-    rows = rows + [everything] * config.full_epochs
-    lambdas = lambdas + [None] * config.full_epochs
-    return Selection(rows=rows, lambdas=lambdas, signals=signals)
+    counts = [n if config.method == "full" else budget] * n_select_epochs + [n] * config.full_epochs
+    return Selection(
+        rows=itertools.chain(rows, _full(n, config.full_epochs)),
+        counts=counts,
+        lambdas=lambdas + [None] * config.full_epochs,
+        signals=signals,
+    )
+
+
+def _scores(inputs: PlanInputs) -> tuple[np.ndarray, np.ndarray]:
+    if inputs.representativeness is None:
+        raise ValueError("the plan inputs hold no scores: read them with the scores needs() names")
+    return inputs.representativeness, inputs.rarity if inputs.rarity is not None else inputs.representativeness
+
+
+def _full(n: int, epochs: int) -> Iterator[np.ndarray]:
+    for _ in range(epochs):
+        yield np.arange(n, dtype=np.int64)
+
+
+def _repeat(choose: Callable[[], np.ndarray], epochs: int) -> Iterator[np.ndarray]:
+    """A static method: one row set, chosen when the first epoch is asked for, in every epoch."""
+    if epochs:
+        rows = choose()
+        for _ in range(epochs):
+            yield rows
 
 
 def _top(score: np.ndarray, budget: int, config: PlanConfig, labels: np.ndarray | None, quotas: np.ndarray | None) -> np.ndarray:

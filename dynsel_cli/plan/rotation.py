@@ -24,45 +24,93 @@ import numpy as np
 from . import streams
 
 
-def _class_members(n: int, labels: np.ndarray | None, quotas: np.ndarray | None) -> list[tuple[np.ndarray, int]]:
+_CHUNK = 1 << 16  # samples per chunk of the turn computation (bounds the hashing temporaries)
+
+
+def _class_members(n: int, labels: np.ndarray | None, quotas: np.ndarray | None) -> list[tuple[np.ndarray | None, int]]:
+    """(rows of the class as uint32 — None for "all n rows", class id or -1) per rotation stream."""
     if quotas is None or labels is None:
-        return [(np.arange(n, dtype=np.int64), -1)]
-    return [(np.flatnonzero(labels == c).astype(np.int64), c) for c in range(len(quotas))]
+        return [(None, -1)]
+    return [(_index_array(np.flatnonzero(labels == c), n), c) for c in range(len(quotas))]
+
+
+def _index_array(positions: np.ndarray, n: int) -> np.ndarray:
+    """Row numbers in 4 bytes each when they fit (the values are what matter, not the dtype)."""
+    return positions.astype(np.uint32 if n < 2**32 else np.int64)
 
 
 class _Walk:
-    """One seeded permutation stream over ``members``, taken ``quota`` rows at a time."""
+    """One seeded permutation stream over ``members`` (None: all ``size`` rows), taken ``quota`` rows at a time.
 
-    def __init__(self, members: np.ndarray, stream_id: int, seed: int) -> None:
-        self.members, self.stream_id, self.seed = members, stream_id, seed
+    The walk holds positions into ``members``; a fresh pass moves the rows this epoch already took to its
+    end (found with a mask over positions).
+    """
+
+    def __init__(self, members: np.ndarray | None, size: int, stream_id: int, seed: int) -> None:
+        self.members, self.size, self.stream_id, self.seed = members, size, stream_id, seed
         self.passes = 0
         self.order = self._permutation()
         self.position = 0
 
     def _permutation(self) -> np.ndarray:
         rng = np.random.default_rng([self.seed, self.passes, streams.RS2, self.stream_id + 1])
-        return self.members[rng.permutation(len(self.members))]
+        return _index_array(rng.permutation(self.size), self.size)
 
     def take(self, quota: int) -> np.ndarray:
+        """The rows of the next ``quota`` turns."""
         taken = self.order[self.position : self.position + quota]
         self.position += len(taken)
         if len(taken) < quota:  # this pass is used up: a fresh permutation, this epoch's rows moved to its end
             self.passes += 1
             fresh = self._permutation()
-            just_taken = np.isin(fresh, taken)
+            mask = np.zeros(self.size, dtype=bool)
+            mask[taken] = True
+            just_taken = mask[fresh]
+            del mask
             self.order = np.concatenate([fresh[~just_taken], fresh[just_taken]])
             need = quota - len(taken)
             taken = np.concatenate([taken, self.order[:need]])
             self.position = need
-        return taken
+        return taken if self.members is None else self.members[taken]
 
 
 def rs2_epochs(n: int, budget: int, epochs: int, seed: int, labels: np.ndarray | None = None, quotas: np.ndarray | None = None) -> Iterator[np.ndarray]:
     """RS2 without replacement: ``budget`` rows per epoch (``quotas[c]`` of class c when given)."""
     parts = _class_members(n, labels, quotas)
-    walks = [(_Walk(members, c, seed), budget if c < 0 else int(quotas[c])) for members, c in parts]  # type: ignore[index]
+    walks = [(_Walk(members, n if members is None else len(members), c, seed), budget if c < 0 else int(quotas[c])) for members, c in parts]  # type: ignore[index]
     for _ in range(epochs):
-        yield np.sort(np.concatenate([walk.take(quota) for walk, quota in walks])).astype(np.int64)
+        yield _rows_of([walk.take(quota) for walk, quota in walks], n)
+
+
+def _smallest(values: np.ndarray, quota: int) -> np.ndarray:
+    """Positions (ascending) of the ``quota`` smallest values, ties to the lower position: the first
+    ``quota`` of a stable argsort, found with one partition and two passes instead of a sort."""
+    if quota >= len(values):
+        return np.arange(len(values), dtype=np.int64)
+    kth = np.partition(values, quota - 1)[quota - 1]
+    chosen = values < kth
+    missing = quota - int(np.count_nonzero(chosen))
+    if missing:
+        chosen[np.flatnonzero(values == kth)[:missing]] = True
+    return np.flatnonzero(chosen)
+
+
+def _rows_of(parts: list[np.ndarray], n: int) -> np.ndarray:
+    """The union of disjoint row sets, sorted, int64 (a mask pass: O(N) instead of a sort)."""
+    picked = np.zeros(n, dtype=bool)
+    for rows in parts:
+        picked[rows] = True
+    return np.flatnonzero(picked)
+
+
+def _turns(weights: np.ndarray, counts: np.ndarray, seed: int) -> np.ndarray:
+    """Every row's next turn ``(c_i + u_i) / π_i``, float64 [N], in chunks."""
+    turn = np.empty(len(weights), dtype=np.float64)
+    for start in range(0, len(weights), _CHUNK):
+        stop = min(start + _CHUNK, len(weights))
+        c = counts[start:stop]
+        turn[start:stop] = (c + streams.hashed_uniform(seed, streams.ROTATION, np.arange(start, stop, dtype=np.uint64), c)) / weights[start:stop]
+    return turn
 
 
 def weighted_rotation_epochs(
@@ -73,16 +121,16 @@ def weighted_rotation_epochs(
     if weights.ndim != 1 or not np.all(weights > 0) or not np.all(np.isfinite(weights)):
         raise ValueError("rotation weights must be a 1-D array of finite positive numbers")
     n = len(weights)
-    rows = np.arange(n, dtype=np.int64)
-    counts = np.zeros(n, dtype=np.int64)
+    counts = np.zeros(n, dtype=np.uint32)  # selections so far: at most one per epoch
     parts = _class_members(n, labels, quotas)
     for _ in range(epochs):
-        turn = (counts + streams.hashed_uniform(seed, streams.ROTATION, rows, counts)) / weights
+        turn = _turns(weights, counts, seed)
         chosen = []
         for members, c in parts:
             quota = budget if c < 0 else int(quotas[c])  # type: ignore[index]
             if quota:
-                chosen.append(members[np.argsort(turn[members], kind="stable")[:quota]])
-        epoch = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+                chosen.append(_smallest(turn, quota) if members is None else members[_smallest(turn[members], quota)])
+        del turn
+        epoch = _rows_of(chosen, n)
         counts[epoch] += 1
-        yield epoch.astype(np.int64)
+        yield epoch

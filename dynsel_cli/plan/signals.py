@@ -60,11 +60,11 @@ class Signals:
         return self.trust / self.group_size
 
     def summary(self) -> dict[str, float | int | None]:
-        n = len(self.group)
+        members = np.bincount(self.group, minlength=len(self.group))  # rows per group id (group ids are rows)
         return {
-            "near_duplicate_groups": int(np.count_nonzero(np.bincount(self.group, minlength=n)[np.unique(self.group)] > 1)),
+            "near_duplicate_groups": int(np.count_nonzero(members > 1)),
             "rows_in_near_duplicate_groups": int(np.count_nonzero(self.group_size > 1)),
-            "distinct_groups": int(len(np.unique(self.group))),
+            "distinct_groups": int(np.count_nonzero(members)),
             "suspected_mislabels": int(np.count_nonzero(self.suspect)),
             "separability": None if self.separability is None else round(float(self.separability), 6),
         }
@@ -165,24 +165,31 @@ def label_support(neighbours: np.ndarray, cosines: np.ndarray, group: np.ndarray
 
 
 def compute_signals(
-    units: np.ndarray,
-    acts: np.ndarray,
+    units: np.ndarray | None,
+    acts: np.ndarray | None,
     width: int,
     labels: np.ndarray | None,
     *,
+    n: int | None = None,
     dedup: bool = True,
     trust: bool = True,
     dup_cosine: float = 0.9,
     trust_full: float = 1.0,
 ) -> Signals:
-    """Near-duplicate groups and label trust of every row (see the module docstring)."""
-    n = len(units)
+    """Near-duplicate groups and label trust of every row (see the module docstring).
+
+    The codes (``units``, ``acts``) are needed only for the neighbour search (``dedup``, or ``trust`` with
+    labels); without them give the number of rows ``n``.
+    """
+    n = len(units) if units is not None else int(n or 0)
     group = np.arange(n, dtype=np.int64)
     suspect = np.zeros(n, dtype=bool)
     trust_values = np.ones(n, dtype=np.float64)
     support = None
     separability = None
     if n > 1 and (dedup or (trust and labels is not None)):
+        if units is None or acts is None:
+            raise ValueError("the neighbour signals need the codes (units and acts)")
         neighbours, cosines = code_neighbours(units, acts, width)
         if dedup:
             close = cosines >= dup_cosine
