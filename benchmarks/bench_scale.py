@@ -1,10 +1,13 @@
-"""Stages at scale: wall time, peak RSS and per-epoch time of `dynsel plan` on large synthetic factor tables.
+"""Stages at scale: `dynsel plan` on large synthetic factor tables, and `dynsel extract` through Ray.
 
 Usage:
+    python benchmarks/bench_scale.py extract --data /work/bench/fashion_mnist.npz --limit 10000 --threads 1
+
     python benchmarks/bench_scale.py plan --factors /work/bench/f10m --n 10000000 --epochs 100 \
         --method score --formats bin --json benchmarks/results/scale-plan-10m.json
 
-``plan`` writes the factor tables into ``--factors`` once (skipped when a table of that N is there), then
+``extract`` (benchmarks/scale_extract.py) runs Ray with 1 and 2 workers and the local executor on the same
+images, side by side in one invocation. ``plan`` writes the factor tables into ``--factors`` once (skipped when a table of that N is there), then
 runs `dynsel plan` in a subprocess per ``--method`` and appends one JSON record per run to ``--json``
 (JSON lines). Peak RSS is the child's own ``ru_maxrss`` (``os.wait4``); per-epoch time comes from
 watching the plan's indices.bin grow (one epoch is ``budget × itemsize`` bytes), so the run is not slowed
@@ -36,6 +39,9 @@ import numpy as np
 from dynsel_cli.formats.common import atomic_directory
 from dynsel_cli.formats.factors import SampleFactors, SampleTableWriter, UnitStats, finish_factor_tables, read_factors_manifest
 from dynsel_cli.plan.budget import epoch_budget
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scale_extract  # noqa: E402  (benchmarks/ is not a package)
 
 CHUNK = 1 << 20
 
@@ -192,6 +198,11 @@ def plan_command(args: argparse.Namespace) -> None:
         shutil.rmtree(out_root, ignore_errors=True)
 
 
+def extract_command(args: argparse.Namespace) -> None:
+    result = scale_extract.bench_extract(args)
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -210,6 +221,9 @@ def main() -> None:
     plan.add_argument("--json", default=None, help="append one JSON line per run here")
     plan.add_argument("--extra", nargs=argparse.REMAINDER, help="further `dynsel plan` arguments")
     plan.set_defaults(run=plan_command)
+    extract = commands.add_parser("extract", help="time `dynsel extract` through Ray (1 and 2 workers) against the local executor")
+    scale_extract.add_arguments(extract)
+    extract.set_defaults(run=extract_command)
     args = parser.parse_args()
     args.run(args)
 

@@ -9,8 +9,8 @@ and stop, actor start, model loads, writing included), the loop's time and rate 
 the features' fingerprint (the three must be equal). Reported: ray(2) / local wall time (target <= 1.3)
 and the throughput of 2 workers / 1 worker (target >= 1.6), with the machine's CPUs and load average.
 
-Usage:
-    python benchmarks/bench_scale_ray.py [--data /work/bench/fashion_mnist.npz] [--limit 10000] [--json benchmarks/results/scale-extract.json]
+Usage (the ``extract`` subcommand of bench_scale.py):
+    python benchmarks/bench_scale.py extract [--data /work/bench/fashion_mnist.npz] [--limit 10000] [--threads 1] [--json benchmarks/results/scale-extract.json]
 
 The images: an .npz with Fashion-MNIST (``python benchmarks/fashion_mnist.py --out /work/bench/fashion_mnist.npz``,
 which needs the Debian package ``dataset-fashion-mnist``).
@@ -140,14 +140,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the child processes (default: torch's own)")
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "scale-extract.json"))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    result = bench_extract(parser.parse_args())
-    print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
-
-
-if __name__ == "__main__":
-    main()
