@@ -23,11 +23,12 @@ from ..executors import check_executor
 from ..formats.common import atomic_directory
 from ..formats.output import check_output
 from ..formats.factors import KIND as FACTORS_KIND
-from ..formats.factors import SampleFactors, UnitStats, write_factor_tables
+from ..formats.factors import SampleFactors, SampleTableWriter, finish_factor_tables
 from ..formats.features import iter_shard_batches, read_features_manifest
 from ..formats.sae import SaeWeights, read_sae
 from ..progress import ProgressFn, null_progress
 from ..sae.model import TopKSae
+from .statistics import UnitStatsAccumulator
 
 
 def load_model(weights: SaeWeights, device: torch.device) -> TopKSae:
@@ -136,27 +137,21 @@ def _shard_codes(features: Path, dim: int, weights: SaeWeights, config: FactorsC
         yield lambda tasks: actors.map(tasks, what=lambda task: f"encoding shard {task[0]} of {features}")
 
 
-def unit_statistics(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray | None = None, n_classes: int | None = None) -> UnitStats:
-    """Per-unit count, frequency, activation mass, mean and max; per-class frequency when labelled."""
-    n = len(units)
-    fired = units >= 0
-    ids = units[fired].astype(np.int64)
-    values = acts[fired].astype(np.float64)
-    count = np.bincount(ids, minlength=width).astype(np.int64)
-    mass = np.bincount(ids, weights=values, minlength=width)
-    max_act = np.zeros(width, dtype=np.float64)
-    np.maximum.at(max_act, ids, values)
-    mean_act = np.divide(mass, count, out=np.zeros(width), where=count > 0)
-    class_frequency = None
-    if labels is not None and n:
-        if labels.min() < 0:
-            raise DynselError(f"the features have a negative label ({int(labels.min())}); labels must be class ids 0..C-1")
-        n_classes = max(int(labels.max()) + 1, n_classes or 0)
-        row_labels = np.broadcast_to(labels[:, None], units.shape)[fired]
-        joint = np.bincount(row_labels * width + ids, minlength=n_classes * width).reshape(n_classes, width)
-        class_sizes = np.bincount(labels, minlength=n_classes).astype(np.float64)
-        class_frequency = np.divide(joint, class_sizes[:, None], out=np.zeros(joint.shape), where=class_sizes[:, None] > 0).T
-    return UnitStats(count=count, frequency=count / max(n, 1), mass=mass, mean_act=mean_act, max_act=max_act, class_frequency=class_frequency)
+def _consume_codes(codes: Iterator[Codes], writer: SampleTableWriter, stats: UnitStatsAccumulator, n: int, features: Path, progress: ProgressFn) -> None:
+    """Feed each shard's codes, in order, to the sample table and the unit statistics; check the row count."""
+    done = 0
+    for ids, labels, units, acts in codes:
+        if done + len(ids) > n:
+            raise ArtifactError(f"{features}: shards hold more rows than the manifest's {n}; re-extract the features")
+        if writer.has_labels and labels is None:
+            raise ArtifactError(f"{features}: the manifest says labelled but a shard has no label column; re-extract the features")
+        labels = labels if writer.has_labels else None
+        writer.add(SampleFactors(ids=ids, labels=labels, units=units, acts=acts))
+        stats.add(units, acts, labels)
+        done += len(ids)
+        progress("factors", done, n)
+    if done != n:
+        raise ArtifactError(f"{features}: manifest says {n} rows, shards hold {done}; re-extract the features")
 
 
 def build_factor_tables(
@@ -171,7 +166,9 @@ def build_factor_tables(
 ) -> dict[str, Any]:
     """The factors stage: stream the features, encode them in batches, write both tables atomically.
 
-    Only the codes (N × k) are held in memory, not the feature vectors. An SAE trained on other features
+    Memory does not grow with N: each shard's codes go to samples.parquet (through
+    :class:`SampleTableWriter`, one row group buffered) and into the running unit statistics
+    (:class:`UnitStatsAccumulator`, O(width × classes)) as they arrive. An SAE trained on other features
     (another data set, or another encoder's features of the same width) is refused unless
     ``allow_foreign_sae``: its units were never fitted to this data, and that is usually a mix-up.
     """
@@ -191,36 +188,20 @@ def build_factor_tables(
             f"{sae}: this SAE was trained on other features (fingerprint {str(trained_on)[:16]}…) than {features} ({feature_manifest['fingerprint'][:16]}…); "
             "fit one on these features (dynsel fit-sae) or pass --allow-foreign-sae"
         )
-    ids = np.empty(n, dtype=np.int64)
-    labels = np.empty(n, dtype=np.int64) if feature_manifest.get("has_labels") else None
-    units = np.empty((n, weights.k), dtype=np.int32)
-    acts = np.empty((n, weights.k), dtype=np.float32)
+    has_labels = bool(feature_manifest.get("has_labels"))
+    classes = feature_manifest.get("classes")
     shards = feature_manifest["shards"]
     first_rows = np.cumsum([0] + [int(shard["rows"]) for shard in shards])[:-1]
     tasks = [(str(shard["file"]), int(row)) for shard, row in zip(shards, first_rows)]
-    done = 0
-    with _shard_codes(features, dim, weights, config, len(tasks)) as codes:
-        for shard_ids, shard_labels, shard_units, shard_acts in codes(tasks):
-            rows = len(shard_ids)
-            if done + rows > n:
-                raise ArtifactError(f"{features}: shards hold more rows than the manifest's {n}; re-extract the features")
-            ids[done : done + rows] = shard_ids
-            if labels is not None:
-                if shard_labels is None:
-                    raise ArtifactError(f"{features}: the manifest says labelled but a shard has no label column; re-extract the features")
-                labels[done : done + rows] = shard_labels
-            units[done : done + rows], acts[done : done + rows] = shard_units, shard_acts
-            done += rows
-            progress("factors", done, n)
-    if done != n:
-        raise ArtifactError(f"{features}: manifest says {n} rows, shards hold {done}; re-extract the features")
-    classes = feature_manifest.get("classes")
-    stats = unit_statistics(units, acts, weights.width, labels, len(classes) if classes else None)
-    samples = SampleFactors(ids=ids, labels=labels, units=units, acts=acts)
     with atomic_directory(Path(out), FACTORS_KIND, force) as tmp:
-        manifest = write_factor_tables(
+        writer = SampleTableWriter(tmp / "samples.parquet", weights.k, has_labels)
+        accumulator = UnitStatsAccumulator(weights.width, has_labels, len(classes) if classes else None)
+        with _shard_codes(features, dim, weights, config, len(tasks)) as codes:
+            _consume_codes(codes(tasks), writer, accumulator, n, features, progress)
+        stats = accumulator.finish()
+        manifest = finish_factor_tables(
             tmp,
-            samples,
+            writer,
             stats,
             {
                 **provenance("factors", config, {"features": feature_manifest["fingerprint"], "sae": sae_manifest["fingerprint"]}),

@@ -82,7 +82,9 @@ SAMPLES_ROW_GROUP = 1024 * 1024
 class SampleTableWriter:
     """samples.parquet written chunk by chunk (memory: one row group), with the running id range.
 
-    Chunks are re-cut into full row groups, so the file does not depend on how the rows were chunked.
+    Chunks are copied into one row-group buffer (allocated once, its pages touched only as rows arrive), so
+    the caller's arrays can be freed after :meth:`add`, and the file does not depend on how the rows were
+    chunked.
     """
 
     def __init__(self, path: Path, k: int, has_labels: bool) -> None:
@@ -91,7 +93,7 @@ class SampleTableWriter:
         self.k, self.has_labels, self.n_samples = k, has_labels, 0
         self._schema = pa.schema(fields)
         self._writer = pq.ParquetWriter(path, self._schema, compression="zstd")
-        self._pending: list[SampleFactors] = []
+        self._buffer: SampleFactors | None = None
         self._pending_rows = 0
         self._ids = IdRange()
 
@@ -103,24 +105,40 @@ class SampleTableWriter:
         if len(samples.ids):  # IdRange takes any sequence; give it two numbers, not a long array
             self._ids.update(np.array([samples.ids.min(), samples.ids.max()]))
         self.n_samples += len(samples.ids)
+        buffer = self._row_group_buffer()
         start, rows = 0, len(samples.ids)
         while start < rows:
             take = min(rows - start, SAMPLES_ROW_GROUP - self._pending_rows)
-            self._pending.append(_slice(samples, start, start + take))
+            into, source = slice(self._pending_rows, self._pending_rows + take), slice(start, start + take)
+            buffer.ids[into] = samples.ids[source]
+            if buffer.labels is not None and samples.labels is not None:
+                buffer.labels[into] = samples.labels[source]
+            buffer.units[into], buffer.acts[into] = samples.units[source], samples.acts[source]
             self._pending_rows += take
             start += take
             if self._pending_rows == SAMPLES_ROW_GROUP:
                 self._flush()
 
+    def _row_group_buffer(self) -> SampleFactors:
+        if self._buffer is None:
+            rows = SAMPLES_ROW_GROUP
+            self._buffer = SampleFactors(
+                ids=np.empty(rows, dtype=np.int64),
+                labels=np.empty(rows, dtype=np.int64) if self.has_labels else None,
+                units=np.empty((rows, self.k), dtype=np.int32),
+                acts=np.empty((rows, self.k), dtype=np.float32),
+            )
+        return self._buffer
+
     def _flush(self) -> None:
-        parts = self._pending
-        columns = [pa.array(np.concatenate([p.ids for p in parts]), pa.int64())]
-        if self.has_labels:
-            columns.append(pa.array(np.concatenate([p.labels for p in parts]), pa.int64()))  # type: ignore[misc]
-        columns.append(_fixed_list(np.concatenate([p.units for p in parts]).astype(np.int32), pa.int32()))
-        columns.append(_fixed_list(np.concatenate([p.acts for p in parts]).astype(np.float32), pa.float32()))
+        buffer, rows = self._row_group_buffer(), self._pending_rows
+        columns = [pa.array(buffer.ids[:rows], pa.int64())]
+        if buffer.labels is not None:
+            columns.append(pa.array(buffer.labels[:rows], pa.int64()))
+        columns.append(_fixed_list(buffer.units[:rows], pa.int32()))
+        columns.append(_fixed_list(buffer.acts[:rows], pa.float32()))
         self._writer.write_table(pa.Table.from_arrays(columns, schema=self._schema))
-        self._pending, self._pending_rows = [], 0
+        self._pending_rows = 0
 
     def close(self) -> dict[str, Any]:
         """Finish the file; returns the manifest's id fields (``id_min``, ``id_max``, ``ids_dense``)."""
@@ -129,12 +147,8 @@ class SampleTableWriter:
         elif not self.n_samples:  # write_table of an empty table writes one empty row group
             self._writer.write_table(self._schema.empty_table())
         self._writer.close()
+        self._buffer = None
         return self._ids.manifest_fields(self.n_samples)
-
-
-def _slice(samples: SampleFactors, start: int, stop: int) -> SampleFactors:
-    labels = None if samples.labels is None else samples.labels[start:stop]
-    return SampleFactors(ids=samples.ids[start:stop], labels=labels, units=samples.units[start:stop], acts=samples.acts[start:stop])
 
 
 def write_factor_tables(directory: Path, samples: SampleFactors, units: UnitStats, extra: dict[str, Any]) -> dict[str, Any]:
