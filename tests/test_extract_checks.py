@@ -16,7 +16,7 @@ import pytest
 from dynsel_cli.config import ExtractConfig
 from dynsel_cli.errors import DynselError
 from dynsel_cli.extract import extract
-from dynsel_cli.extract import loop
+from dynsel_cli.extract import encoding
 from dynsel_cli.extract.work import work_dir_for
 from dynsel_cli.formats.features import read_features
 
@@ -30,7 +30,7 @@ def no_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the encoder was loaded before the bad rows were found")
 
-    monkeypatch.setattr(loop, "make_encoder", refuse)
+    monkeypatch.setattr(encoding, "make_encoder", refuse)
 
 
 def _posts(path: Path, n: int = 200) -> Path:
