@@ -129,6 +129,7 @@ class PlanConfig:
     trust: bool = _opt(True, "dynsel: samples whose factor neighbours carry another label come around less often, as far as the data's own separability allows.")
     trust_full: float = _opt(1.0, "dynsel: separability at or above which a suspect's turn rate is its relative label support alone; below it the hold-back shrinks in proportion (1 = in proportion to separability, the default; 0.5 holds suspects back harder: more gain on noisy labels, a small loss on clean text, see docs/results.md).")
     dup_cosine: float = _opt(0.9, "dynsel: factor-code cosine at or above which two samples count as near-duplicates.")
+    neighbours: str = _opt("auto", "dynsel: how the factor neighbours are searched: exact (O(N^2) time), ivf (approximate: inverted lists, scanning the 16 of about 4*sqrt(N) cells nearest each sample; cosines stay exact, a few true neighbours can be missed) or auto (exact up to 200,000 samples, ivf above; see docs/method.md).")
     normalise: str = _opt("rank", "score: how representativeness and rarity are scaled to [0, 1]: rank or minmax.")
     schedule: str = _opt("constant", "score: scheduler shape of the weight on rarity: constant (default, chosen by docs/results.md), cosine, linear or step.")
     lambda_start: float = _opt(0.5, "Weight on rarity at the first selection epoch (0 = representativeness only); the weight throughout with --schedule constant.")

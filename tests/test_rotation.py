@@ -89,6 +89,17 @@ def test_exposure_follows_the_weights() -> None:
     assert 0.08 < ratio < 0.12, ratio
 
 
+def test_uniform_weights_need_no_array_and_rotate_like_ones() -> None:
+    labels = np.repeat([0, 1, 2], 30)
+    quotas = class_quotas(labels, 30)
+    for lab, quota in ((None, None), (labels, quotas)):
+        ones = list(weighted_rotation_epochs(np.ones(90), 30, 9, 5, lab, quota))
+        uniform = list(weighted_rotation_epochs(None, 30, 9, 5, lab, quota, n=90))
+        assert [e.tolist() for e in uniform] == [e.tolist() for e in ones]
+    with pytest.raises(ValueError, match="number of rows"):
+        next(weighted_rotation_epochs(None, 1, 1, seed=0))
+
+
 def test_rotation_refuses_bad_weights() -> None:
     with pytest.raises(ValueError):
         next(weighted_rotation_epochs(np.array([1.0, 0.0]), 1, 1, seed=0))
@@ -139,6 +150,30 @@ def test_without_dedup_every_sample_is_its_own_group() -> None:
     units, acts = _codes(profiles, noise=0.0, seed=0)
     signals = compute_signals(units, acts, 100, labels=None, dedup=False)
     assert np.all(signals.group_size == 1) and np.all(signals.weights == 1)
+    assert signals.groups is None and signals.sizes is None and signals.rotation_weights is None
+
+
+def test_signals_that_are_off_hold_nothing_per_sample_and_write_the_trivial_table() -> None:
+    from dynsel_cli.plan.planner import signals_table
+
+    signals = compute_signals(None, None, 0, np.array([0, 1, 1, 0, 2]), n=5, dedup=False, trust=False)
+    assert (signals.groups, signals.sizes, signals.suspects, signals.trusts, signals.label_support) == (None,) * 5
+    assert signals.rotation_weights is None
+    assert signals.summary() == {"near_duplicate_groups": 0, "rows_in_near_duplicate_groups": 0, "distinct_groups": 5, "suspected_mislabels": 0, "separability": None}
+    ids = np.array([10, 11, 12, 20, 21], dtype=np.int64)
+    table = signals_table(ids, signals)
+    assert table.to_pydict() == {"id": ids.tolist(), "group": ids.tolist(), "group_size": [1] * 5, "label_support": [None] * 5, "suspect": [False] * 5, "weight": [1.0] * 5}
+    assert [str(t) for t in table.schema.types] == ["int64", "int64", "int64", "float", "bool", "double"]
+
+
+def test_group_sizes_are_held_narrow_and_read_as_int64() -> None:
+    profiles = np.vstack([_distinct_profiles(20, 100, seed=0)] * 2)
+    units, acts = _codes(profiles, noise=0.0, seed=0)
+    signals = compute_signals(units, acts, 100, labels=None, trust=False)
+    assert signals.sizes is not None and signals.sizes.dtype == np.int32 and signals.groups.dtype == np.uint32
+    assert signals.group_size.dtype == np.int64 and np.all(signals.group_size == 2)
+    assert signals.group.tolist() == list(range(20)) * 2
+    np.testing.assert_array_equal(signals.weights, 0.5)
 
 
 def test_a_label_against_all_its_factor_neighbours_is_suspected() -> None:

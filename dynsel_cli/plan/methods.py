@@ -17,6 +17,7 @@ from . import streams
 from .budget import QUOTA_MODES, epoch_budget, quotas_for
 from .geometric import kcenter_greedy, knn_density
 from .inputs import PlanInputs
+from .neighbour_index import MODES as NEIGHBOURS
 from .rotation import rs2_epochs, weighted_rotation_epochs
 from .schedule import scheduler_weights
 from .scores import normalise
@@ -68,6 +69,8 @@ def validate(config: PlanConfig) -> None:
         raise DynselError(f"--class-quota {config.class_quota!r}: use one of {', '.join(QUOTA_MODES)}")
     if not config.trust_full > 0:
         raise DynselError(f"--trust-full {config.trust_full}: must be > 0 (turn label trust off with --no-trust)")
+    if config.neighbours not in NEIGHBOURS:
+        raise DynselError(f"--neighbours {config.neighbours!r}: use one of {', '.join(NEIGHBOURS)}")
     if not 0 < config.dup_cosine <= 1:
         raise DynselError(f"--dup-cosine {config.dup_cosine}: must be in (0, 1]")
     if config.penalty not in PENALTIES:
@@ -115,8 +118,9 @@ def select(inputs: PlanInputs, config: PlanConfig, vectors: np.ndarray | None = 
             trust=config.trust,
             dup_cosine=config.dup_cosine,
             trust_full=config.trust_full,
+            neighbours=config.neighbours,
         )
-        rows = weighted_rotation_epochs(signals.weights, budget, n_select_epochs, config.seed, labels, quotas)
+        rows = weighted_rotation_epochs(signals.rotation_weights, budget, n_select_epochs, config.seed, labels, quotas, n=n)
     elif config.method == "static-top":
         r = _scores(inputs)[0]
         rows = _repeat(lambda: _top(r, budget, config, labels, quotas), n_select_epochs)

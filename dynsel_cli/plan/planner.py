@@ -116,17 +116,32 @@ def read_inputs(factors: Path, config: PlanConfig) -> PlanInputs:
     return read_plan_inputs(Path(factors), wanted.scores, config.normalise, _score_device(config, wanted), codes=wanted.codes)
 
 
+_SIGNALS_CHUNK = 1 << 20  # rows per repeated chunk of a constant signals column (a multiple of the writer's batches)
+
+
 def signals_table(ids: np.ndarray, signals: Signals) -> pa.Table:
-    """signals.parquet: what dynsel's rotation weights rest on, one row per sample (docs/formats.md)."""
+    """signals.parquet: what dynsel's rotation weights rest on, one row per sample (docs/formats.md).
+
+    A signal that is off is a column of one value: it is made of one chunk referenced over and over, so
+    it takes no memory per sample (the Parquet bytes are those of the same values in one piece)."""
+    n = len(ids)
+    weights = signals.rotation_weights
     columns = {
         "id": pa.array(ids, pa.int64()),
-        "group": pa.array(ids[signals.group], pa.int64()),
-        "group_size": pa.array(signals.group_size, pa.int64()),
-        "label_support": pa.array(signals.label_support, pa.float32()) if signals.label_support is not None else pa.nulls(len(ids), pa.float32()),
-        "suspect": pa.array(signals.suspect, pa.bool_()),
-        "weight": pa.array(signals.weights, pa.float64()),
+        "group": pa.array(ids if signals.groups is None else ids[signals.groups], pa.int64()),
+        "group_size": _constant(n, 1, pa.int64()) if signals.sizes is None else pa.array(signals.sizes, pa.int64()),
+        "label_support": pa.array(signals.label_support, pa.float32()) if signals.label_support is not None else _constant(n, None, pa.float32()),
+        "suspect": _constant(n, False, pa.bool_()) if signals.suspects is None else pa.array(signals.suspects, pa.bool_()),
+        "weight": _constant(n, 1.0, pa.float64()) if weights is None else pa.array(weights, pa.float64()),
     }
     return pa.table(columns)
+
+
+def _constant(n: int, value: Any, kind: pa.DataType) -> pa.ChunkedArray:
+    """A column of ``n`` copies of ``value`` (None: nulls), as one shared chunk repeated."""
+    chunk = pa.nulls(min(n, _SIGNALS_CHUNK), kind) if value is None else pa.array(np.full(min(n, _SIGNALS_CHUNK), value), kind)
+    whole, rest = divmod(n, _SIGNALS_CHUNK)
+    return pa.chunked_array([chunk] * whole + ([chunk.slice(0, rest)] if rest else []), kind)
 
 
 def print_plan(factors: Path, handle: TextIO, config: PlanConfig = PlanConfig(), progress: ProgressFn = null_progress, features: Path | None = None) -> None:

@@ -103,24 +103,38 @@ def _rows_of(parts: list[np.ndarray], n: int) -> np.ndarray:
     return np.flatnonzero(picked)
 
 
-def _turns(weights: np.ndarray, counts: np.ndarray, seed: int) -> np.ndarray:
-    """Every row's next turn ``(c_i + u_i) / π_i``, float64 [N], in chunks."""
-    turn = np.empty(len(weights), dtype=np.float64)
-    for start in range(0, len(weights), _CHUNK):
-        stop = min(start + _CHUNK, len(weights))
+def _turns(weights: np.ndarray | None, counts: np.ndarray, seed: int) -> np.ndarray:
+    """Every row's next turn ``(c_i + u_i) / π_i`` (π_i = 1 when ``weights`` is None), float64 [N], in chunks."""
+    turn = np.empty(len(counts), dtype=np.float64)
+    for start in range(0, len(counts), _CHUNK):
+        stop = min(start + _CHUNK, len(counts))
         c = counts[start:stop]
-        turn[start:stop] = (c + streams.hashed_uniform(seed, streams.ROTATION, np.arange(start, stop, dtype=np.uint64), c)) / weights[start:stop]
+        turn[start:stop] = c + streams.hashed_uniform(seed, streams.ROTATION, np.arange(start, stop, dtype=np.uint64), c)
+        if weights is not None:
+            turn[start:stop] /= weights[start:stop]
     return turn
 
 
 def weighted_rotation_epochs(
-    weights: np.ndarray, budget: int, epochs: int, seed: int, labels: np.ndarray | None = None, quotas: np.ndarray | None = None
+    weights: np.ndarray | None,
+    budget: int,
+    epochs: int,
+    seed: int,
+    labels: np.ndarray | None = None,
+    quotas: np.ndarray | None = None,
+    *,
+    n: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """Rotation at rates proportional to ``weights`` (π_i > 0); see the module docstring."""
-    weights = np.asarray(weights, dtype=np.float64)
-    if weights.ndim != 1 or not np.all(weights > 0) or not np.all(np.isfinite(weights)):
-        raise ValueError("rotation weights must be a 1-D array of finite positive numbers")
-    n = len(weights)
+    """Rotation at rates proportional to ``weights`` (π_i > 0); see the module docstring. ``weights`` None:
+    every one of ``n`` rows has weight 1 (nothing per row is held for them)."""
+    if weights is None:
+        if n is None:
+            raise ValueError("uniform rotation weights (None) need the number of rows n")
+    else:
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.ndim != 1 or not np.all(weights > 0) or not np.all(np.isfinite(weights)):
+            raise ValueError("rotation weights must be a 1-D array of finite positive numbers")
+        n = len(weights)
     counts = np.zeros(n, dtype=np.uint32)  # selections so far: at most one per epoch
     parts = _class_members(n, labels, quotas)
     for _ in range(epochs):

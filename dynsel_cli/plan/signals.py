@@ -6,9 +6,11 @@ strength (the cosine of their codes). Near-duplicates share their dominant facto
 mislabelled sample's factor neighbours carry another label.
 
 - **Candidates.** Codes are projected to 128 dimensions by a fixed Gaussian matrix (Johnson-Lindenstrauss;
-  a sparse gather, O(N·k)), and faiss finds each sample's 24 nearest candidates by inner product. Their
-  exact code cosines are then computed in float64 from the units themselves, so every decision below
-  rests on exact numbers whatever faiss's thread count or the projection's error.
+  a sparse gather, O(N·k)), and faiss finds each sample's 24 nearest candidates by inner product: an
+  exact search up to 200,000 samples, inverted lists (IVF, approximate) above, or as ``--neighbours``
+  says (:mod:`.neighbour_index`). Their exact code cosines are then computed in float64 from the units
+  themselves, so every decision below rests on exact numbers whatever faiss's thread count or the
+  projection's error; the approximate search can only miss some true neighbours (find others instead).
 - **Near-duplicate groups.** Samples joined by a code cosine ≥ ``dup_cosine`` (default 0.9) form one group
   (connected components). Group sizes are 1 on data without duplicates.
 - **Label support.** For a labelled sample, the similarity-weighted share of its 10 nearest candidates
@@ -28,15 +30,21 @@ mislabelled sample's factor neighbours carry another label.
 
 The exposure weight of a sample in dynsel's rotation is trust / group size: a group of near-duplicates
 shares one sample's turn, and a suspect comes around less often the surer the factors are.
+
+A signal that is off holds nothing per sample (:class:`Signals` keeps None and makes the trivial array
+only when asked): with ``--no-dedup --no-trust`` there is no neighbour search and no per-sample array at
+all, and the rotation runs with weight 1 for everyone. Group ids are held as uint32 and group sizes as
+int32 (int64 beyond 2³¹ rows); the arrays a caller asks for are int64 as before.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from . import streams
+from . import neighbour_index, streams
 
 PROJECTION_DIM = 128
 CANDIDATES = 24
@@ -47,27 +55,70 @@ _PAIR_BUDGET = 1 << 24  # unit comparisons held at once in the exact-cosine step
 
 @dataclass(frozen=True)
 class Signals:
-    group: np.ndarray  # int64 [N]: near-duplicate group id (the group's smallest row)
-    group_size: np.ndarray  # int64 [N]
+    """Per-sample signals, holding only what is not trivial: a signal that is off (or found nothing to
+    say) is None, and the full arrays are made only when asked for (``group``, ``group_size``, ...)."""
+
+    n: int
+    groups: np.ndarray | None  # [N] near-duplicate group id (the group's smallest row), uint32 or int64; None: each row its own
+    sizes: np.ndarray | None  # int32 or int64 [N] group sizes; None: all 1
     label_support: np.ndarray | None  # float64 [N]: p_i(y_i); None without labels
-    suspect: np.ndarray  # bool [N]
-    trust: np.ndarray  # float64 [N] in (0, 1]
+    suspects: np.ndarray | None  # bool [N]; None: nobody is suspected (trust off or no labels)
+    trusts: np.ndarray | None  # float64 [N] in (0, 1]; None: all 1
     separability: float | None
 
     @property
+    def group(self) -> np.ndarray:
+        """int64 [N]: each row's group id."""
+        return np.arange(self.n, dtype=np.int64) if self.groups is None else self.groups.astype(np.int64)
+
+    @property
+    def group_size(self) -> np.ndarray:
+        """int64 [N]."""
+        return np.ones(self.n, dtype=np.int64) if self.sizes is None else self.sizes.astype(np.int64)
+
+    @property
+    def suspect(self) -> np.ndarray:
+        """bool [N]."""
+        return np.zeros(self.n, dtype=bool) if self.suspects is None else self.suspects
+
+    @property
+    def trust(self) -> np.ndarray:
+        """float64 [N]."""
+        return np.ones(self.n, dtype=np.float64) if self.trusts is None else self.trusts
+
+    @property
+    def rotation_weights(self) -> np.ndarray | None:
+        """Exposure weight π_i = trust_i / group_size_i, float64 [N]; None when every weight is 1."""
+        if self.sizes is None:
+            return self.trusts
+        return 1.0 / self.sizes if self.trusts is None else self.trusts / self.sizes
+
+    @property
     def weights(self) -> np.ndarray:
-        """Exposure weight π_i = trust_i / group_size_i."""
-        return self.trust / self.group_size
+        """Exposure weight π_i = trust_i / group_size_i, float64 [N]."""
+        weights = self.rotation_weights
+        return np.ones(self.n, dtype=np.float64) if weights is None else weights
 
     def summary(self) -> dict[str, float | int | None]:
-        members = np.bincount(self.group, minlength=len(self.group))  # rows per group id (group ids are rows)
+        if self.groups is None:
+            groups = {"near_duplicate_groups": 0, "rows_in_near_duplicate_groups": 0, "distinct_groups": self.n}
+        else:
+            members = np.bincount(self.groups, minlength=self.n)  # rows per group id (group ids are rows)
+            groups = {
+                "near_duplicate_groups": int(np.count_nonzero(members > 1)),
+                "rows_in_near_duplicate_groups": int(np.count_nonzero(self.sizes > 1)),
+                "distinct_groups": int(np.count_nonzero(members)),
+            }
         return {
-            "near_duplicate_groups": int(np.count_nonzero(members > 1)),
-            "rows_in_near_duplicate_groups": int(np.count_nonzero(self.group_size > 1)),
-            "distinct_groups": int(np.count_nonzero(members)),
-            "suspected_mislabels": int(np.count_nonzero(self.suspect)),
+            **groups,
+            "suspected_mislabels": 0 if self.suspects is None else int(np.count_nonzero(self.suspects)),
             "separability": None if self.separability is None else round(float(self.separability), 6),
         }
+
+
+def _index_dtype(n: int) -> type:
+    """The narrowest of uint32 / int64 that holds every row number and count up to ``n``."""
+    return np.uint32 if n < 2**32 else np.int64
 
 
 def _normalised(acts: np.ndarray) -> np.ndarray:
@@ -76,11 +127,30 @@ def _normalised(acts: np.ndarray) -> np.ndarray:
     return np.divide(a, norms, out=np.zeros_like(a), where=norms > 0)
 
 
-def code_neighbours(units: np.ndarray, acts: np.ndarray, width: int, candidates: int = CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's nearest other rows in factor space: (rows int64 [N, K], exact code cosines float64 [N, K]),
-    best first (ties → lower row). K = min(candidates, N − 1)."""
+def _projector(units: np.ndarray, a: np.ndarray, width: int) -> Callable[[int, int], np.ndarray]:
+    """project(start, stop): rows start..stop as 128-d Gaussian projections of their codes, float32, unit length."""
     import faiss
 
+    rows_needed = max(width, int(units.max()) + 1, 1)
+    projection = np.random.default_rng([streams.PROJECTION]).standard_normal((rows_needed, PROJECTION_DIM)).astype(np.float32)
+
+    def project(start: int, stop: int) -> np.ndarray:
+        projected = np.empty((stop - start, PROJECTION_DIM), dtype=np.float32)
+        for lo in range(start, stop, 4096):
+            hi = min(lo + 4096, stop)
+            projected[lo - start : hi - start] = np.einsum("nk,nkd->nd", a[lo:hi].astype(np.float32), projection[units[lo:hi]])
+        faiss.normalize_L2(projected)
+        return projected
+
+    return project
+
+
+def code_neighbours(
+    units: np.ndarray, acts: np.ndarray, width: int, candidates: int = CANDIDATES, neighbours: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest other rows in factor space: (rows int64 [N, K], exact code cosines float64 [N, K]),
+    best first (ties → lower row). K = min(candidates, N − 1). ``neighbours`` chooses the candidate search
+    (:func:`.neighbour_index.resolve`): exact, or inverted lists (approximate) for large N."""
     n, k = units.shape
     want = min(candidates, n - 1)
     if want <= 0:
@@ -88,21 +158,11 @@ def code_neighbours(units: np.ndarray, acts: np.ndarray, width: int, candidates:
     units = np.asarray(units, dtype=np.int64)
     a = _normalised(np.where(units >= 0, acts, 0.0))  # a negative unit id pads a code with fewer than k units
     units = np.maximum(units, 0)
-    rows_needed = max(width, int(units.max()) + 1, 1)
-    projection = np.random.default_rng([streams.PROJECTION]).standard_normal((rows_needed, PROJECTION_DIM)).astype(np.float32)
-    projected = np.empty((n, PROJECTION_DIM), dtype=np.float32)
-    for start in range(0, n, 4096):
-        stop = min(start + 4096, n)
-        projected[start:stop] = np.einsum("nk,nkd->nd", a[start:stop].astype(np.float32), projection[units[start:stop]])
-    faiss.normalize_L2(projected)
-    index = faiss.IndexFlatIP(PROJECTION_DIM)
-    index.add(projected)
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # which of several tied candidates faiss keeps depends on its thread count
-    try:
-        _, found = index.search(projected, want + 1)
-    finally:
-        faiss.omp_set_num_threads(threads)
+    project = _projector(units, a, width)
+    if neighbour_index.resolve(neighbours, n) == "exact":
+        found = neighbour_index.exact_search(project(0, n), want + 1)
+    else:
+        found = neighbour_index.ivf_search(project, n, PROJECTION_DIM, want + 1)
     rows = np.arange(n)
     found = np.where(found < 0, rows[:, None], found)  # faiss pads with -1 when it finds fewer
     cosines = np.empty(found.shape, dtype=np.float64)
@@ -175,41 +235,51 @@ def compute_signals(
     trust: bool = True,
     dup_cosine: float = 0.9,
     trust_full: float = 1.0,
+    neighbours: str = "auto",
 ) -> Signals:
     """Near-duplicate groups and label trust of every row (see the module docstring).
 
     The codes (``units``, ``acts``) are needed only for the neighbour search (``dedup``, or ``trust`` with
-    labels); without them give the number of rows ``n``.
+    labels); without them give the number of rows ``n``. ``neighbours``: the candidate search, see
+    :func:`code_neighbours`.
     """
     n = len(units) if units is not None else int(n or 0)
-    group = np.arange(n, dtype=np.int64)
-    suspect = np.zeros(n, dtype=bool)
-    trust_values = np.ones(n, dtype=np.float64)
-    support = None
+    groups = sizes = support = suspects = trusts = None
     separability = None
     if n > 1 and (dedup or (trust and labels is not None)):
         if units is None or acts is None:
             raise ValueError("the neighbour signals need the codes (units and acts)")
-        neighbours, cosines = code_neighbours(units, acts, width)
+        found, cosines = code_neighbours(units, acts, width, neighbours=neighbours)
+        group = np.arange(n, dtype=np.int64)
         if dedup:
             close = cosines >= dup_cosine
-            group = connected_groups(n, np.repeat(np.arange(n), neighbours.shape[1])[close.ravel()], neighbours[close])
+            group = connected_groups(n, np.repeat(np.arange(n), found.shape[1])[close.ravel()], found[close])
+            sizes = np.bincount(group, minlength=n)[group].astype(np.int32 if n < 2**31 else np.int64)
         if trust and labels is not None:
-            labels = np.unique(np.asarray(labels, dtype=np.int64), return_inverse=True)[1].astype(np.int64)  # 0..C-1
-            p, _ = label_support(neighbours, cosines, group, labels)
-            rows = np.arange(n)
-            support = p[rows, labels]
-            prior = np.bincount(labels, minlength=p.shape[1]) / n
-            accuracy = float(np.mean(p.argmax(axis=1) == labels))
-            chance = float(prior.max())
-            separability = float(np.clip((accuracy - chance) / (1.0 - chance), 0.0, 1.0)) if chance < 1.0 else 0.0
-            typical = np.array([p[labels == c, c].mean() if np.any(labels == c) else 1.0 for c in range(p.shape[1])])
-            others = p >= typical[None, :]
-            others[rows, labels] = False
-            suspect = (support < typical[labels]) & others.any(axis=1)
-            relative = np.minimum(1.0, support / typical[labels])
-            gate = min(1.0, separability / trust_full)
-            trust_values = np.where(suspect, 1.0 - gate * (1.0 - relative), 1.0)
-            trust_values = np.maximum(trust_values, 1e-3)
-    sizes = np.bincount(group, minlength=n)[group].astype(np.int64)
-    return Signals(group=group, group_size=sizes, label_support=support, suspect=suspect, trust=trust_values, separability=separability)
+            support, suspects, trusts, separability = _label_trust(found, cosines, group, labels, trust_full)
+        if dedup:
+            groups = group.astype(_index_dtype(n))
+    return Signals(n=n, groups=groups, sizes=sizes, label_support=support, suspects=suspects, trusts=trusts, separability=separability)
+
+
+def _label_trust(
+    found: np.ndarray, cosines: np.ndarray, group: np.ndarray, labels: np.ndarray, trust_full: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(label support p_i(y_i), suspects, trust, separability) from the neighbour vote."""
+    n = len(labels)
+    labels = np.unique(np.asarray(labels, dtype=np.int64), return_inverse=True)[1].astype(np.int64)  # 0..C-1
+    p, _ = label_support(found, cosines, group, labels)
+    rows = np.arange(n)
+    support = p[rows, labels]
+    prior = np.bincount(labels, minlength=p.shape[1]) / n
+    accuracy = float(np.mean(p.argmax(axis=1) == labels))
+    chance = float(prior.max())
+    separability = float(np.clip((accuracy - chance) / (1.0 - chance), 0.0, 1.0)) if chance < 1.0 else 0.0
+    typical = np.array([p[labels == c, c].mean() if np.any(labels == c) else 1.0 for c in range(p.shape[1])])
+    others = p >= typical[None, :]
+    others[rows, labels] = False
+    suspect = (support < typical[labels]) & others.any(axis=1)
+    relative = np.minimum(1.0, support / typical[labels])
+    gate = min(1.0, separability / trust_full)
+    trust_values = np.maximum(np.where(suspect, 1.0 - gate * (1.0 - relative), 1.0), 1e-3)
+    return support, suspect, trust_values, separability
