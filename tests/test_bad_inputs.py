@@ -172,6 +172,7 @@ CASES: list[Case] = [
     Case("plan-manifest-path-escape", "manifest naming a file outside its artifact (`../`)", lambda w, r: ["plan", _escaping_factors(w, r), "--out", OUT], "outside"),
     Case("plan-unknown-class-quota", "unknown `--class-quota`", lambda w, r: ["plan", r.factors, "--out", OUT, "--class-quota", "equal"], "--class-quota"),
     Case("plan-bad-dup-cosine", "`--dup-cosine 0`", lambda w, r: ["plan", r.factors, "--out", OUT, "--dup-cosine", "0"], "--dup-cosine"),
+    Case("plan-unknown-neighbours", "`--neighbours annoy`", lambda w, r: ["plan", r.factors, "--out", OUT, "--neighbours", "annoy"], "--neighbours"),
     Case("plan-unknown-device", "`--device gpu`", lambda w, r: ["plan", r.factors, "--out", OUT, "--device", "gpu"], "--device"),
     *([Case("plan-cuda-without-gpu", "`--device cuda` on a machine without a usable GPU", lambda w, r: ["plan", r.factors, "--out", OUT, "--device", "cuda"], "--device cuda")] if not _CUDA else []),
     Case("fit-sae-unknown-device", "`fit-sae --device gpu`", lambda w, r: ["fit-sae", r.features, "--out", OUT, "--device", "gpu"], "--device"),
