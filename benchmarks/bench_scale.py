@@ -179,6 +179,8 @@ def plan_command(args: argparse.Namespace) -> None:
         extra = ["--no-dedup", "--no-trust"] if method == "dynsel-uniform" else []
         name = "dynsel" if method == "dynsel-uniform" else method
         out = out_root / f"plan-{method}"
+        if out.exists():  # the plan is deleted after its run: never a folder this benchmark did not make
+            raise SystemExit(f"{out} exists; pass a --plan-dir without plan-* folders")
         record = run_plan(factors, out, name, args.epochs, args.ratio, args.formats, extra + list(args.extra or []))
         record["label"] = method
         record["machine"] = {

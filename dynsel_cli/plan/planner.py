@@ -94,10 +94,7 @@ def compute_plan(tables: FactorTables, config: PlanConfig, progress: ProgressFn 
     wanted = needs(config, tables.n_samples)
     inputs = inputs_from_tables(tables, wanted.scores, config.normalise, _score_device(config, wanted), codes=wanted.codes)
     stream = plan_stream(inputs, config, features)
-    epochs = []
-    for epoch in stream.epochs:
-        epochs.append(epoch)
-        progress("plan", len(epochs), len(stream.counts))
+    epochs = list(_reported(stream, progress))
     return PlanResult(epochs=epochs, manifest_extra=stream.manifest_extra, signals=stream.signals_table())
 
 
