@@ -22,6 +22,7 @@ from .cli_progress import ProgressDisplay
 from .config import ExtractConfig, FactorsConfig, PlanConfig, SaeConfig
 from .errors import DynselError
 from .formats.output import RUN_STAGES
+from .printable import printable
 
 app = typer.Typer(
     add_completion=False,
@@ -30,7 +31,7 @@ app = typer.Typer(
     help="Precompute dynamic data-selection plans: features → TopK SAE factors → per-epoch index lists any trainer reads.",
     epilog="Example: `dynsel run sample_data/fashion_mnist_2k.npz --out runs/fm --epochs 10 --ratio 0.5 --seed 0`, then `dynsel report runs/fm/plan`.",
 )
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, emoji=False)  # emoji codes (":warning:") in a path or class name stay text
 _state = {"debug": False}
 SOURCE_HELP = (
     "An image folder (class subfolders, or flat with a labels CSV), a .npy/.npz array (images [N,H,W(,C)] or vectors [N,D]), "
@@ -68,19 +69,19 @@ def _errors(out: str | None = None) -> Iterator[None]:
     except DynselError as exc:
         if _state["debug"]:
             raise
-        stderr.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        stderr.print(f"[red]error:[/red] {_shown(exc)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     except BrokenPipeError:
         _quiet_broken_pipe()
     except KeyboardInterrupt:
-        stderr.print(f"[red]interrupted[/red]; {escape(_interrupted(out))}", highlight=False, soft_wrap=True)
+        stderr.print(f"[red]interrupted[/red]; {_shown(_interrupted(out))}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=130) from None
     except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:  # a bug: say so plainly
         if _state["debug"]:
             raise
-        stderr.print(f"[red]internal error:[/red] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
+        stderr.print(f"[red]internal error:[/red] {type(exc).__name__}: {_shown(exc)} (rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1) from None
 
 
@@ -111,12 +112,17 @@ class _StdoutConsole(Console):
         _quiet_broken_pipe()
 
 
+def _shown(value: object) -> str:
+    """Data (a path, a class name, a message quoting them) for a rich markup string: shown as typed."""
+    return escape(printable(value))
+
+
 def _progress() -> ProgressDisplay:
     return ProgressDisplay(stderr)
 
 
 def _log(message: str) -> None:
-    stderr.print(escape(message), highlight=False, soft_wrap=True)
+    stderr.print(_shown(message), highlight=False, soft_wrap=True)
 
 
 def _interrupted(out: str | None) -> str:
@@ -223,6 +229,23 @@ def plan_command(
     _log(f"plan: {manifest['epochs']} epochs × {manifest['budget']} of {manifest['n_samples']} ({config.method}), {manifest['total_steps']} steps at batch {config.batch_size} → {describe(out)}")
 
 
+def _check_html_target(path: Path) -> None:
+    """``--html`` names a regular file or a new path; a FIFO, a device or ``/dev/stdout`` is refused by its
+    ``stat`` alone: reading one (to see whether dynsel wrote it) would block for ever."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError:
+        return  # unreadable or dangling: check_output_file says what is wrong
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device (a terminal, /dev/stdout, /dev/null, ...)" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file"
+    raise DynselError(f"{path}: is {kind}, not a regular file; give --html a file name (the page is written to a file, never streamed)")
+
+
 @app.command(epilog="Example: `dynsel report runs/fm/plan --factors runs/fm/factors --compare runs/fm/plan-random --html report.html`")
 def report(
     plan: str = typer.Argument(..., help="Plan directory (from `dynsel plan` or `dynsel run`)." + URI_NOTE),
@@ -241,6 +264,7 @@ def report(
 
     with _errors():
         if html:
+            _check_html_target(html)
             check_output_file(html, GENERATOR, inputs=[Path(p) for p in (plan, factors, compare) if p and not is_uri(p)], option="--html")
         tables = None
         if factors:
@@ -283,10 +307,10 @@ def verify(
     else:
         marks = {True: "[green]ok[/green]  ", False: "[red]FAIL[/red]", None: "[yellow]skip[/yellow]"}
         for check in result.checks:
-            stderr.print(f"{marks[check.ok]} {check.name:<10} {escape(check.detail)}", highlight=False, soft_wrap=True)
+            stderr.print(f"{marks[check.ok]} {check.name:<10} {_shown(check.detail)}", highlight=False, soft_wrap=True)
     if not result.ok:
         names = ", ".join(dict.fromkeys(c.name for c in result.failed))
-        stderr.print(f"[red]error:[/red] {escape(describe(plan))}: failed {names}; rebuild the plan with `dynsel plan` (see docs/reliability.md)", highlight=False, soft_wrap=True)
+        stderr.print(f"[red]error:[/red] {_shown(describe(plan))}: failed {_shown(names)}; rebuild the plan with `dynsel plan` (see docs/reliability.md)", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2)
 
 
@@ -344,7 +368,7 @@ def main() -> None:
             sys.exit(2)
         where = ctx.command_path if ctx is not None else "dynsel"
         message = " ".join(str(exc.format_message()).split()).rstrip(".") if hasattr(exc, "format_message") else str(exc)
-        stderr.print(f"[red]error:[/red] {escape(message)}; see `{escape(where)} --help`", highlight=False, soft_wrap=True)
+        stderr.print(f"[red]error:[/red] {_shown(message)}; see `{_shown(where)} --help`", highlight=False, soft_wrap=True)
         sys.exit(int(getattr(exc, "exit_code", 2)))
     except BrokenPipeError:
         _silence_stdout()

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .printable import printable
 
 
 @dataclass
@@ -55,7 +58,7 @@ class ProgressDisplay:
         rate = f"{clock.rate(now):,.1f}/s" if done > clock.first_done else ""
         if self._bar is not None:
             if task not in self._tasks:
-                self._tasks[task] = self._bar.add_task(task, total=total, rate="")
+                self._tasks[task] = self._bar.add_task(escape(printable(task)), total=total, rate="")  # the description is markup
             self._bar.update(self._tasks[task], completed=done, total=total, rate=rate)
             return
         finished = total is not None and done >= total
@@ -63,7 +66,7 @@ class ProgressDisplay:
             return
         clock.last_print = now
         of_total = f"/{total}" if total is not None else ""
-        self.console.print(f"{task}: {done}{of_total} ({rate + ', ' if rate else ''}{now - clock.first:.0f}s)", highlight=False, soft_wrap=True)
+        self.console.print(f"{escape(printable(task))}: {done}{of_total} ({rate + ', ' if rate else ''}{now - clock.first:.0f}s)", highlight=False, soft_wrap=True)
 
     def throughput(self, task: str) -> tuple[float, float]:
         """(seconds since the task's first report, units per second over that time) for a summary line."""

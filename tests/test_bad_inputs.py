@@ -96,6 +96,14 @@ def _other_features(work: Path, run: PipelineRun) -> Path:
     return work / "other-features"
 
 
+def _huge_label_features(work: Path, run: PipelineRun) -> Path:
+    dim = json.loads((run.features / "_manifest.json").read_text())["dim"]
+    labels = np.zeros(64, dtype=np.int64)
+    labels[5] = 10**8
+    write_features_dir(work / "labelled-features", np.random.default_rng(3).normal(size=(64, dim)).astype(np.float32), labels)
+    return work / "labelled-features"
+
+
 def _tampered_plan(work: Path, run: PipelineRun) -> Path:
     plan = _copy(run.plan, work, "plan-copy")
     _flip_byte(plan / "indices.bin")
@@ -145,6 +153,8 @@ CASES: list[Case] = [
     Case("extract-mixed-sizes", "image folder with mixed image sizes", lambda w, r: ["extract", _images(w, [(32, 32), (48, 40)]), "--out", OUT], "--mixed-sizes"),
     Case("extract-decompression-bomb", "image claiming 225 M pixels (decompression bomb)", lambda w, r: ["extract", _bomb(w), "--out", OUT], "bomb.png"),
     Case("extract-unknown-encoder", "unknown `--encoder`", lambda w, r: ["extract", SAMPLE, "--out", OUT, "--encoder", "clip"], "--encoder"),
+    Case("extract-image-size-too-large", "`--image-size 20000` (above 4096)", lambda w, r: ["extract", SAMPLE, "--out", OUT, "--image-size", "20000"], "--image-size"),
+    Case("extract-batch-too-many-pixels", "`--image-size 4096` at the default `--batch-size 64` (1.07 G pixels a batch)", lambda w, r: ["extract", SAMPLE, "--out", OUT, "--image-size", "4096"], "--batch-size"),
     Case("extract-user-code-no-flag", "user Python encoder without `--allow-user-code`", lambda w, r: ["extract", SAMPLE, "--out", OUT, "--encoder", "os:getcwd"], "--allow-user-code"),
     Case("extract-unwritable-out", "`--out` under a regular file", lambda w, r: ["extract", _vectors(w, "v.npy", np.ones((8, 4), np.float32)), "--out", _unwritable_parent(w), "--encoder", "identity"], "--out"),
     # fit-sae
@@ -158,11 +168,13 @@ CASES: list[Case] = [
     Case("factors-foreign-sae", "SAE trained on another data set (fingerprint mismatch)", lambda w, r: ["factors", _other_features(w, r), "--sae", r.sae, "--out", OUT], "--allow-foreign-sae"),
     Case("factors-tampered-sae", "SAE weights modified after training", lambda w, r: ["factors", r.features, "--sae", _tampered_sae(w, r), "--out", OUT], "sae.safetensors"),
     Case("factors-not-sae", "`--sae` is not an SAE checkpoint", lambda w, r: ["factors", r.features, "--sae", r.factors, "--out", OUT], "SAE"),
+    Case("factors-label-too-large", "a label of 10^8 (per-class statistics are indexed by class id)", lambda w, r: ["factors", _huge_label_features(w, r), "--sae", r.sae, "--allow-foreign-sae", "--out", OUT], "label 100000000"),
     # plan
     Case("plan-ratio-zero", "`--ratio 0`", lambda w, r: ["plan", r.factors, "--out", OUT, "--ratio", "0"], "--ratio"),
     Case("plan-ratio-above-one", "`--ratio 1.5`", lambda w, r: ["plan", r.factors, "--out", OUT, "--ratio", "1.5"], "--ratio"),
     Case("plan-zero-epochs", "`--epochs 0`", lambda w, r: ["plan", r.factors, "--out", OUT, "--epochs", "0"], "--epochs"),
     Case("plan-negative-epochs", "`--epochs -3`", lambda w, r: ["plan", r.factors, "--out", OUT, "--epochs", "-3"], "--epochs"),
+    Case("plan-too-many-epochs", "`--epochs 2147483648` (above 100,000)", lambda w, r: ["plan", r.factors, "--out", OUT, "--epochs", "2147483648"], "--epochs"),
     Case("plan-unknown-method", "unknown `--method`", lambda w, r: ["plan", r.factors, "--out", OUT, "--method", "coreset"], "--method"),
     Case("plan-unknown-format", "unknown `--formats`", lambda w, r: ["plan", r.factors, "--out", OUT, "--formats", "csv"], "--formats"),
     Case("plan-truncated-table", "factor table truncated", lambda w, r: ["plan", _truncated_table(w, r), "--out", OUT], "samples.parquet"),

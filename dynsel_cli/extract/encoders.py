@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DynselError, install_hint
+from ..limits import check_image_size
 from . import registry
 from ..formats.common import sha256_file
 
@@ -527,8 +528,7 @@ def resolve_name(name: str, source_kind: str) -> str:
 def make_encoder(name: str, source_kind: str, sample_dim: int | None, image_size: int, device: torch.device, allow_user_code: bool = False) -> Encoder:
     """Build the named encoder for a source of the given kind ('images', 'text' or 'vectors')."""
     name = resolve_name(name, source_kind)
-    if image_size < 32:
-        raise DynselError(f"--image-size {image_size}: must be at least 32")
+    check_image_size(image_size)
     if name.startswith("torchscript:"):
         encoder: Encoder = TorchScriptEncoder(Path(name.split(":", 1)[1]), source_kind, sample_dim, image_size, device)
     elif name.startswith("hf:"):

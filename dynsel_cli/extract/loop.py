@@ -21,6 +21,7 @@ from .. import __version__
 from ..config import ExtractConfig, artifact_settings
 from ..errors import DynselError
 from ..executors import check_executor
+from ..limits import check_batch_pixels, check_image_size
 from ..formats.common import atomic_directory, fingerprint
 from ..formats.output import check_output
 from ..formats.features import KIND, VECTOR_DTYPES, FeatureShards, shard_name
@@ -61,6 +62,7 @@ def _check(config: ExtractConfig) -> None:
         raise DynselError(f"--mixed-sizes {config.mixed_sizes!r}: use error or resize")
     if config.dtype not in VECTOR_DTYPES:
         raise DynselError(f"--dtype {config.dtype!r}: use one of {', '.join(VECTOR_DTYPES)}")
+    check_image_size(config.image_size)
     check_executor(config, local_workers=True)
 
 
@@ -147,6 +149,8 @@ def extract(
     out = Path(out)
     check_output(out, KIND, inputs=[Path(source), Path(config.labels_csv) if config.labels_csv else None], force=force)
     src = open_source(Path(source), source_options(config))
+    if src.kind == "images":
+        check_batch_pixels(config.batch_size, config.image_size)
     n = len(src) if config.limit is None else min(config.limit, len(src))
     bad = src.check(n)  # before loading the encoder: what can be found without encoding is found first
     if bad and config.on_error == "stop":

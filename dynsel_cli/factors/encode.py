@@ -195,7 +195,7 @@ def build_factor_tables(
     tasks = [(str(shard["file"]), int(row)) for shard, row in zip(shards, first_rows)]
     with atomic_directory(Path(out), FACTORS_KIND, force) as tmp:
         writer = SampleTableWriter(tmp / "samples.parquet", weights.k, has_labels)
-        accumulator = UnitStatsAccumulator(weights.width, has_labels, len(classes) if classes else None)
+        accumulator = UnitStatsAccumulator(weights.width, has_labels, len(classes) if classes else None, source=str(features))
         with _shard_codes(features, dim, weights, config, len(tasks)) as codes:
             _consume_codes(codes(tasks), writer, accumulator, n, features, progress)
         stats = accumulator.finish()

@@ -13,16 +13,21 @@ import numpy as np
 
 from ..errors import DynselError
 from ..formats.factors import UnitStats
+from ..limits import check_class_ids
 
 
 class UnitStatsAccumulator:
     """Running per-unit count, activation mass and max, and per-class counts when labelled.
 
-    Memory: O(width × classes); :meth:`add` takes codes of any number of rows, in row order.
+    Memory: O(width × classes), classes = the largest class id + 1 (units.parquet's class_frequency is
+    indexed by class id), so class ids are refused beyond :data:`~dynsel_cli.limits.MAX_CLASS_CELLS`
+    before anything is allocated. :meth:`add` takes codes of any number of rows, in row order.
     """
 
-    def __init__(self, width: int, has_labels: bool, n_classes: int | None = None) -> None:
-        self.width, self.has_labels, self.n_rows = width, has_labels, 0
+    def __init__(self, width: int, has_labels: bool, n_classes: int | None = None, source: str = "the features") -> None:
+        if has_labels and n_classes:
+            check_class_ids(n_classes - 1, width, f"{source} (its class names)")
+        self.width, self.has_labels, self.n_rows, self.source = width, has_labels, 0, source
         self.count = np.zeros(width, dtype=np.int64)
         self.mass = np.zeros(width, dtype=np.float64)
         self.max_act = np.zeros(width, dtype=np.float64)
@@ -48,6 +53,7 @@ class UnitStatsAccumulator:
         low, high = int(labels.min()), int(labels.max())
         if low < 0:
             raise DynselError(f"the features have a negative label ({low}); labels must be class ids 0..C-1")
+        check_class_ids(high, self.width, self.source)
         classes = max(high + 1, len(self._class_sizes))
         if classes > len(self._class_sizes):
             self._joint = np.vstack([self._joint, np.zeros((classes - len(self._joint), self.width), dtype=np.int64)])

@@ -13,6 +13,7 @@ from .. import kernels
 from ..config import PlanConfig
 from ..devices import resolve_device
 from ..errors import DynselError
+from ..limits import check_epochs
 from . import streams
 from .budget import QUOTA_MODES, epoch_budget, quotas_for
 from .geometric import kcenter_greedy, knn_density
@@ -60,8 +61,7 @@ def needs(config: PlanConfig, n_samples: int) -> Needs:
 def validate(config: PlanConfig) -> None:
     if config.method not in METHODS:
         raise DynselError(f"--method {config.method!r}: use one of {', '.join(METHODS)}")
-    if config.epochs < 1:
-        raise DynselError(f"--epochs {config.epochs}: must be at least 1")
+    check_epochs(config.epochs)
     if not 0 <= config.full_epochs <= config.epochs:
         raise DynselError(f"--full-epochs {config.full_epochs}: must be between 0 and --epochs ({config.epochs})")
     resolve_device(config.device, needs_triton=config.method in ("score", "static-top"))

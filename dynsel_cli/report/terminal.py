@@ -1,4 +1,9 @@
-"""Render a report in the terminal with rich: compact tables and unicode sparklines/bars."""
+"""Render a report in the terminal with rich: compact tables and unicode sparklines/bars.
+
+Every cell, header and title goes to rich as a :class:`~rich.text.Text` made by :func:`_text`, never as a
+markup string: class names, plan names and manifest strings are data, so ``[/]`` or ``[link=...]`` in a
+class name is shown as typed, and control characters as their escapes (:func:`~dynsel_cli.printable.printable`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
+from ..printable import printable
 from .fmt import class_label, fmt, fmt_delta, fmt_field, has_values, label, plan_title, series
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -55,12 +61,21 @@ def bar(fraction: float | None, width: int = 12) -> str:
     return ("█" * full + (EIGHTHS[part] if part else "")).ljust(width)
 
 
+def _text(value: Any, style: str = "") -> Text:
+    """A cell, header or title: the value as plain text (no markup, no emoji codes, no control characters)."""
+    return Text(printable(value), style=style)
+
+
+def _add_row(table: Table, cells: Sequence[Any]) -> None:
+    table.add_row(*(_text(cell) for cell in cells))
+
+
 def _header(report: dict[str, Any], compare: dict[str, Any] | None) -> Table:
     table = Table(box=box.SIMPLE_HEAD, show_header=compare is not None, pad_edge=False)
     table.add_column("", style="bold")
-    table.add_column(plan_title(report), style=COLOR_A)
+    table.add_column(_text(plan_title(report)), style=COLOR_A)
     if compare is not None:
-        table.add_column(plan_title(compare), style=COLOR_B)
+        table.add_column(_text(plan_title(compare)), style=COLOR_B)
     rows = [
         ("method", lambda r: fmt(r.get("method"))),
         ("samples", lambda r: fmt(r.get("n_samples"), "int")),
@@ -74,7 +89,7 @@ def _header(report: dict[str, Any], compare: dict[str, Any] | None) -> Table:
     ]
     for name, get in rows:
         cells = [get(report)] + ([get(compare)] if compare is not None else [])
-        table.add_row(name, *cells)
+        _add_row(table, [name, *cells])
     return table
 
 
@@ -102,7 +117,7 @@ def _overall(report: dict[str, Any], compare: dict[str, Any] | None) -> Table:
         if compare is not None:
             delta = None if a is None or b is None else b - a
             cells += [fmt_field(key, b), fmt_delta(key, delta)]
-        table.add_row(*cells)
+        _add_row(table, cells)
     return table
 
 
@@ -144,7 +159,7 @@ def _trends(report: dict[str, Any], compare: dict[str, Any] | None) -> Table:
             last = next(v for v in reversed(values) if v is not None)
             return f"{sparkline(values, lo_, hi_)} {fmt_field(key, first)} → {fmt_field(key, last)}"
 
-        table.add_row(label(key), cell(sa), *([cell(sb)] if compare is not None else []))
+        _add_row(table, [label(key), cell(sa), *([cell(sb)] if compare is not None else [])])
     return table
 
 
@@ -176,7 +191,7 @@ def _per_epoch(report: dict[str, Any], title: str, style: str, width: int) -> Ta
         ("worst class", "class_worst_deviation", worst, 8),
     ]
     cols = [c for c in cols if c[1] == "epoch" or has_values([r.get(c[1]) for r in recs])]
-    cells = {c[1]: [c[2](r) for r in recs] for c in cols}
+    cells = {c[1]: [printable(c[2](r)) for r in recs] for c in cols}  # as shown, for the widths
 
     def need(columns: list[tuple[str, str, Any, int]], seen_bar: bool) -> int:
         total = 0
@@ -194,8 +209,8 @@ def _per_epoch(report: dict[str, Any], title: str, style: str, width: int) -> Ta
         dropped += [c[0] for c in victims]
     caption = f"not shown at this width: {', '.join(dropped)} (see --json or --html)" if dropped else None
     table = Table(
-        title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left", caption_justify="left",
-        pad_edge=False, title_style=f"bold {style}",
+        title=_text(title, f"bold {style}"), caption=caption, box=box.SIMPLE_HEAD, title_justify="left", caption_justify="left",
+        pad_edge=False,
     )
     for head, _, _, _ in cols:
         table.add_column(head, justify="right", no_wrap=True)
@@ -206,7 +221,7 @@ def _per_epoch(report: dict[str, Any], title: str, style: str, width: int) -> Ta
             if key == "cumulative_seen" and seen_bar:
                 text = f"{bar(rec['cumulative_seen'], 8)} {text}"
             row.append(text)
-        table.add_row(*row)
+        _add_row(table, row)
     return table
 
 
@@ -234,7 +249,7 @@ def _histogram(report: dict[str, Any], compare: dict[str, Any] | None) -> Table:
         cells = [str(k), f"{bar(a / top if a is not None else None, 20)} {fmt(a, 'int')}"]
         if compare is not None:
             cells.append(f"{bar(b / top if b is not None else None, 20)} {fmt(b, 'int')}")
-        table.add_row(*cells)
+        _add_row(table, cells)
     return table
 
 
@@ -261,7 +276,7 @@ def _classes(report: dict[str, Any], compare: dict[str, Any] | None) -> Table | 
         if with_b:
             b_vals = [row[c] if row else None for row in sb]
             cells += [sparkline(b_vals, 0.0, hi), _range(b_vals)]
-        table.add_row(*cells)
+        _add_row(table, cells)
     return table
 
 
@@ -282,13 +297,13 @@ def _messy(report: dict[str, Any], compare: dict[str, Any] | None) -> Table | No
             cells = [name, fmt(mine[f"{key}_data_share"], "pct"), fmt(mine[f"{key}_draw_share"], "pct")]
             if compare is not None:
                 cells.append(fmt(other.get(f"{key}_draw_share"), "pct"))
-            table.add_row(*cells)
+            _add_row(table, cells)
     if "class_size_ratio" in mine:
         hint = "  (≥ 10: consider --class-quota balanced, docs/method.md)" if mine.get("balanced_quota_suggested") else ""
         cells = ["largest / smallest class", f"{mine['class_size_ratio']:.1f}×{hint}", ""]
         if compare is not None:
             cells.append("")
-        table.add_row(*cells)
+        _add_row(table, cells)
     return table
 
 
@@ -307,8 +322,8 @@ def render_terminal(report: dict[str, Any], console: Console, compare: dict[str,
         if r is None:
             continue
         for w in r.get("warnings", []):
-            parts.append(Text(f"warning ({who}): {w}" if compare is not None else f"warning: {w}", style="yellow"))
-    console.print(Panel(Group(*parts), title=title, title_align="left", border_style="dim"))
+            parts.append(_text(f"warning ({who}): {w}" if compare is not None else f"warning: {w}", "yellow"))
+    console.print(Panel(Group(*parts), title=_text(title), title_align="left", border_style="dim"))
     console.print(_overall(report, compare))
     console.print(_trends(report, compare))
     width = console.width
