@@ -7,6 +7,7 @@ manifest) must still be caught by the invariant and provenance checks.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -34,11 +35,32 @@ def _rewrite(plan: Path, name: str, data: bytes, manifest_changes: dict | None =
 
 
 def _drop_copies(plan: Path) -> None:
-    """Keep only the bin form, so that a forged indices.bin is judged by the invariants alone."""
+    """Keep only the bin form (as `--formats bin` writes it), so that a forged indices.bin is judged by the
+    invariants alone: the txt / npy / parquet files go from the manifest and from the disk."""
     manifest = json.loads((plan / "manifest.json").read_text())
-    for name in [n for n in manifest["files"] if n not in ("indices.bin", "offsets.bin")]:
+    for name in [n for n in manifest["files"] if n.startswith("epochs/") or n in ("indices.npy", "offsets.npy", "plan.parquet")]:
         del manifest["files"][name]
+        (plan / name).unlink()
     (plan / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _edit_manifest(plan: Path, edit) -> None:
+    manifest = json.loads((plan / "manifest.json").read_text())
+    edit(manifest)
+    (plan / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _other_ids(plan: Path) -> bytes:
+    """indices.bin of the same size whose every epoch is another valid selection: the ids it left out."""
+    manifest = json.loads((plan / "manifest.json").read_text())
+    indices = np.fromfile(plan / "indices.bin", dtype="<u4")
+    offsets = np.fromfile(plan / "offsets.bin", dtype="<u8")
+    n = manifest["n_samples"]
+    assert 2 * manifest["budget"] == n  # ratio 0.5: the complement of an epoch is a full budget
+    forged = [np.setdiff1d(np.arange(n), indices[offsets[e] : offsets[e + 1]]) for e in range(len(offsets) - 1)]
+    data = np.concatenate(forged).astype("<u4").tobytes()
+    assert len(data) == (plan / "indices.bin").stat().st_size
+    return data
 
 
 def _checks(result) -> dict[str, bool | None]:
@@ -123,12 +145,12 @@ def test_a_plan_checked_against_other_factor_tables_or_features_fails_provenance
     assert checks["features"] is False and checks["ids"] is False
 
 
-def test_a_geometric_plan_without_features_skips_reproduction_but_passes(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+def test_a_geometric_plan_without_features_fails_reproduction(pipeline_run: PipelineRun, tmp_path: Path) -> None:
     made = invoke("plan", pipeline_run.factors, "--out", tmp_path / "knn", "--epochs", "2", "--method", "knn-density", "--features", pipeline_run.features)
     assert made.exit_code == 0, made.stderr
     result = invoke("verify", tmp_path / "knn", "--factors", pipeline_run.factors)
-    assert result.exit_code == 0, result.stderr
-    assert "skip reproduced" in result.stderr and "needs --features" in result.stderr
+    assert result.exit_code == 2, result.stderr
+    assert "FAIL reproduced" in result.stderr and "needs --features" in result.stderr and "skip" not in result.stderr
     again = invoke("verify", tmp_path / "knn", "--factors", pipeline_run.factors, "--features", pipeline_run.features)
     assert again.exit_code == 0 and "ok   reproduced" in again.stderr
 
@@ -138,3 +160,96 @@ def test_unreadable_reference_artifacts_are_user_errors(pipeline_run: PipelineRu
     result = invoke("verify", pipeline_run.plan, missing, tmp_path / "nope")
     assert result.exit_code == 2
     assert result.stderr.startswith("error:") and "nope" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("remove_files", [False, True], ids=["copies-left-on-disk", "copies-deleted"])
+def test_a_swapped_indices_bin_dropped_from_the_manifest_fails(pipeline_run: PipelineRun, tmp_path: Path, remove_files: bool) -> None:
+    plan = _copy_plan(pipeline_run, tmp_path)
+    (plan / "indices.bin").write_bytes(_other_ids(plan))
+
+    def unlist(manifest: dict) -> None:
+        for name in [n for n in manifest["files"] if n == "indices.bin" or n.startswith("epochs/") or n == "plan.parquet"]:
+            del manifest["files"][name]
+            if remove_files and name != "indices.bin":
+                (plan / name).unlink()
+
+    _edit_manifest(plan, unlist)
+    result = invoke("verify", plan, "--factors", pipeline_run.factors, "--features", pipeline_run.features)
+    assert result.exit_code == 2, result.stderr
+    assert "FAIL checksums" in result.stderr and re.search(r"indices\.bin[^;]*: not listed in the manifest", result.stderr)
+    assert "ok   reproduced" not in result.stderr
+
+
+def test_a_swapped_indices_bin_with_a_consistent_manifest_is_not_reproduced(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+    plan = _copy_plan(pipeline_run, tmp_path)
+    _drop_copies(plan)
+    _rewrite(plan, "indices.bin", _other_ids(plan))
+    result = invoke("verify", plan, "--factors", pipeline_run.factors, "--features", pipeline_run.features, "--json")
+    assert result.exit_code == 2, result.stderr
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert all(checks[name]["ok"] for name in ("checksums", "layout", "budget", "distinct", "steps", "inputs", "features"))
+    assert checks["reproduced"]["ok"] is False and "another epoch 0 than indices.bin" in checks["reproduced"]["detail"]
+
+
+def test_a_listed_indices_bin_with_the_old_manifest_sha256_fails_checksums(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+    plan = _copy_plan(pipeline_run, tmp_path)
+    _drop_copies(plan)
+    (plan / "indices.bin").write_bytes(_other_ids(plan))
+    _edit_manifest(plan, lambda m: m["files"].update({"indices.bin": file_entry(plan / "indices.bin")}))  # sha256 left as it was
+    result = invoke("verify", plan, "--factors", pipeline_run.factors)
+    assert result.exit_code == 2
+    assert "FAIL checksums" in result.stderr and "manifest's sha256" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "settings_edit, expected",
+    [
+        (lambda s: s.update(method="kcenter"), "method kcenter needs --features"),
+        (lambda s: s.clear(), "records no settings"),
+        (lambda s: s.update(method="oracle"), "unknown method 'oracle'"),
+    ],
+    ids=["kcenter", "no-settings", "unknown-method"],
+)
+def test_a_plan_verify_cannot_recompute_fails_reproduction(pipeline_run: PipelineRun, tmp_path: Path, settings_edit, expected: str) -> None:
+    plan = _copy_plan(pipeline_run, tmp_path)
+    _edit_manifest(plan, lambda m: settings_edit(m["settings"]))
+    result = invoke("verify", plan, "--factors", pipeline_run.factors)
+    assert result.exit_code == 2, result.stderr
+    assert "FAIL reproduced" in result.stderr and expected in result.stderr and "skip" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["offsets.bin", "epochs/epoch-0003.txt"])
+def test_a_required_file_missing_with_its_entry_fails_checksums(pipeline_run: PipelineRun, tmp_path: Path, name: str) -> None:
+    plan = _copy_plan(pipeline_run, tmp_path)
+    (plan / name).unlink()
+    _edit_manifest(plan, lambda m: m["files"].pop(name))
+    result = invoke("verify", plan)
+    assert result.exit_code == 2, result.stderr
+    assert "FAIL checksums" in result.stderr and f"{Path(name).name}: missing" in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.strip().splitlines()[-1].startswith("error:")
+
+
+def test_an_unlisted_text_copy_that_disagrees_with_indices_bin_fails(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+    plan = _copy_plan(pipeline_run, tmp_path)
+    text = plan / "epochs" / "epoch-0001.txt"
+    text.write_text((plan / "epochs" / "epoch-0000.txt").read_text())
+    _edit_manifest(plan, lambda m: [m["files"].pop(n) for n in list(m["files"]) if n.startswith("epochs/")])
+    result = invoke("verify", plan)
+    assert result.exit_code == 2, result.stderr
+    assert "FAIL checksums" in result.stderr and re.search(r"epoch-0001\.txt[^;]*: not listed in the manifest", result.stderr)
+
+
+def test_a_parquet_copy_in_another_order_fails_copies(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    plan = _copy_plan(pipeline_run, tmp_path)
+    table = pq.read_table(plan / "plan.parquet")
+    position = table.column("position").to_numpy().copy()
+    position[[0, 1]] = position[[1, 0]]  # the rows' ids stay; their training order changes
+    table = table.set_column(table.schema.get_field_index("position"), "position", pa.array(position))
+    pq.write_table(table, plan / "plan.parquet")
+    _rewrite(plan, "plan.parquet", (plan / "plan.parquet").read_bytes())
+    result = invoke("verify", plan)
+    assert result.exit_code == 2, result.stderr
+    assert "FAIL copies" in result.stderr and "plan.parquet differs from indices.bin" in result.stderr
