@@ -32,7 +32,7 @@ def class_quotas(labels: np.ndarray, budget: int) -> np.ndarray:
     return quotas
 
 
-QUOTA_MODES = ("proportional", "balanced", "none")
+QUOTA_MODES = ("proportional", "balanced", "content", "none")
 
 
 def balanced_class_quotas(labels: np.ndarray, budget: int) -> np.ndarray:
@@ -67,4 +67,35 @@ def quotas_for(mode: str, labels: np.ndarray | None, budget: int) -> np.ndarray 
         return None
     if mode == "balanced":
         return balanced_class_quotas(labels, budget)
+    if mode == "content":  # needs the rotation weights: computed by the method, see methods.select
+        return None
     return class_quotas(labels, budget)
+
+
+def content_class_quotas(labels: np.ndarray, weights: np.ndarray, budget: int) -> np.ndarray:
+    """Split ``budget`` over classes in proportion to the exposure mass each holds, Σ π_i over its rows
+    (distinct, trusted content), not its row count; capped by class size, the excess shared again by mass.
+
+    Largest remainder, ties to the lower class id. A class whose mass is 0 gets nothing unless the budget
+    cannot be filled otherwise.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    sizes = np.bincount(labels).astype(np.int64)
+    mass = np.bincount(labels, weights=np.asarray(weights, dtype=np.float64), minlength=len(sizes))
+    quotas = np.zeros_like(sizes)
+    left = min(int(budget), int(sizes.sum()))
+    open_classes = sizes > 0
+    while left > 0 and open_classes.any():
+        share = np.where(open_classes, mass, 0.0)
+        if share.sum() <= 0:  # only mass-less rows remain: share what is left by rows
+            share = np.where(open_classes, (sizes - quotas).astype(np.float64), 0.0)
+        exact = share * left / share.sum()
+        give = np.floor(exact).astype(np.int64)
+        order = sorted(np.flatnonzero(open_classes).tolist(), key=lambda c: (-(exact[c] - give[c]), c))
+        for c in order[: left - int(give.sum())]:
+            give[c] += 1
+        give = np.minimum(give, sizes - quotas)
+        quotas += give
+        left -= int(give.sum())
+        open_classes = quotas < sizes
+    return quotas

@@ -15,7 +15,7 @@ from ..devices import resolve_device
 from ..errors import DynselError
 from ..limits import check_epochs
 from . import streams
-from .budget import QUOTA_MODES, epoch_budget, quotas_for
+from .budget import QUOTA_MODES, content_class_quotas, epoch_budget, quotas_for
 from .geometric import kcenter_greedy, knn_density
 from .inputs import PlanInputs
 from .neighbour_index import MODES as NEIGHBOURS
@@ -27,6 +27,7 @@ from .signals import Signals, compute_signals
 METHODS = ("dynsel", "rs2", "score", "full", "random", "static-random", "static-top", "knn-density", "kcenter")
 NEEDS_FEATURES = ("knn-density", "kcenter")
 PENALTIES = ("additive", "multiplicative", "none")
+LABEL_TRUST = ("vote", "probe")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,10 @@ def validate(config: PlanConfig) -> None:
         raise DynselError(f"--class-quota {config.class_quota!r}: use one of {', '.join(QUOTA_MODES)}")
     if not config.trust_full > 0:
         raise DynselError(f"--trust-full {config.trust_full}: must be > 0 (turn label trust off with --no-trust)")
+    if config.label_trust not in LABEL_TRUST:
+        raise DynselError(f"--label-trust {config.label_trust!r}: use one of {', '.join(LABEL_TRUST)}")
+    if config.class_quota == "content" and config.method != "dynsel":
+        raise DynselError(f"--class-quota content: only --method dynsel has content weights; use proportional with --method {config.method}")
     if config.neighbours not in NEIGHBOURS:
         raise DynselError(f"--neighbours {config.neighbours!r}: use one of {', '.join(NEIGHBOURS)}")
     if not 0 < config.dup_cosine <= 1:
@@ -119,7 +124,10 @@ def select(inputs: PlanInputs, config: PlanConfig, vectors: np.ndarray | None = 
             dup_cosine=config.dup_cosine,
             trust_full=config.trust_full,
             neighbours=config.neighbours,
+            label_trust=config.label_trust,
         )
+        if config.class_quota == "content" and labels is not None:
+            quotas = content_class_quotas(labels, signals.weights, budget)
         rows = weighted_rotation_epochs(signals.rotation_weights, budget, n_select_epochs, config.seed, labels, quotas, n=n)
     elif config.method == "static-top":
         r = _scores(inputs)[0]

@@ -236,6 +236,7 @@ def compute_signals(
     dup_cosine: float = 0.9,
     trust_full: float = 1.0,
     neighbours: str = "auto",
+    label_trust: str = "vote",
 ) -> Signals:
     """Near-duplicate groups and label trust of every row (see the module docstring).
 
@@ -255,7 +256,9 @@ def compute_signals(
             close = cosines >= dup_cosine
             group = connected_groups(n, np.repeat(np.arange(n), found.shape[1])[close.ravel()], found[close])
             sizes = np.bincount(group, minlength=n)[group].astype(np.int32 if n < 2**31 else np.int64)
-        if trust and labels is not None:
+        if trust and labels is not None and label_trust == "probe":
+            support, suspects, trusts, separability = _probe_trust(units, acts, width, labels)
+        elif trust and labels is not None:
             support, suspects, trusts, separability = _label_trust(found, cosines, group, labels, trust_full)
         if dedup:
             groups = group.astype(_index_dtype(n))
@@ -283,3 +286,16 @@ def _label_trust(
     gate = min(1.0, separability / trust_full)
     trust_values = np.maximum(np.where(suspect, 1.0 - gate * (1.0 - relative), 1.0), 1e-3)
     return support, suspect, trust_values, separability
+
+
+SUSPECT_WEIGHT = 1e-6  # --label-trust probe: a confident suspect's trust; it comes around only to fill a budget
+
+
+def _probe_trust(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(label probability, suspects, trust, separability) from confident learning on the code probe."""
+    from .probe import label_trust
+
+    labels = np.unique(np.asarray(labels, dtype=np.int64), return_inverse=True)[1].astype(np.int64)
+    verdict = label_trust(units, acts, width, labels)
+    trust_values = np.where(verdict.suspects, SUSPECT_WEIGHT, 1.0)
+    return verdict.label_probability.astype(np.float64), verdict.suspects, trust_values, verdict.separability

@@ -16,6 +16,7 @@ ORDER = 1  # the training order within every epoch (all methods)
 RS2 = 2  # --method rs2: one permutation per pass (per class under quotas)
 ROTATION = 3  # --method dynsel: the phase of each sample's next turn (hashed)
 PROJECTION = 4  # --method dynsel: the fixed random projection of factor codes (not seeded by the plan seed)
+PROBE = 5  # --method dynsel: the label probe's folds (hashed) and batch orders
 # --method kcenter (plan/geometric.py) keys its two draws [seed, 2] (the PCA sample) and [seed, 3] (the first
 # center). numpy pads a key with zeros, so these equal --method random's keys for epochs 2 and 3
 # ([seed, 2, RANDOM], [seed, 3, RANDOM]); harmless, since a plan uses one method, but a new stream must end

@@ -1,0 +1,232 @@
+"""Label trust from a cross-validated probe: which given labels the data itself contradicts, confidently.
+
+A label is judged by a model that never saw it. The rows are split into ``FOLDS`` folds by a hash of
+their row number; for each fold a multinomial logistic regression on the SAE codes (each code is k
+active units with their activations, L2-normalised; the probe's logits are a gather over those k units,
+an embedding bag) is trained on the other folds and predicts the fold's class probabilities. So every
+row gets *out-of-sample* probabilities p_i(c), and nothing N × C is kept: each probability is
+recomputed from the fold models when a pass needs it.
+
+From them, confident learning (Northcutt, Jiang, Chuang, "Confident Learning: Estimating Uncertainty in
+Dataset Labels", JAIR 2021; the rule cleanlab's ``find_label_issues`` applies by default):
+
+- **Thresholds.** t_c = the mean of p_i(c) over rows labelled c: how sure the probe typically is of a
+  correct c.
+- **Confident joint.** A row is counted in cell (given y, class j) when p_i(j) ≥ t_j, for the j with the
+  largest p_i(j) among those; the counts are calibrated so that each given class's row sums to its size.
+  Off-diagonal cells estimate how many rows labelled y are really j.
+- **Prune by noise rate.** For each off-diagonal cell (y, j), the Q[y, j] rows labelled y with the
+  largest margin p_i(j) − p_i(y) are suspects; a row competes in the cell of its most likely other
+  class (so only that margin is kept per row). A row the probe predicts as its given label is never a
+  suspect.
+- **Evidence gate.** The probe must predict the given labels better than always guessing the largest
+  class, beyond sampling error (accuracy > chance + 3·sqrt(chance·(1 − chance)/N)). A probe that
+  cannot do that knows nothing about the labels, and then nobody is a suspect.
+
+Everything is deterministic for a seed: numpy only (no threads in the arithmetic), folds and batch
+orders from named streams.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from . import streams
+
+FOLDS = 5
+BATCH = 256
+LEARNING_RATE = 0.05
+WEIGHT_DECAY = 1e-4
+TARGET_STEPS = 1000  # optimiser steps per fold model on small data (at least one pass over larger data)
+_CHUNK = 1 << 15  # rows per chunk of every prediction pass
+OTHERS = 3  # most likely other classes kept per row (the cells of the confident joint a row competes in)
+
+
+@dataclass(frozen=True)
+class LabelTrust:
+    """Per-row verdicts of the probe (all [N]) and what they rest on."""
+
+    suspects: np.ndarray  # bool: the label is confidently contradicted
+    label_probability: np.ndarray  # float32: out-of-sample p_i(y_i)
+    accuracy: float  # out-of-sample accuracy of the probe against the given labels
+    chance: float  # the largest class's share
+    gate_open: bool  # the probe beats chance beyond sampling error (else no suspects)
+
+    @property
+    def separability(self) -> float:
+        """(accuracy − chance) / (1 − chance), clipped to [0, 1]."""
+        return float(np.clip((self.accuracy - self.chance) / (1.0 - self.chance), 0.0, 1.0)) if self.chance < 1.0 else 0.0
+
+
+@dataclass
+class _Probe:
+    """One fold's softmax regression on codes: logits = Σ_k a_ik W[u_ik] + b."""
+
+    weights: np.ndarray  # float32 [width, C]
+    bias: np.ndarray  # float32 [C]
+
+    def logits(self, units: np.ndarray, acts: np.ndarray) -> np.ndarray:
+        return np.einsum("nk,nkc->nc", acts, self.weights[units]) + self.bias
+
+    def probabilities(self, units: np.ndarray, acts: np.ndarray) -> np.ndarray:
+        return _softmax(self.logits(units, acts))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fold_of(n: int, seed: int, folds: int = FOLDS) -> np.ndarray:
+    """Each row's fold (uint8 [N]), from a hash of (seed, row): independent of N and of the row order."""
+    u = streams.hashed_uniform(seed, streams.PROBE, np.arange(n, dtype=np.uint64), np.zeros(n, dtype=np.uint64))
+    return np.minimum((u * folds).astype(np.uint8), folds - 1)
+
+
+def normalised_codes(units: np.ndarray, acts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(units int64 with padding → unit 0 at activation 0, activations float32 L2-normalised per row)."""
+    units = np.asarray(units, dtype=np.int64)
+    a = np.where(units >= 0, np.maximum(np.asarray(acts, dtype=np.float32), 0.0), 0.0).astype(np.float32)
+    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    a = np.divide(a, norms, out=np.zeros_like(a), where=norms > 0)
+    return np.maximum(units, 0), a
+
+
+def train_probe(units: np.ndarray, acts: np.ndarray, labels: np.ndarray, rows: np.ndarray, width: int, classes: int, seed: int, fold: int) -> _Probe:
+    """Softmax regression on the codes of ``rows`` by mini-batch Adam (deterministic for a seed and fold)."""
+    probe = _Probe(np.zeros((width, classes), np.float32), np.zeros(classes, np.float32))
+    moments = [np.zeros_like(probe.weights), np.zeros_like(probe.weights), np.zeros_like(probe.bias), np.zeros_like(probe.bias)]
+    batches_per_pass = max(1, math.ceil(len(rows) / BATCH))
+    passes = max(1, math.ceil(TARGET_STEPS / batches_per_pass))
+    step = 0
+    for p in range(passes):
+        order = rows[np.random.default_rng([seed, p, streams.PROBE, fold]).permutation(len(rows))]
+        for start in range(0, len(order), BATCH):
+            batch = order[start : start + BATCH]
+            step += 1
+            _adam_step(probe, moments, units[batch], acts[batch], labels[batch], step)
+    return probe
+
+
+def _adam_step(probe: _Probe, moments: list[np.ndarray], units: np.ndarray, acts: np.ndarray, labels: np.ndarray, step: int) -> None:
+    residual = probe.probabilities(units, acts)
+    residual[np.arange(len(labels)), labels] -= 1.0
+    residual /= len(labels)
+    grad_w = WEIGHT_DECAY * probe.weights
+    flat_units, flat_acts = units.ravel(), acts.ravel()
+    width = probe.weights.shape[0]
+    for c in range(residual.shape[1]):  # one bincount per class: the sparse product codesᵀ · residual
+        grad_w[:, c] += np.bincount(flat_units, weights=flat_acts * np.repeat(residual[:, c], units.shape[1]), minlength=width)
+    grad_b = residual.sum(axis=0)
+    beta1, beta2 = 0.9, 0.999
+    for value, grad, m, v in ((probe.weights, grad_w, moments[0], moments[1]), (probe.bias, grad_b, moments[2], moments[3])):
+        m *= beta1
+        m += (1 - beta1) * grad
+        v *= beta2
+        v += (1 - beta2) * grad * grad
+        m_hat = m / (1 - beta1**step)
+        v_hat = v / (1 - beta2**step)
+        value -= (LEARNING_RATE * m_hat / (np.sqrt(v_hat) + 1e-8)).astype(value.dtype)
+
+
+def _out_of_fold(probes: list[_Probe], folds: np.ndarray, units: np.ndarray, acts: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(start, stop, p [rows, C]) in chunks: every row's probabilities from the probe that did not see it."""
+    n = len(folds)
+    for start in range(0, n, _CHUNK):
+        stop = min(start + _CHUNK, n)
+        p = np.empty((stop - start, probes[0].bias.shape[0]), dtype=np.float32)
+        for f, probe in enumerate(probes):
+            mine = np.flatnonzero(folds[start:stop] == f)
+            if len(mine):
+                p[mine] = probe.probabilities(units[start + mine], acts[start + mine])
+        yield start, stop, p
+
+
+def label_trust(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray, seed: int = 0) -> LabelTrust:
+    """Suspected mislabels by confident learning on a cross-validated code probe (see the module doc).
+
+    ``labels``: class ids 0..C−1 (renumber first). ``seed``: folds and batch orders.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    classes = int(labels.max()) + 1 if n else 1
+    sizes = np.bincount(labels, minlength=classes)
+    chance = float(sizes.max() / n) if n else 1.0
+    nothing = LabelTrust(np.zeros(n, bool), np.ones(n, np.float32), chance, chance, False)
+    if n < 2 * FOLDS or np.count_nonzero(sizes) < 2:
+        return nothing
+    units, acts = normalised_codes(units, acts)
+    width = max(int(width), int(units.max()) + 1)
+    folds = fold_of(n, seed)
+    probes = [train_probe(units, acts, labels, np.flatnonzero(folds != f), width, classes, seed, f) for f in range(FOLDS)]
+
+    # pass 1: thresholds t_c and accuracy
+    sums = np.zeros(classes, np.float64)
+    hits = 0
+    for start, stop, p in _out_of_fold(probes, folds, units, acts):
+        y = labels[start:stop]
+        np.add.at(sums, y, p[np.arange(len(y)), y].astype(np.float64))
+        hits += int(np.count_nonzero(p.argmax(axis=1) == y))
+    thresholds = sums / np.maximum(sizes, 1)
+    accuracy = hits / n
+    # pass 2: each row's confident-joint class, its label probability, and its most likely other classes
+    joint_class = np.full(n, -1, np.int32)
+    others = min(OTHERS, classes - 1)
+    other = np.empty((n, others), np.int32)
+    margin = np.empty((n, others), np.float32)
+    given = np.empty(n, np.float32)
+    predicted_given = np.empty(n, bool)
+    for start, stop, p in _out_of_fold(probes, folds, units, acts):
+        rows = np.arange(stop - start)
+        y = labels[start:stop]
+        given[start:stop] = p[rows, y]
+        above = np.where(p >= thresholds[None, :].astype(np.float32), p, -1.0)
+        best = above.argmax(axis=1)
+        joint_class[start:stop] = np.where(above[rows, best] >= 0, best, -1)
+        predicted_given[start:stop] = p.argmax(axis=1) == y
+        p[rows, y] = -np.inf
+        top = np.argsort(-p, axis=1, kind="stable")[:, :others]
+        other[start:stop] = top
+        margin[start:stop] = np.take_along_axis(p, top, axis=1) - given[start:stop, None]
+    gate_open = accuracy > chance + 3.0 * math.sqrt(chance * (1.0 - chance) / n)
+    if not gate_open:
+        return LabelTrust(np.zeros(n, bool), given, accuracy, chance, False)
+    noise = _calibrated_joint(labels, joint_class, sizes)
+    suspects = _prune_by_noise_rate(labels, other, margin, noise) & ~predicted_given
+    return LabelTrust(suspects, given, accuracy, chance, True)
+
+
+def _calibrated_joint(labels: np.ndarray, joint_class: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The confident joint [C, C], each given class's row rescaled to its size (confident learning's calibration)."""
+    classes = len(sizes)
+    counted = joint_class >= 0
+    joint = np.zeros((classes, classes), np.float64)
+    np.add.at(joint, (labels[counted], joint_class[counted]), 1.0)
+    row_sums = joint.sum(axis=1, keepdims=True)
+    return np.divide(joint * sizes[:, None], row_sums, out=np.zeros_like(joint), where=row_sums > 0)
+
+
+def _prune_by_noise_rate(labels: np.ndarray, other: np.ndarray, margin: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """For each off-diagonal cell (y, j): the round(noise[y, j]) rows labelled y with the largest margin
+    p(j) − p(y), largest first (ties to the lower row), among the rows that have j among their ``OTHERS``
+    most likely other classes. A row may be chosen by several cells; it is one suspect."""
+    classes = noise.shape[0]
+    rows = np.repeat(np.arange(len(labels)), other.shape[1])
+    cell = labels[rows] * classes + other.ravel()
+    order = np.lexsort((rows, -margin.ravel(), cell))  # by cell, then margin descending, then row
+    cells_sorted = cell[order]
+    starts = np.searchsorted(cells_sorted, np.arange(classes * classes), side="left")
+    ends = np.searchsorted(cells_sorted, np.arange(classes * classes), side="right")
+    want = np.rint(noise).astype(np.int64)
+    np.fill_diagonal(want, 0)
+    take = np.minimum(want.ravel(), ends - starts)
+    flagged = np.zeros(len(labels), bool)
+    chosen = [order[s : s + t] for s, t in zip(starts, take) if t > 0]
+    if chosen:
+        flagged[rows[np.concatenate(chosen)]] = True
+    return flagged

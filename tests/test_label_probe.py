@@ -1,0 +1,104 @@
+"""Label trust by confident learning on a cross-validated code probe, and class budgets over content."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dynsel_cli.plan.budget import content_class_quotas
+from dynsel_cli.plan.probe import fold_of, label_trust
+from dynsel_cli.plan.signals import compute_signals
+
+WIDTH = 64
+K = 4
+
+
+def topic_codes(n: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Codes whose units say the class: each class owns 8 units, a sample fires 3 of its class's and 1 random unit."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    own = labels[:, None] * 8 + np.stack([rng.choice(8, 3, replace=False) for _ in range(n)])
+    noise_unit = rng.integers(classes * 8, WIDTH, size=(n, 1))
+    units = np.concatenate([own, noise_unit], axis=1).astype(np.int32)
+    acts = rng.uniform(0.5, 1.0, size=(n, K)).astype(np.float32)
+    return units, acts, labels.astype(np.int64)
+
+
+def test_flipped_labels_are_found_with_high_precision_and_clean_labels_are_left_alone() -> None:
+    units, acts, labels = topic_codes(1200, 4)
+    clean = label_trust(units, acts, WIDTH, labels)
+    assert clean.gate_open and clean.accuracy > 0.95
+    assert clean.suspects.mean() <= 0.02
+
+    rng = np.random.default_rng(1)
+    flipped = rng.choice(len(labels), 240, replace=False)
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + rng.integers(1, 4, size=240)) % 4
+    truth = np.zeros(len(labels), bool)
+    truth[flipped] = True
+    verdict = label_trust(units, acts, WIDTH, noisy)
+    precision = (verdict.suspects & truth).sum() / max(verdict.suspects.sum(), 1)
+    recall = (verdict.suspects & truth).sum() / truth.sum()
+    assert precision >= 0.9 and recall >= 0.8, (precision, recall)
+
+
+def test_a_probe_that_cannot_beat_chance_suspects_nobody() -> None:
+    units, acts, _ = topic_codes(1000, 4)
+    random_labels = np.random.default_rng(3).integers(0, 4, size=1000)
+    verdict = label_trust(units, acts, WIDTH, random_labels)
+    assert not verdict.gate_open
+    assert not verdict.suspects.any()
+
+
+def test_the_verdict_is_the_same_for_the_same_inputs_and_folds_do_not_depend_on_n() -> None:
+    units, acts, labels = topic_codes(600, 3)
+    labels = labels.copy()
+    labels[:60] = (labels[:60] + 1) % 3
+    first, second = label_trust(units, acts, WIDTH, labels), label_trust(units, acts, WIDTH, labels)
+    assert np.array_equal(first.suspects, second.suspects)
+    assert np.array_equal(first.label_probability, second.label_probability)
+    assert np.array_equal(fold_of(100, 0), fold_of(1000, 0)[:100])
+    assert set(np.unique(fold_of(1000, 0))) == set(range(5))
+
+
+def test_probe_suspects_leave_the_rotation() -> None:
+    units, acts, labels = topic_codes(800, 4)
+    labels = labels.copy()
+    labels[:80] = (labels[:80] + 1) % 4
+    signals = compute_signals(units, acts, WIDTH, labels, dedup=False, label_trust="probe")
+    assert signals.suspects is not None and signals.suspects[:80].mean() > 0.8
+    assert signals.weights[signals.suspects].max() < 1e-3
+    assert np.all(signals.weights[~signals.suspects] == 1.0)
+
+
+def test_content_quotas_follow_distinct_content_not_rows() -> None:
+    # class 0: 300 rows that are 30 items copied 10 times (weight 1/10 each); classes 1 and 2: 100 distinct rows each
+    labels = np.repeat([0, 1, 2], [300, 100, 100])
+    weights = np.concatenate([np.full(300, 0.1), np.ones(200)])
+    quotas = content_class_quotas(labels, weights, 150)
+    # mass 30 : 100 : 100, so class 0 gets 30/230 of the budget (row counts would give it 90 of 150)
+    assert quotas.tolist() == [20, 65, 65]
+    # past the distinct rows of classes 1 and 2, the rest of the budget goes to class 0's copies
+    assert content_class_quotas(labels, weights, 250).tolist() == [50, 100, 100]
+
+
+def test_content_quotas_are_capped_by_class_size_and_fill_the_budget() -> None:
+    labels = np.repeat([0, 1], [10, 500])
+    weights = np.concatenate([np.ones(10) * 5.0, np.ones(500) * 0.01])  # class 0 holds most mass but has 10 rows
+    quotas = content_class_quotas(labels, weights, 200)
+    assert quotas.tolist() == [10, 190]
+
+
+def test_many_small_classes_keep_their_row_share_under_content_quotas() -> None:
+    labels = np.repeat(np.arange(60), 20)
+    quotas = content_class_quotas(labels, np.ones(len(labels)), 600)
+    assert np.all(quotas >= 0.8 * 10)
+
+
+def test_content_quota_is_refused_for_methods_without_content_weights(tmp_path) -> None:
+    from dynsel_cli.config import PlanConfig
+    from dynsel_cli.errors import DynselError
+    from dynsel_cli.plan.methods import validate
+
+    with pytest.raises(DynselError, match="--class-quota content"):
+        validate(PlanConfig(method="rs2", class_quota="content"))
