@@ -23,14 +23,6 @@ RAY_ADDRESS_HELP = (
 GPUS_PER_WORKER_HELP = "--executor ray: GPUs each Ray actor reserves (0: CPU actors; 0.5: two actors share a GPU)."
 
 
-def help_for(config_cls: type, name: str) -> str:
-    """The help text of one config field (used by the CLI so docs live in one place)."""
-    for f in dataclasses.fields(config_cls):
-        if f.name == name:
-            return str(f.metadata["help"])
-    raise KeyError(name)
-
-
 def as_settings(config: Any) -> dict[str, Any]:
     """Every field of a config, JSON-able."""
     return dataclasses.asdict(config)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -140,8 +139,3 @@ def read_sae(path: Path, verify: bool = True) -> tuple[SaeWeights, dict[str, Any
     if weights.k > weights.width:
         raise ArtifactError(f"{path}: k={weights.k} exceeds the SAE width {weights.width}")
     return weights, manifest
-
-
-def as_numpy_metrics(values: dict[str, Any]) -> dict[str, Any]:
-    """Convert numpy scalars to Python numbers so metrics serialise as JSON."""
-    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in values.items()}
