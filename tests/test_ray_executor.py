@@ -44,11 +44,14 @@ class Passthrough:
     dim = 16
 
     def encode(self, batch):
-        marker = Path("killed.marker")
-        if not marker.exists():
-            marker.write_text(str(os.getpid()))
-            os.kill(os.getpid(), signal.SIGKILL)
-        return np.asarray(batch, dtype=np.float32)
+        # O_EXCL: of actors racing here, exactly one creates the marker, and only that one is killed, once
+        try:
+            fd = os.open("killed.marker", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return np.asarray(batch, dtype=np.float32)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 def make():
     with open("constructed.log", "a") as log:
@@ -180,7 +183,9 @@ def test_a_killed_worker_is_restarted_and_the_output_is_complete(vectors_npz: Pa
     extract(vectors_npz, user_code / "ray", ExtractConfig(**config, **RAY))
     assert (user_code / "killed.marker").exists(), "no actor was killed"
     constructions = (user_code / "constructed.log").read_text().split()
-    assert len(constructions) == 3 and len(set(constructions)) == 3  # 2 actors, then the killed one again
+    killed = (user_code / "killed.marker").read_text()
+    # 2 actors, then exactly one restart of the one actor that was killed (the marker is created exclusively)
+    assert len(constructions) == 3 and len(set(constructions)) == 3 and killed in constructions
     extract(vectors_npz, user_code / "local", ExtractConfig(**config))  # the marker exists now: nothing dies
     assert_same_artifact(user_code / "ray", user_code / "local")
     assert manifest_of(user_code / "ray")["n_samples"] == 120
