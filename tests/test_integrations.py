@@ -94,9 +94,9 @@ def test_batch_sampler_length_is_manifest_steps(tmp_path: Path, world_size: int,
             tmp_path, counts, batch_size=batch_size, world_size=world_size, drop_last=drop_last, name=f"p{batch_size}"
         )
         manifest = plan.manifest
-        assert steps_per_epoch(plan) == manifest["steps_per_epoch"]
-        assert steps_per_epoch(plan.path) == manifest["steps_per_epoch"]
-        assert total_steps(plan) == manifest["total_steps"] == sum(manifest["steps_per_epoch"])
+        assert steps_per_epoch(plan, world_size=world_size) == manifest["steps_per_epoch"]
+        assert steps_per_epoch(plan.path, world_size=world_size) == manifest["steps_per_epoch"]
+        assert total_steps(plan, world_size=world_size) == manifest["total_steps"] == sum(manifest["steps_per_epoch"])
         for r in range(world_size):
             batches = PlanBatchSampler(plan, rank=r, world_size=world_size)
             assert (batches.batch_size, batches.drop_last) == (batch_size, drop_last)
@@ -114,6 +114,23 @@ def test_batch_sampler_length_is_manifest_steps(tmp_path: Path, world_size: int,
                 sampler.set_epoch(e)
                 share = list(sampler)
                 assert flat == (share[: len(share) // batch_size * batch_size] if drop_last else share)
+
+
+def test_step_counts_default_to_the_samplers_world_size(tmp_path: Path) -> None:
+    # Without a process group the samplers read a plan as one process, whatever world size it was made
+    # for; the step counts must count what they yield, not the manifest's (the torchrun case is in
+    # tests/test_trainers.py).
+    plan = make_plan(tmp_path, (11, 7, 1, 12), batch_size=2, world_size=2)
+    with pytest.warns(UserWarning, match="total_steps"):
+        batches = PlanBatchSampler(plan)
+    lengths = []
+    for e in range(plan.n_epochs):
+        batches.set_epoch(e)
+        lengths.append(len(list(batches)))
+    assert lengths == [6, 4, 1, 6] != plan.manifest["steps_per_epoch"] == [3, 2, 1, 3]
+    assert steps_per_epoch(plan) == lengths
+    assert total_steps(plan) == sum(lengths) == 17
+    assert total_steps(plan, world_size=2) == plan.manifest["total_steps"] == 9
 
 
 def test_step_overrides_match_batch_sampler_lengths(plan: Plan) -> None:

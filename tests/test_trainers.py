@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +23,12 @@ import pytest
 import torch
 from torch.utils.data import Dataset, DistributedSampler, TensorDataset
 
-from dynsel_cli.formats.plan import Plan
+from dynsel_cli.config import FactorsConfig, SaeConfig
+from dynsel_cli.factors import build_factor_tables
+from dynsel_cli.formats.plan import Plan, read_plan
 from dynsel_cli.integrations.torch import PlanUsageError, steps_per_epoch, total_steps
-from conftest import write_random_plan
+from dynsel_cli.sae import fit_sae
+from conftest import invoke, sparse_dictionary_data, write_features_dir, write_random_plan
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "consumers.md"
@@ -475,6 +479,83 @@ def torchrun(script: str, tmp_path: Path, *args: str, timeout: float = 240) -> P
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     return out
+
+
+# The docs' torchrun recipe, as written, in 2 processes. The harness records, per rank, what the recipe
+# trained: it runs at the recipe's os._exit (after its teardown), or when the block ends without one.
+DOC_RECIPE_HARNESS = """
+import json, os, sys
+from pathlib import Path
+
+out, block = Path(sys.argv[1]), Path(sys.argv[2]).read_text(encoding="utf-8")
+namespace = {"__name__": "__main__"}
+leave = os._exit
+
+def record():
+    if (out / f"recipe-rank-{os.environ['RANK']}.json").exists():
+        return
+    from dynsel_cli.integrations.torch import total_steps
+    plan, batches, scheduler = namespace["plan"], namespace["batches"], namespace["scheduler"]
+    lengths = []
+    for epoch in range(plan.n_epochs):
+        batches.set_epoch(epoch)
+        lengths.append(sum(1 for _ in batches))
+    result = {
+        "world_size": batches.sampler.world_size,
+        "scheduler_total": scheduler.total_steps,
+        "steps_taken": scheduler.last_epoch,  # one scheduler.step() per batch
+        "final_lr": scheduler.get_last_lr()[0],
+        "batches_yielded": lengths,
+        "total_steps_explicit": total_steps(plan, world_size=int(os.environ["WORLD_SIZE"])),
+    }
+    (out / f"recipe-rank-{os.environ['RANK']}.json").write_text(json.dumps(result))
+
+def record_then_leave(code):
+    record()
+    leave(code)
+
+os._exit = record_then_leave
+exec(compile(block, "docs/consumers.md", "exec"), namespace)
+record()
+"""
+
+
+@pytest.fixture(scope="module")
+def cli_plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Plans made by `dynsel plan` over 401 samples: for one process (the default) and with --world-size 2."""
+    root = tmp_path_factory.mktemp("cli-plans")
+    write_features_dir(root / "features", sparse_dictionary_data(401, 16, 32), np.arange(401) % 3, classes=["a", "b", "c"])
+    fit_sae(root / "features", root / "sae", SaeConfig(width=32, k=3, epochs=3, batch_size=64, seed=0, device="cpu"))
+    build_factor_tables(root / "features", root / "sae", root / "factors", FactorsConfig(device="cpu"))
+    plans = {}
+    for name, extra in (("one-process", ()), ("world-size-2", ("--world-size", "2"))):
+        plans[name] = root / name
+        args = ("--epochs", "4", "--full-epochs", "1", "--ratio", "0.5", "--batch-size", "16", "--seed", "0", *extra)
+        result = invoke("plan", root / "factors", "--out", plans[name], *args)
+        assert result.exit_code == 0, result.output
+    return plans
+
+
+@pytest.mark.parametrize("made_for", ["one-process", "world-size-2"])
+def test_torchrun_recipe_schedules_the_steps_each_rank_takes(cli_plans: dict[str, Path], made_for: str, tmp_path: Path) -> None:
+    shutil.copytree(cli_plans[made_for], tmp_path / "plan")
+    plan = read_plan(tmp_path / "plan")
+    assert plan.manifest["world_size"] == (1 if made_for == "one-process" else 2)
+    (tmp_path / "recipe.py").write_text(doc_block("torchrun"), encoding="utf-8")
+    out = torchrun(DOC_RECIPE_HARNESS, tmp_path, str(tmp_path / "recipe.py"))  # asserts both processes exit 0
+    # 201 ids in the ratio-0.5 epochs, 401 in the full one: 101 and 201 per rank, batches of 16
+    per_rank = [math.ceil(math.ceil(int(c) / 2) / 16) for c in plan.counts]
+    assert per_rank == [7, 7, 7, 13]
+    for rank in range(2):
+        result = json.loads((out / f"recipe-rank-{rank}.json").read_text())
+        assert result["world_size"] == 2
+        assert result["batches_yielded"] == per_rank
+        assert result["scheduler_total"] == result["steps_taken"] == result["total_steps_explicit"] == sum(per_rank)
+        assert result["final_lr"] < 1e-3  # annealed to about 0 (max_lr 0.1), not stopped halfway down the cycle
+    if made_for == "one-process":
+        assert plan.manifest["total_steps"] == sum(math.ceil(int(c) / 16) for c in plan.counts) != sum(per_rank)
+    else:
+        assert plan.manifest["total_steps"] == sum(per_rank)
 
 
 def check_rank_shares(plan: Plan, out: Path, name: str, drop_last: bool) -> None:

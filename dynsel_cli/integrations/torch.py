@@ -9,8 +9,11 @@ adapters only *read* it:
   ``drop_last``), and rank ``r`` takes items ``r, r + world_size, ...``.
 - :class:`PlanBatchSampler` groups that share into batches of the plan's ``batch_size``, so that
   ``len(batch_sampler)`` equals ``manifest["steps_per_epoch"][e]`` for the plan's ``world_size``.
-- :func:`steps_per_epoch` and :func:`total_steps` return the manifest's step counts, so that an LR
-  scheduler is built once, before the first epoch.
+- :func:`steps_per_epoch` and :func:`total_steps` count the steps *this rank* takes, with the world size
+  found the way the samplers find it (so, under ``torchrun``, call them after ``init_process_group``),
+  so that an LR scheduler is built once, before the first epoch. The manifest's ``steps_per_epoch`` and
+  ``total_steps`` stay what ``dynsel plan`` wrote: the counts for the manifest's ``world_size``
+  (``--world-size``, 1 by default).
 
 Both samplers can be checkpointed mid-epoch (``state_dict`` / ``load_state_dict``). Do not shard them a
 second time (no ``DistributedSampler`` around them, no framework re-sharding): they already are per rank.
@@ -109,34 +112,23 @@ def rank_share(ids: np.ndarray, rank: int, world_size: int, drop_last: bool) -> 
     return np.ascontiguousarray(padded[rank::world_size])
 
 
-def _overrides_differ(plan: Plan, batch_size: int | None, world_size: int | None, drop_last: bool | None) -> bool:
-    m = plan.manifest
-    return (
-        (batch_size is not None and batch_size != m["batch_size"])
-        or (world_size is not None and world_size != m["world_size"])
-        or (drop_last is not None and bool(drop_last) != bool(m["drop_last"]))
-    )
-
-
 def steps_per_epoch(
     plan: Plan | str | os.PathLike[str],
     batch_size: int | None = None,
     world_size: int | None = None,
     drop_last: bool | None = None,
 ) -> list[int]:
-    """Optimizer steps in each epoch of the plan, per rank.
+    """Optimizer steps this rank takes in each epoch of the plan: ``len(PlanBatchSampler(...))`` per epoch.
 
-    With no overrides (or overrides equal to the manifest's) this is ``manifest["steps_per_epoch"]``.
-    Overriding ``batch_size``, ``world_size`` or ``drop_last`` recomputes the counts with
-    :func:`dynsel_cli.formats.plan.steps_for`, which is exactly what ``len(PlanBatchSampler(...))`` gives
-    for the same settings.
+    ``world_size`` defaults as for :class:`PlanSampler`: ``torch.distributed.get_world_size()`` when a
+    process group is initialised, else 1. ``batch_size`` and ``drop_last`` default to the manifest's.
+    The result is ``manifest["steps_per_epoch"]`` exactly when these settings are the manifest's; for
+    the manifest's own counts whatever the process group, read ``plan.manifest["steps_per_epoch"]``.
     """
     plan = _as_plan(plan)
-    if not _overrides_differ(plan, batch_size, world_size, drop_last):
-        return [int(s) for s in plan.manifest["steps_per_epoch"]]
     m = plan.manifest
+    _, ws = _distributed_defaults(0, world_size)
     bs = _check_int("batch_size", m["batch_size"] if batch_size is None else batch_size, 1)
-    ws = _check_int("world_size", m["world_size"] if world_size is None else world_size, 1)
     dl = bool(m["drop_last"] if drop_last is None else drop_last)
     return [steps_for(int(c), bs, ws, dl) for c in plan.counts]
 
@@ -147,13 +139,13 @@ def total_steps(
     world_size: int | None = None,
     drop_last: bool | None = None,
 ) -> int:
-    """Optimizer steps of the whole plan, per rank: ``manifest["total_steps"]`` unless overridden.
+    """Optimizer steps this rank takes over the whole plan: the sum of :func:`steps_per_epoch`.
 
-    Build the LR scheduler once from this number (e.g. ``OneCycleLR(opt, max_lr, total_steps=...)``).
+    Build the LR scheduler once from this number (e.g. ``OneCycleLR(opt, max_lr, total_steps=...)``);
+    under ``torchrun``, after ``init_process_group``, so that it counts this rank's share. The
+    manifest's ``total_steps`` is the count for the manifest's ``world_size`` (``dynsel plan
+    --world-size``, 1 by default).
     """
-    plan = _as_plan(plan)
-    if not _overrides_differ(plan, batch_size, world_size, drop_last):
-        return int(plan.manifest["total_steps"])
     return int(sum(steps_per_epoch(plan, batch_size, world_size, drop_last)))
 
 
@@ -167,7 +159,8 @@ class PlanSampler(Sampler[int]):
             initialised, else 0.
         world_size: number of ranks; default ``torch.distributed.get_world_size()`` when initialised,
             else 1. A value other than the manifest's ``world_size`` works, but the manifest's step
-            counts then no longer apply (a warning says so; use ``steps_per_epoch(plan, world_size=...)``).
+            counts then no longer apply (a warning says so; :func:`total_steps` and
+            :func:`steps_per_epoch` find the same world size and count this rank's steps).
         drop_last: truncate each epoch to a multiple of ``world_size`` instead of padding it; default
             the manifest's ``drop_last``.
 
@@ -194,8 +187,8 @@ class PlanSampler(Sampler[int]):
         if planned is not None and int(planned) != self.world_size:
             warnings.warn(
                 f"plan {self.plan.path} was made for world_size {planned} but is read with world_size "
-                f"{self.world_size}: manifest steps_per_epoch/total_steps do not apply; use "
-                f"steps_per_epoch(plan, world_size={self.world_size}) for the LR schedule",
+                f"{self.world_size}: the manifest's steps_per_epoch/total_steps do not apply; "
+                f"total_steps(plan) counts this rank's steps for the LR schedule",
                 stacklevel=2,
             )
 
