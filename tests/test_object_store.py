@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import threading
 import socket
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -272,6 +273,8 @@ def test_publish_deletes_the_manifest_first_uploads_it_last_then_removes_stale_o
 
     new_files = set(json.loads((new / "manifest.json").read_text())["files"])
     stale = set(json.loads((old / "manifest.json").read_text())["files"]) - new_files
+    assert steps[0][0] == "delete_object" and steps[0][1].startswith(storage.PROBE)  # the test object: written, then deleted
+    steps = steps[1:]
     assert steps[0] == ("write_object", storage.MARKER)
     assert steps[1] == ("delete_object", "manifest.json")
     assert {s for s in steps[2 : 2 + len(new_files)]} == {("upload_file", f) for f in new_files}
@@ -322,9 +325,10 @@ def test_a_crash_after_any_step_never_shows_a_manifest_without_its_files(s3: Any
         if finished:
             break
     assert finished
-    # steps: marker, delete the old manifest, one upload per file, the new manifest, stale deletes, marker delete
-    assert seen[:2] == ["old", "old"] and seen[2 : 3 + len(new_files)] == ["refused"] * (len(new_files) + 1)
-    assert set(seen[3 + len(new_files) :]) == {"new"}
+    # steps: the test object's delete, marker, delete the old manifest, one upload per file, the new
+    # manifest, stale deletes, marker delete
+    assert seen[:3] == ["old"] * 3 and seen[3 : 4 + len(new_files)] == ["refused"] * (len(new_files) + 1)
+    assert set(seen[4 + len(new_files) :]) == {"new"}
 
 
 # -------------------------------------------------------------------------------------- replacement rules
@@ -631,12 +635,114 @@ def test_malformed_manifests_exit_2_with_one_line(s3: Any, local_run: Path, tmp_
     _bad("input-malformed-manifest", ["report", f"s3://{BUCKET}/malformed/in"], s3)
 
 
-def test_a_staged_file_gone_before_its_upload_is_one_line(s3: Any, local_run: Path, tmp_path: Path) -> None:
+def test_a_staged_file_gone_before_publishing_is_found_before_anything_is_touched(s3: Any, two_plans: tuple[Path, Path], tmp_path: Path) -> None:
+    """Item 2 of issue 21: a publish whose staged copy is incomplete used to delete the old manifest first."""
+    old, new = two_plans
+    loc = storage.open_location(f"s3://{BUCKET}/gone/plan")
+    storage.publish_artifact(old, loc, "dynsel.plan")
+    before = objects(s3, "gone/plan")
     staged = tmp_path / "plan"
     staged.mkdir()
-    (staged / "manifest.json").write_bytes((local_run / "plan" / "manifest.json").read_bytes())
-    with pytest.raises(DynselError, match=r"^s3://dynsel-test/gone/plan/\S+: uploading failed \(.*\); rerun the command$"):
-        storage.publish_artifact(staged, storage.open_location(f"s3://{BUCKET}/gone/plan"), "dynsel.plan")
+    (staged / "manifest.json").write_bytes((new / "manifest.json").read_bytes())
+    with pytest.raises(DynselError, match=r"^s3://dynsel-test/gone/plan: the staged plan lacks '\S+' or it changed after it was built, so nothing at s3://dynsel-test/gone/plan was changed; rerun the command$"):
+        storage.publish_artifact(staged, loc, "dynsel.plan")
+    assert objects(s3, "gone/plan") == before
+    assert _published(f"s3://{BUCKET}/gone/plan") == tree_digests(old)
+
+
+def _network_dies_at(monkeypatch: pytest.MonkeyPatch, function: str, when: Callable[[tuple[Any, ...]], bool]) -> None:
+    """From the first call of ``storage.FUNCTION`` for which ``when(args)`` holds, the store is unreachable."""
+    original = getattr(storage, function)
+
+    def failing(*args: Any) -> Any:
+        if when(args):
+            raise storage._failure(OSError("AWS Error NETWORK_CONNECTION during PutObject operation: curlCode: 7"), args[1] if function == "upload_file" else args[0], "uploading")
+        return original(*args)
+
+    monkeypatch.setattr(storage, function, failing)
+
+
+def test_a_publish_that_fails_half_way_says_the_previous_artifact_was_unpublished(s3: Any, local_run: Path, two_plans: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 2 of issue 21: the network dies after the old manifest was deleted; the line says so, and a rerun completes the publish."""
+    old, _ = two_plans
+    uri = f"s3://{BUCKET}/half-way/plan"
+    storage.publish_artifact(old, storage.open_location(uri), "dynsel.plan")
+    with monkeypatch.context() as network:
+        _network_dies_at(network, "upload_file", lambda args: True)
+        failed = invoke("plan", local_run / "factors", "--out", uri, "--epochs", "3", "--ratio", "0.5")
+    assert failed.exit_code == 2
+    line = assert_one_line_error(failed.stderr, only_line=False)
+    assert line.startswith(f"error: {uri}: publishing failed ({uri}: cannot connect to the object store; check the endpoint")
+    assert line.endswith(f"the previous artifact at {uri} was unpublished (its manifest deleted) and nothing is published there until a rerun of the command completes the publish")
+    assert "manifest.json" not in objects(s3, "half-way/plan")
+    ok("plan", local_run / "factors", "--out", uri, "--epochs", "3", "--ratio", "0.5")
+    assert json.loads(objects(s3, "half-way/plan")["manifest.json"])["ratio"] == 0.5
+    assert _published(uri) is not None
+
+
+def test_a_publish_refused_before_the_point_of_no_return_leaves_the_previous_artifact(s3: Any, local_run: Path, two_plans: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes denied after the command started (a policy changed): the test object at publish time finds it
+    before anything of the old artifact is touched; a failure writing the marker touches nothing either."""
+    old, _ = two_plans
+    bucket = "dynsel-revoked"
+    s3.create_bucket(Bucket=bucket)
+    uri = f"s3://{bucket}/plan"
+    storage.publish_artifact(old, storage.open_location(uri), "dynsel.plan")
+    before = objects(s3, "plan", bucket=bucket)
+    original = storage.publish_artifact
+
+    def revoke_then_publish(*args: Any, **kwargs: Any) -> bytes:
+        deny = {"Effect": "Deny", "Principal": "*", "Action": ["s3:PutObject"], "Resource": f"arn:aws:s3:::{bucket}/*"}
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]}))
+        return original(*args, **kwargs)
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(storage, "publish_artifact", revoke_then_publish)
+            result = invoke("plan", local_run / "factors", "--out", uri, "--epochs", "3", "--ratio", "0.5")
+        assert result.exit_code == 2
+        assert assert_one_line_error(result.stderr, only_line=False) == f"error: {uri}: access denied while writing a test object; check the credentials' permissions and the bucket policy"
+        assert objects(s3, "plan", bucket=bucket) == before
+    finally:
+        s3.delete_bucket_policy(Bucket=bucket)
+    with monkeypatch.context() as network:
+        _network_dies_at(network, "write_object", lambda args: args[1] == storage.MARKER)
+        result = invoke("plan", local_run / "factors", "--out", uri, "--epochs", "3", "--ratio", "0.5")
+    assert result.exit_code == 2
+    assert objects(s3, "plan", bucket=bucket) == before
+    assert _published(uri) == tree_digests(old)
+
+
+def test_a_failed_clean_up_after_the_new_manifest_says_the_new_artifact_is_published(s3: Any, two_plans: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    old, new = two_plans
+    uri = f"s3://{BUCKET}/clean-up/plan"
+    loc = storage.open_location(uri)
+    storage.publish_artifact(old, loc, "dynsel.plan")
+    with monkeypatch.context() as network:
+        _network_dies_at(network, "delete_object", lambda args: args[1] == storage.MARKER)
+        with pytest.raises(DynselError, match=rf"^{uri}: the new plan is published, but removing the objects of the previous one failed \(.*\); rerun the command to remove them$"):
+            storage.publish_artifact(new, loc, "dynsel.plan")
+    assert _published(uri) == tree_digests(new)
+    storage.publish_artifact(new, loc, "dynsel.plan")
+    assert objects(s3, "clean-up/plan") == {n: (new / n).read_bytes() for n in tree_digests(new)}
+
+
+def test_a_staged_file_gone_during_its_upload_says_the_previous_artifact_was_unpublished(s3: Any, two_plans: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old, new = two_plans
+    uri = f"s3://{BUCKET}/gone-late/plan"
+    loc = storage.open_location(uri)
+    storage.publish_artifact(old, loc, "dynsel.plan")
+    staged = tmp_path / "plan"
+    shutil.copytree(new, staged)
+    original = storage.upload_file
+
+    def vanish(source: Path, *args: Any) -> None:
+        source.unlink(missing_ok=True)  # the staged file goes away after the checks
+        original(source, *args)
+
+    monkeypatch.setattr(storage, "upload_file", vanish)
+    with pytest.raises(DynselError, match=rf"^{uri}: publishing failed \({uri}/\S+: uploading failed \(.*\); rerun the command\); the previous artifact at {uri} was unpublished"):
+        storage.publish_artifact(staged, loc, "dynsel.plan")
 
 
 def test_the_user_part_of_a_host_is_kept_unless_it_carries_a_password() -> None:

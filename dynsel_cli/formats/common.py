@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ArtifactError, DynselError
-from .output import check_output_path, check_replaceable
+from .output import check_output_path, check_replaceable, listed_files  # noqa: F401 (listed_files: re-exported)
 
 try:
     import fcntl
@@ -117,10 +118,12 @@ def atomic_directory(final: Path, kind: str | None = None, force: bool = False) 
     so that a folder created meanwhile is not lost.
 
     On any exception the temporary directory is removed and ``final`` is left as it was. The temporary
-    directory (``.NAME.tmp-*``) is flock'ed while its writer lives; one left by a killed writer is removed
-    by the next write of the same ``final`` (see :func:`sweep_stale_temporaries`). An existing ``final`` is
-    replaced by one atomic exchange where the system has it (Linux), so it never disappears, even for an
-    instant; elsewhere by two renames.
+    is ``artifact/`` inside a folder of dynsel's own, ``.NAME.tmp-<16 random hex digits>/``, that also holds
+    dynsel's marker file (:data:`TEMPORARY_MARKER`) and is flock'ed while its writer lives; one left by a
+    killed writer is removed by the next write of the same ``final`` (see :func:`sweep_stale_temporaries`),
+    and a user's folder of a similar name never is. An existing ``final`` is replaced by one atomic
+    exchange where the system has it (Linux), so it never disappears, even for an instant; elsewhere by
+    two renames (the old version parked in a marked ``.NAME.old-*/artifact`` in between).
     """
     final = Path(final)
     parent = final.parent if str(final.parent) else Path(".")
@@ -133,10 +136,12 @@ def atomic_directory(final: Path, kind: str | None = None, force: bool = False) 
         check_replaceable(final, kind, force=force)
     sweep_stale_temporaries(final)
     try:
-        tmp, held = _held_temporary(parent, f".{final.name}{_TMP}")
+        holder, held = _held_temporary(parent, f".{final.name}{_TMP}", final.name)
     except OSError as exc:
         raise DynselError(f"{parent}: not writable ({exc.strerror}); choose a writable --out") from None
     try:
+        tmp = holder / _PARKED
+        os.mkdir(tmp, 0o700)
         _apply_umask(tmp)
         yield tmp
         for child in tmp.rglob("*"):
@@ -145,25 +150,27 @@ def atomic_directory(final: Path, kind: str | None = None, force: bool = False) 
             check_replaceable(final, kind, force=force)
         if not final.exists():
             os.replace(tmp, final)
-        elif _exchange(tmp, final):
-            _discard(tmp)  # now the previous version
-        else:
-            old, old_held = _held_temporary(parent, f".{final.name}{_OLD}")
+        elif not _exchange(tmp, final):  # else ``tmp`` is now the previous version, removed with ``holder``
+            old, old_held = _held_temporary(parent, f".{final.name}{_OLD}", final.name)
             try:
-                os.replace(final, old / "artifact")
+                os.replace(final, old / _PARKED)
                 os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
+                _remove_temporary(old)
             finally:
                 _release(old_held)
+        _remove_temporary(holder)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_temporary(holder)
         raise
     finally:
         _release(held)
 
 
 _TMP, _OLD = ".tmp-", ".old-"
-_MKDTEMP_SUFFIX = re.compile(r"[a-z0-9_]+")
+_PARKED = "artifact"  # the artifact inside a temporary: the one being written, or the previous version parked
+TEMPORARY_MARKER = ".dynsel-temporary"  # in every temporary folder dynsel makes: only folders holding it are ever removed or moved
+TEMPORARY_FORMAT = "dynsel.temporary"
+_RANDOM_SUFFIX = re.compile(r"[0-9a-f]{16}")
 
 
 def hold_directory(path: Path) -> int | None:
@@ -184,7 +191,7 @@ def hold_directory(path: Path) -> int | None:
 
 
 def _discard(path: Path) -> None:
-    if path.is_symlink():
+    if path.is_symlink() or not path.is_dir():
         path.unlink(missing_ok=True)
     else:
         shutil.rmtree(path, ignore_errors=True)
@@ -195,33 +202,71 @@ def _release(fd: int | None) -> None:
         os.close(fd)
 
 
-def _held_temporary(parent: Path, prefix: str) -> tuple[Path, int | None]:
-    """mkdtemp in ``parent``, flock'ed by this process while it writes (unlocked where flock is unavailable)."""
+def _held_temporary(parent: Path, prefix: str, final_name: str) -> tuple[Path, int | None]:
+    """A new folder ``PREFIX<16 random hex digits>`` in ``parent`` holding dynsel's marker file, flock'ed by
+    this process while it writes (unlocked where flock is unavailable)."""
     for _ in range(100):
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-        if fcntl is None:  # pragma: no cover - not POSIX
-            return tmp, None
-        fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        tmp = parent / f"{prefix}{secrets.token_hex(8)}"
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # a concurrent sweep took it for stale between mkdtemp and flock
-            os.close(fd)
+            os.mkdir(tmp, 0o700)
+        except FileExistsError:  # pragma: no cover - 64 random bits
             continue
-        except OSError:  # pragma: no cover - a file system without flock: write unlocked (nothing is swept there)
-            return tmp, fd
-        if os.fstat(fd).st_nlink > 0:
-            return tmp, fd
-        os.close(fd)  # ... and removed it: make another
+        fd: int | None = None
+        if fcntl is not None:
+            fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a concurrent sweep took the empty folder for stale between mkdir and flock
+                os.close(fd)
+                continue
+            except OSError:  # pragma: no cover - a file system without flock: write unlocked (nothing is swept there)
+                pass
+            else:
+                if os.fstat(fd).st_nlink == 0:  # ... and removed it: make another
+                    os.close(fd)
+                    continue
+        with open(tmp / TEMPORARY_MARKER, "x", encoding="utf-8") as handle:
+            handle.write(canonical_json({"format": TEMPORARY_FORMAT, "for": final_name}))
+        return tmp, fd
     raise OSError(errno.EAGAIN, "could not make a temporary directory", str(parent))  # pragma: no cover
+
+
+def _remove_temporary(path: Path) -> None:
+    """Remove one of dynsel's temporary folders, its marker last: a removal cut short by a kill leaves a
+    folder the next sweep still knows as dynsel's (the marker is there, or nothing is)."""
+    try:
+        entries = [entry.name for entry in os.scandir(path) if entry.name != TEMPORARY_MARKER]
+    except FileNotFoundError:
+        return
+    except OSError:
+        entries = []
+    for name in entries:
+        _discard(path / name)
+    try:
+        if any(entry.name != TEMPORARY_MARKER for entry in os.scandir(path)):
+            return  # something could not be removed: keep the marker, so the next sweep tries again
+    except OSError:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        (path / TEMPORARY_MARKER).unlink()
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+
+
+def is_dynsel_temporary(path: Path) -> bool:
+    """Whether the folder ``path`` is one of dynsel's temporaries: it holds dynsel's marker file."""
+    return (Path(path) / TEMPORARY_MARKER).is_file()
 
 
 def sweep_stale_temporaries(final: Path) -> None:
     """Remove the temporary siblings of ``final`` (``.NAME.tmp-*``, ``.NAME.old-*``) whose writer is gone.
 
-    A writer holds an flock on its temporary directory, which the kernel drops when the process dies, so
-    a directory nobody holds was left by a killed run. If a killed two-rename replacement left ``final``
-    missing, the previous version parked in ``.NAME.old-*/artifact`` is put back first. Without flock
-    (not POSIX) nothing is removed.
+    Only dynsel's own are touched: a folder whose name is ``.NAME.tmp-`` or ``.NAME.old-`` and 16 random
+    hex digits, holding dynsel's marker file (or nothing at all: a writer killed between making it and
+    writing the marker), and that nobody holds. A writer holds an flock on its temporary folder, which the
+    kernel drops when the process dies, so a folder nobody holds was left by a killed run. If a killed
+    two-rename replacement left ``final`` missing, the previous version parked in ``.NAME.old-*/artifact``
+    is put back first. Without flock (not POSIX) nothing is removed.
     """
     if fcntl is None:  # pragma: no cover - not POSIX
         return
@@ -234,7 +279,7 @@ def sweep_stale_temporaries(final: Path) -> None:
     for entry in entries:
         for marker in (_TMP, _OLD):
             head = f".{final.name}{marker}"
-            if entry.name.startswith(head) and _MKDTEMP_SUFFIX.fullmatch(entry.name[len(head) :]) and entry.is_dir(follow_symlinks=False):
+            if entry.name.startswith(head) and _RANDOM_SUFFIX.fullmatch(entry.name[len(head) :]) and entry.is_dir(follow_symlinks=False):
                 break
         else:
             continue
@@ -243,10 +288,13 @@ def sweep_stale_temporaries(final: Path) -> None:
         if fd is None:
             continue  # a live writer's
         try:
-            parked = path / "artifact"
-            if marker == _OLD and parked.is_dir() and not final.exists():
-                os.replace(parked, final)
-            shutil.rmtree(path, ignore_errors=True)
+            if is_dynsel_temporary(path):
+                parked = path / _PARKED
+                if marker == _OLD and parked.is_dir() and not final.exists():
+                    os.replace(parked, final)
+                _remove_temporary(path)
+            else:
+                os.rmdir(path)  # only when empty (made, not yet marked); a folder holding anything is not dynsel's
         except OSError:
             pass
         finally:
@@ -339,23 +387,6 @@ def read_artifact_manifest(path: Path, kind: str, what: str, a_what: str, made_b
     if verify:
         verify_files(path, manifest["files"], what)
     return manifest
-
-
-def listed_files(manifest: dict[str, Any], where: Path | str, what: str) -> dict[str, dict[str, Any]]:
-    """Every file a manifest vouches for, by name, with its ``bytes`` and ``sha256``: a features manifest
-    lists its ``shards``, every other kind its ``files``. A malformed list is an ArtifactError naming ``where``."""
-    field = "shards" if "shards" in manifest else "files"
-    entries: Any = manifest.get(field)
-    if field == "shards" and isinstance(entries, list) and all(isinstance(shard, dict) for shard in entries):
-        entries = {shard.get("file"): shard for shard in entries}
-    if not isinstance(entries, dict) or not all(_is_file_entry(name, entry) for name, entry in entries.items()):
-        raise ArtifactError(f"{where}: malformed manifest ({field!r} must give every file's bytes and sha256); not a usable dynsel {what}")
-    return dict(entries)
-
-
-def _is_file_entry(name: Any, entry: Any) -> bool:
-    size = entry.get("bytes") if isinstance(entry, dict) else None
-    return isinstance(name, str) and bool(name) and isinstance(size, int) and not isinstance(size, bool) and isinstance(entry.get("sha256"), str)
 
 
 def check_manifest_kind(manifest: dict[str, Any], kind: str, path: Path | str, what: str) -> None:

@@ -7,14 +7,21 @@ lose. The rule, applied by every stage before any work and again just before the
 - a path that does not exist, or an empty directory: written;
 - a dynsel artifact of the same kind (its manifest says so): replaced;
 - a dynsel artifact of another kind: refused, unless ``force`` (``--force``);
+- a dynsel artifact holding anything its manifest does not list (the user's notes, checkpoints, ...):
+  refused, ``--force`` or not, since replacing the artifact would delete them;
 - anything else (a file, a directory dynsel did not write, a damaged artifact whose manifest cannot be
-  read): refused, ``--force`` or not;
+  read or does not validate as its kind's manifest): refused, ``--force`` or not;
 - the current directory or a directory holding it, an input of the same command, a directory holding an
   input, or a path inside an input directory: refused.
 
 A run directory (``dynsel run --out``) is not one artifact but a folder of them: it may be replaced into
 when it holds only the stage artifacts (``features/``, ``sae/``, ``factors/``, ``plan/``) and their hidden
 work files, each stage folder passing the same rule for its own kind.
+
+What counts as a dynsel artifact is decided by :func:`manifest_listing`, for a local directory and an
+object-store prefix alike: a manifest whose ``format`` is a dynsel kind, under that kind's manifest name,
+with the kind's required fields and a well-formed list of its files. The artifact is the manifest and
+those files; anything else in the directory is the user's.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import os
 from pathlib import Path, PurePath
 from typing import Any, Callable, Iterable
 
-from ..errors import DynselError
+from ..errors import ArtifactError, DynselError
 
 MANIFEST_NAMES = ("manifest.json", "_manifest.json")
 RUN_KIND = "dynsel.run"
@@ -36,6 +43,14 @@ KIND_NAMES = {
     "dynsel.factors": "factor tables directory",
     "dynsel.plan": "plan",
     RUN_KIND: "run directory",
+}
+# The fields every manifest of a kind has (besides ``format``, ``format_version`` and its file list): a
+# manifest without one of them was not written by dynsel, whatever its ``format`` says.
+REQUIRED_FIELDS = {
+    "dynsel.features": ("n_samples", "dim", "dtype", "fingerprint"),
+    "dynsel.sae": ("d_in", "width", "k", "fingerprint"),
+    "dynsel.factors": ("n_samples", "k", "width", "fingerprint"),
+    "dynsel.plan": ("n_samples", "epochs", "counts", "sha256"),
 }
 
 
@@ -78,7 +93,85 @@ def check_replaceable(final: Path, kind: str, *, force: bool = False, option: st
     if kind == RUN_KIND:
         _check_run_directory(final, force, option)
         return
-    check_kind(final, artifact_kind(final), kind, force=force, option=option)
+    found, owned = local_ownership(final)
+    if found is not None:
+        foreign = sorted(set(_tree_files(final)) - owned)
+        if foreign:
+            raise DynselError(
+                f"{final}: holds files dynsel did not write ({foreign[0]!r}{', …' if len(foreign) > 1 else ''}); dynsel replaces only its own artifacts: choose a new {option} or remove them yourself"
+            )
+    check_kind(final, found, kind, force=force, option=option)
+
+
+def local_ownership(directory: Path) -> tuple[str | None, set[str]]:
+    """The dynsel kind of ``directory`` and the names (relative, ``/``-separated) of the files its manifest
+    accounts for: the manifest and every file it lists. ``(None, set())`` when no manifest validates."""
+    found, owned = None, set()
+    for name in MANIFEST_NAMES:
+        try:
+            data = (Path(directory) / name).read_bytes()
+        except OSError:
+            continue
+        listing = manifest_listing(json_object(data), name, Path(directory) / name)
+        if listing is not None:
+            found, files = listing
+            owned |= {name, *files}
+    return found, owned
+
+
+def manifest_listing(manifest: dict[str, Any], name: str, where: Path | str) -> tuple[str, set[str]] | None:
+    """The kind and the listed file names of ``manifest`` (read from the file ``name`` at ``where``) when it
+    validates as a dynsel manifest of that kind; None when it does not (another format, the wrong manifest
+    name, a required field missing). A file list that is there but malformed is an ArtifactError: the
+    manifest claims to be dynsel's and is damaged, which is refused too, with its own message."""
+    kind = dynsel_kind(manifest)
+    if kind is None or kind == RUN_KIND:
+        return None
+    field = "shards" if kind == "dynsel.features" else "files"
+    if field not in manifest:
+        return None
+    files = listed_files(manifest, where, KIND_NAMES[kind])
+    version = manifest.get("format_version")
+    if name != MANIFEST_FILE[kind] or not isinstance(version, int) or isinstance(version, bool):
+        return None
+    if any(manifest.get(key) is None for key in REQUIRED_FIELDS[kind]):
+        return None
+    return kind, set(files)
+
+
+def listed_files(manifest: dict[str, Any], where: Path | str, what: str) -> dict[str, dict[str, Any]]:
+    """Every file a manifest vouches for, by name, with its ``bytes`` and ``sha256``: a features manifest
+    lists its ``shards``, every other kind its ``files``. A malformed list is an ArtifactError naming ``where``."""
+    field = "shards" if "shards" in manifest else "files"
+    entries: Any = manifest.get(field)
+    if field == "shards" and isinstance(entries, list) and all(isinstance(shard, dict) for shard in entries):
+        entries = {shard.get("file"): shard for shard in entries}
+    if not isinstance(entries, dict) or not all(_is_file_entry(name, entry) for name, entry in entries.items()):
+        raise ArtifactError(f"{where}: malformed manifest ({field!r} must give every file's bytes and sha256); not a usable dynsel {what}")
+    return dict(entries)
+
+
+def _is_file_entry(name: Any, entry: Any) -> bool:
+    size = entry.get("bytes") if isinstance(entry, dict) else None
+    return isinstance(name, str) and bool(name) and isinstance(size, int) and not isinstance(size, bool) and isinstance(entry.get("sha256"), str)
+
+
+
+def _tree_files(directory: Path, prefix: str = "") -> Iterable[str]:
+    """Every entry under ``directory`` that is not a directory (files, symbolic links, ...), by relative
+    ``/``-separated name; empty directories hold nothing and yield nothing. A subdirectory that cannot be
+    read is yielded itself: what it holds cannot be shown to be dynsel's."""
+    try:
+        with os.scandir(directory) as found:
+            entries = list(found)
+    except OSError:
+        yield prefix.rstrip("/") or "."
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _tree_files(Path(entry.path), f"{prefix}{entry.name}/")
+        else:
+            yield f"{prefix}{entry.name}"
 
 
 def check_kind(where: Path | str, found: str | None, kind: str, *, force: bool = False, option: str = "--out") -> None:
@@ -116,15 +209,12 @@ def check_output_file(path: Path, marker: str, *, inputs: Iterable[Path | None] 
 
 
 def artifact_kind(directory: Path) -> str | None:
-    """The ``format`` of the dynsel manifest in ``directory`` (``dynsel.plan``, ...), or None if there is none."""
-    for name in MANIFEST_NAMES:
-        try:
-            found = dynsel_kind(json_object((Path(directory) / name).read_bytes()))
-        except OSError:
-            continue
-        if found is not None:
-            return found
-    return None
+    """The kind of the dynsel artifact in ``directory`` (``dynsel.plan``, ...): the ``format`` of a manifest
+    that validates (:func:`manifest_listing`), or None if there is none."""
+    try:
+        return local_ownership(Path(directory))[0]
+    except ArtifactError:
+        return None
 
 
 def json_object(data: bytes | None) -> dict[str, Any]:

@@ -12,6 +12,12 @@ credentials come from the standard AWS variables (``AWS_ACCESS_KEY_ID``, ``AWS_S
 (``?endpoint_override=HOST:PORT&scheme=http&region=...``). Messages show the URI without credentials
 or query.
 
+Every URI, ``--out`` or input, goes through :func:`canonical_uri` once, in :func:`open_location` and in
+the input-identity check: a path with a ``.``, ``..`` or empty segment is refused (object stores do not
+resolve them as a file system does: the listing would see one prefix and the writes land in another),
+and percent-escapes are decoded as pyarrow decodes them, so the listing, the ownership rule, the
+input-identity check and the writes all name the same keys.
+
 Publishing cannot be a rename on an object store, so it is a protocol instead (docs/formats.md, "Object
 stores"): the manifest is deleted first and uploaded last, and a reader trusts only a manifest whose listed
 files all exist with their recorded size and sha256. A marker object (:data:`MARKER`) names everything a
@@ -33,11 +39,23 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from ..errors import ArtifactError, DynselError
 from .common import canonical_json, check_manifest_kind, fingerprint, hold_directory, listed_files, parse_json, safe_child, sha256_bytes
-from .output import KIND_NAMES, MANIFEST_FILE, MANIFEST_NAMES, RUN_KIND, RUN_STAGES, check_kind, check_not_input, check_run_entries, dynsel_kind, json_object
+from .output import (
+    KIND_NAMES,
+    MANIFEST_FILE,
+    MANIFEST_NAMES,
+    RUN_KIND,
+    RUN_STAGES,
+    check_kind,
+    check_not_input,
+    check_run_entries,
+    dynsel_kind,
+    json_object,
+    manifest_listing,
+)
 
 MARKER = ".dynsel-publishing.json"
 PUBLISHING = "dynsel.publishing"
@@ -97,16 +115,52 @@ class Location:
         return f"{self.uri}/{name}" if name else self.uri
 
 
+def canonical_uri(uri: str) -> str:
+    """The identity of ``uri``: :func:`shown`'s spelling with its path percent-decoded (as pyarrow decodes
+    it), after refusing a path with a ``.``, ``..`` or empty segment (trailing slashes are dropped, as
+    before). No request is made: the input-identity check uses it on every URI a command reads."""
+    parts = urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2] if parts.password is not None else parts.netloc
+    path = unquote(parts.path.rstrip("/"))
+    segments = path.split("/")[1:] if path else []
+    bad = [segment for segment in segments if segment in ("", ".", "..")]
+    if bad:
+        kinds = " and ".join(dict.fromkeys("an empty segment ('//')" if b == "" else f"a {b!r} segment" for b in bad))
+        resolved = _resolve_segments(segments)
+        fix = f"write it as {parts.scheme}://{host}/{resolved}" if resolved else "write the path without them"
+        raise DynselError(
+            f"{shown(uri)}: has {kinds} in its path, which dynsel does not resolve (an object store reads keys literally); {fix}"
+        )
+    return f"{parts.scheme}://{host}{path}"
+
+
+def _resolve_segments(segments: Sequence[str]) -> str:
+    """The path ``segments`` name when '.', '..' and empty segments are resolved as a file system would;
+    '' when that is the bucket itself or above it."""
+    kept: list[str] = []
+    for segment in segments:
+        if segment == "..":
+            if not kept:
+                return ""
+            kept.pop()
+        elif segment not in ("", "."):
+            kept.append(segment)
+    return "/".join(kept)
+
+
 def open_location(uri: str) -> Location:
-    """Open the file system behind ``uri``; a URI pyarrow cannot open is a one-line error."""
+    """Open the file system behind ``uri``; a URI pyarrow cannot open, or one :func:`canonical_uri` refuses,
+    is a one-line error."""
+    where = canonical_uri(uri)  # before pyarrow: it may make a request (the bucket's region)
     from pyarrow import fs as pafs  # only here: `dynsel --help` and local runs never load it
 
-    where = shown(uri)
     try:
         filesystem, path = pafs.FileSystem.from_uri(uri)
     except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
-        raise DynselError(f"{where}: cannot open this URI ({_first_line(exc)}); see docs/scale.md, \"Object stores\"") from None
+        raise DynselError(f"{shown(uri)}: cannot open this URI ({_first_line(exc)}); see docs/scale.md, \"Object stores\"") from None
     path = path.rstrip("/")
+    if any(segment in ("", ".", "..") for segment in path.split("/")[1:]):  # what pyarrow made of it: the keys used
+        raise DynselError(f"{shown(uri)}: names a key with a '.', '..' or empty segment; write the path without them")
     if "/" not in path and type(filesystem).__name__ != "LocalFileSystem":
         raise DynselError(f"{where}: names a whole bucket; add a prefix for the artifact (e.g. {where}/run)")
     return Location(filesystem, path, where)
@@ -391,7 +445,8 @@ def _is_probe(name: str) -> bool:
 
 def _ownership(loc: Location, objects: set[str]) -> tuple[str | None, set[str]]:
     """The dynsel kind at the prefix (manifest first, else the marker of an interrupted publish) and the
-    names its manifest and marker account for."""
+    names its manifest and marker account for. A manifest counts only when it validates as its kind's
+    (:func:`dynsel_cli.formats.output.manifest_listing`, the rule of local directories too)."""
     found, owned = None, set()
     if MARKER in objects:
         marker = json_object(read_object(loc, MARKER))
@@ -399,39 +454,72 @@ def _ownership(loc: Location, objects: set[str]) -> tuple[str | None, set[str]]:
         if marker.get("format") == PUBLISHING and dynsel_kind({"format": marker.get("kind")}) and isinstance(files, list):
             found, owned = marker["kind"], {MARKER, *map(str, files)}
     for name in MANIFEST_NAMES:
-        manifest = json_object(read_object(loc, name)) if name in objects else {}
-        if dynsel_kind(manifest):
-            found = manifest["format"]
-            owned |= {name, *listed_files(manifest, loc.at(name), KIND_NAMES[found])}
+        listing = manifest_listing(json_object(read_object(loc, name)), name, loc.at(name)) if name in objects else None
+        if listing is not None:
+            found, files = listing
+            owned |= {name, *files}
     return found, owned
 
 
 def publish_artifact(local: Path, loc: Location, kind: str, *, force: bool = False) -> bytes:
     """Publish the artifact directory ``local`` at ``loc``; returns the manifest's bytes.
 
-    1. check the rule again (something may have appeared since the command started);
-    2. write the marker: the kind and every name this publish may leave (the new files and what is there);
-    3. delete the old manifest(s): from here the prefix is not a published artifact;
-    4. upload every file the new manifest lists;
-    5. upload the manifest, last: from here the prefix is the new artifact;
-    6. delete the objects the new manifest does not list, then the marker.
+    Every check that can fail comes before anything at ``loc`` is touched:
 
-    A crash anywhere leaves either no manifest (readers refuse the prefix; the marker lets the next
-    publish replace it) or a manifest whose files are all in place.
+    1. the staged copy: every file its manifest lists is there, inside it, with its recorded size;
+    2. the rule again (something may have appeared since the command started);
+    3. write and delete a test object (credentials or a bucket policy may have changed meanwhile);
+    4. write the marker: the kind and every name this publish may leave (the new files and what is there).
+       A failure up to here leaves the previous artifact published and unchanged.
+
+    Then the point of no return:
+
+    5. delete the old manifest(s): from here the prefix is not a published artifact;
+    6. upload every file the new manifest lists;
+    7. upload the manifest, last: from here the prefix is the new artifact;
+    8. delete the objects the new manifest does not list, then the marker.
+
+    A failure in 5-7 (the network dies, a policy refuses one upload) is an error line saying that the
+    previous artifact at ``loc`` is unpublished and that a rerun completes the publish; one in 8 says the
+    new artifact is published and a rerun removes what is left. A crash anywhere leaves either no
+    manifest (readers refuse the prefix; the marker lets the next publish replace it) or a manifest whose
+    files are all in place.
     """
     manifest_name, what = MANIFEST_FILE[kind], KIND_NAMES[kind]
     data = (local / manifest_name).read_bytes()
     files = listed_files(parse_json(data, local / manifest_name, what), local / manifest_name, what)
+    sources = {name: safe_child(local, name, what) for name in files}
+    for name in sorted(files):
+        if not sources[name].is_file() or sources[name].stat().st_size != files[name]["bytes"]:
+            raise DynselError(f"{loc.uri}: the staged {what} lacks {name!r} or it changed after it was built, so nothing at {loc.uri} was changed; rerun the command")
     present = check_remote_output(loc, kind, force=force)
+    check_writable(loc, present)  # also deletes the test objects a killed command left
+    present = {name for name in present if not _is_probe(name)}
     keep = set(files) | {manifest_name}
     write_object(loc, MARKER, canonical_json({"format": PUBLISHING, "kind": kind, "files": sorted(present | keep)}).encode())
-    for name in MANIFEST_NAMES:
-        if name in present:
-            delete_object(loc, name)
-    _each(lambda name: upload_file(safe_child(local, name, what), loc, name), files)
-    write_object(loc, manifest_name, data)
-    _each(lambda name: delete_object(loc, name), present - keep - {MARKER})
-    delete_object(loc, MARKER)
+    unpublished = False
+    try:
+        for name in MANIFEST_NAMES:
+            if name in present:
+                delete_object(loc, name)
+                unpublished = True
+        _each(lambda name: upload_file(sources[name], loc, name), files)
+        write_object(loc, manifest_name, data)
+    except (DynselError, OSError) as exc:
+        if unpublished:
+            left = f"the previous artifact at {loc.uri} was unpublished (its manifest deleted) and nothing is published there until a rerun of the command completes the publish"
+        elif present & set(MANIFEST_NAMES):
+            left = f"the previous artifact at {loc.uri} is still published, unchanged; rerun the command"
+        else:
+            left = f"nothing is published at {loc.uri} until a rerun of the command completes the publish"
+        raise DynselError(f"{loc.uri}: publishing failed ({_first_line(exc)}); {left}") from None
+    try:
+        _each(lambda name: delete_object(loc, name), present - keep - {MARKER})
+        delete_object(loc, MARKER)
+    except (DynselError, OSError) as exc:
+        raise DynselError(
+            f"{loc.uri}: the new {what} is published, but removing the objects of the previous one failed ({_first_line(exc)}); rerun the command to remove them"
+        ) from None
     return data
 
 
@@ -465,7 +553,7 @@ def remote_output(out: str, kind: str, *, force: bool = False, inputs: Sequence[
     opened, with the local staging directory to build in. The staging folder is locked while the command
     runs, so a second dynsel command writing the same URI from this machine is refused."""
     uris = [str(p) for p in inputs if p is not None and is_uri(str(p))]
-    check_not_input(shown(out), [shown(uri) for uri in uris], "--out", resolve=PurePosixPath)
+    check_not_input(canonical_uri(out), [canonical_uri(uri) for uri in uris], "--out", resolve=PurePosixPath)
     loc = open_location(out)
     staged = staging_dir(loc)
     with _writer_lock(staged.parent, loc.uri):
