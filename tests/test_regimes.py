@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, subprocess_env
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from regimes import REGIMES, SIGNATURES, make_regime  # noqa: E402
+from regimes import NOISY_REGIMES, REGIMES, SIGNATURES, make_regime, read_truth, truth_path  # noqa: E402
 
 CLASSES = 10
 
@@ -56,7 +56,7 @@ def test_each_regime_is_seeded_and_well_formed(regime: str, kind: str) -> None:
     n = len(a.y)
     assert a.y.dtype == np.int64 and a.source_index.dtype == np.int64 and a.flipped.dtype == np.bool_
     assert len(a.x) == n == len(a.source_index) == len(a.flipped)
-    assert a.flipped.any() == (regime == "noisy")
+    assert a.flipped.any() == (regime in NOISY_REGIMES)
     if kind == "images":
         assert a.x.dtype == np.uint8 and a.x.shape[1:] == x.shape[1:]
     json.dumps(a.info)  # JSON-able
@@ -191,6 +191,8 @@ def test_vision_cli_transforms_train_only(tmp_path) -> None:
     assert np.array_equal(got["x_train"], expected.x) and np.array_equal(got["y_train"], expected.y)
     assert np.array_equal(got["source_index"], expected.source_index) and not got["flipped"].any()
     assert np.array_equal(got["source_index_train"], 1000 + expected.source_index), "train-aligned arrays follow the rows"
+    source, flipped = read_truth(out, 200)
+    assert np.array_equal(source, expected.source_index) and not flipped.any()
 
 
 def test_text_cli_keeps_the_schema(tmp_path) -> None:
@@ -209,3 +211,134 @@ def test_text_cli_keeps_the_schema(tmp_path) -> None:
     assert [r["text"] for r in rows] == texts
     labels = np.array([r["label"] for r in rows])
     assert (labels != y).sum() == 12 and labels.dtype.kind == "i"
+    source, flipped = read_truth(out, 40)
+    assert truth_path(out).exists() and np.array_equal(flipped, labels != y) and np.array_equal(source, np.arange(40))
+
+
+def long_texts(n: int, short_every: int = 0) -> tuple[list[str], np.ndarray]:
+    """Texts of 5-11 distinct lines (every ``short_every``-th of 2 lines), with blank lines between some."""
+    texts = []
+    for i in range(n):
+        count = 2 if short_every and i % short_every == 0 else 5 + i % 7
+        lines = [f"post {i} line {j} " + "word " * (j % 3) for j in range(count)]
+        texts.append("\n\n".join(lines[:2] + [""]) + "\n".join(lines[2:]) if i % 2 else "\n".join(lines))
+    return texts, np.arange(n, dtype=np.int64) % 4
+
+
+def nonempty(text: str) -> list[str]:
+    return [line for line in text.split("\n") if line.strip()]
+
+
+def test_redundant_exact_copies_are_byte_identical_and_heavy_tailed() -> None:
+    for x, y in (synthetic_images(n=2000), synthetic_texts(n=600)):
+        d = make_regime("redundant-exact", x, y, 0)
+        n = len(y)
+        copies = np.bincount(d.source_index, minlength=n)
+        assert (copies > 0).sum() == round(0.3 * n) == d.info["n_distinct"] and copies.sum() == n
+        assert copies.max() >= 5 * np.median(copies[copies > 0]), "Pareto counts: a few items copied many times"
+        if isinstance(x, np.ndarray):
+            assert np.array_equal(d.x, x[d.source_index]), "every copy is the item byte for byte"
+        else:
+            assert d.x == [x[s] for s in d.source_index.tolist()]
+        assert np.array_equal(d.y, y[d.source_index]) and not d.flipped.any()
+
+
+def test_redundant_uniform_counts_differ_by_at_most_one_and_copies_are_edited() -> None:
+    for x, y in (synthetic_images(n=1000), synthetic_texts(n=301)):
+        d = make_regime("redundant-uniform", x, y, 1)
+        n = len(y)
+        copies = np.bincount(d.source_index, minlength=n)
+        counts = copies[copies > 0]
+        assert len(counts) == round(0.3 * n) and counts.sum() == n
+        assert counts.max() - counts.min() <= 1 and set(counts.tolist()) <= {n // len(counts), n // len(counts) + 1}
+        as_key = (lambda v: v.tobytes()) if isinstance(x, np.ndarray) else (lambda v: v)
+        for s in np.flatnonzero(copies).tolist():
+            rows = np.flatnonzero(d.source_index == s)
+            keys = [as_key(d.x[r]) for r in rows.tolist()]
+            assert keys.count(as_key(x[s])) == 1, "copies are edited: one unedited occurrence per item"
+            if isinstance(x, np.ndarray):  # (two text copies may gain the same edit, as in redundant)
+                assert len(set(keys)) == len(keys), "image copies are all different"
+    other = make_regime("redundant-uniform", x, y, 2)
+    assert not np.array_equal(other.source_index, d.source_index)
+
+
+def test_noisy_pair_flips_thirty_percent_to_the_partner_class() -> None:
+    x, y = synthetic_images(n=1001)
+    d = make_regime("noisy-pair", x, y, 0)
+    assert d.flipped.sum() == round(0.3 * 1001) == d.info["n_flipped"]
+    assert np.array_equal(d.y[d.flipped], (y[d.flipped] + 1) % CLASSES), "to partner(c) = (c + 1) mod C only"
+    assert np.array_equal(d.y[~d.flipped], y[~d.flipped]) and np.array_equal(d.x, x)
+    pairs = Counter(zip(y[d.flipped].tolist(), d.y[d.flipped].tolist()))
+    assert set(pairs) == {(c, (c + 1) % CLASSES) for c in range(CLASSES)}
+    assert not np.array_equal(make_regime("noisy-pair", x, y, 1).flipped, d.flipped)
+
+
+def test_redundant_noisy_is_redundant_then_noisy() -> None:
+    x, y = synthetic_images(n=1000)
+    d = make_regime("redundant-noisy", x, y, 0)
+    copies = np.bincount(d.source_index, minlength=1000)
+    assert (copies > 0).sum() == 300 and copies.max() >= 5 * np.median(copies[copies > 0])
+    assert d.flipped.sum() == 300, "30% of the redundant rows"
+    assert np.all(d.y[d.flipped] != y[d.source_index][d.flipped])
+    assert np.array_equal(d.y[~d.flipped], y[d.source_index][~d.flipped])
+    assert [step["regime"] for step in d.info["steps"]] == ["redundant", "noisy"]
+    # some item has copies that disagree: noise hits rows, not items
+    disagree = [s for s in np.flatnonzero(copies > 1) if len(set(d.y[d.source_index == s].tolist())) > 1]
+    assert disagree
+
+
+def test_imbalanced_redundant_is_imbalanced_then_redundant() -> None:
+    x, y = synthetic_images(n=600)
+    d = make_regime("imbalanced-redundant", x, y, 0)
+    n_c = np.bincount(y, minlength=CLASSES)
+    kept = sum(max(1, round(n_c[c] * 50 ** (-c / (CLASSES - 1)))) for c in range(CLASSES))
+    assert len(d.y) == kept, "redundant keeps the imbalanced row count"
+    sources = np.unique(d.source_index)
+    assert len(sources) == round(0.3 * kept) and np.array_equal(d.y, y[d.source_index])
+    assert [step["regime"] for step in d.info["steps"]] == ["imbalanced", "redundant"]
+    # the distinct sources come from the long-tailed selection: no class has more than imbalanced keeps
+    expected = np.array([max(1, round(n_c[c] * 50 ** (-c / (CLASSES - 1)))) for c in range(CLASSES)])
+    assert np.all(np.bincount(y[sources], minlength=CLASSES) <= expected)
+    assert d.info["steps"][0]["counts_after"] == expected.tolist()
+
+
+def test_paraphrase_texts_are_distinct_half_windows() -> None:
+    x, y = long_texts(400, short_every=10)
+    d = make_regime("paraphrase", x, y, 0)
+    assert not d.flipped.any() and np.array_equal(d.y, y[d.source_index])
+    sources = np.unique(d.source_index)
+    assert len(sources) == round(0.3 * 400) == d.info["n_items"]
+    assert len(d.y) == 400 == d.info["n"], "short items' share goes to the others: N rows in all"
+    for s in sources.tolist():
+        views = [d.x[r] for r in np.flatnonzero(d.source_index == s).tolist()]
+        lines = nonempty(x[s])
+        if len(lines) < 4:
+            assert views == [x[s]], "a short post is its one view"
+            continue
+        assert len(set(views)) == len(views) > 1, "views of one item differ from each other"
+        width = round(len(lines) / 2)
+        windows = {"\n".join(lines[i : i + width]) for i in range(len(lines) - width + 1)}
+        assert set(views) <= windows and x[s] not in views, "a view is a contiguous half of the item, not a copy"
+    counts = np.bincount(d.source_index)[sources]
+    room = np.array([1 if len(nonempty(x[s])) < 4 else len(nonempty(x[s])) - round(len(nonempty(x[s])) / 2) + 1 for s in sources.tolist()])
+    below = counts < counts.max() - 1
+    assert np.array_equal(counts[below], room[below]), "as even as room allows: only items out of views get fewer"
+    assert below.any() and (counts <= room).all()
+
+
+def test_paraphrase_images_are_shifted_or_mirrored_views() -> None:
+    x, y = synthetic_images(n=500)
+    d = make_regime("paraphrase", x, y, 3)
+    assert len(d.y) == 500 and len(np.unique(d.source_index)) == 150 and not d.flipped.any()
+    counts = np.bincount(d.source_index)[np.unique(d.source_index)]
+    assert counts.max() - counts.min() <= 1
+    for s in np.unique(d.source_index).tolist():
+        rows = np.flatnonzero(d.source_index == s)
+        assert len({d.x[r].tobytes() for r in rows}) == len(rows) and all(not np.array_equal(d.x[r], x[s]) for r in rows)
+        for r in rows.tolist():
+            candidates = [x[s], x[s][:, ::-1]]
+            best = min(
+                np.abs(d.x[r].astype(int)[6:22, 6:22] - np.roll(c, (dy, dx), axis=(0, 1)).astype(int)[6:22, 6:22]).max()
+                for c in candidates for dy in range(-3, 4) for dx in range(-3, 4)
+            )
+            assert best == 0, "a view is a shift (±3 px) of the item or of its mirror image"
