@@ -220,5 +220,6 @@ def anchor_epochs(kept: np.ndarray, labels: np.ndarray, ratio: float, epochs: in
     out = []
     for t in range(epochs):
         ids = np.concatenate([walk.take(q) for walk, q in walks])
-        out.append(ids[np.random.default_rng([seed, ANCHOR_STREAM, -1 + 0 * t, t]).permutation(len(ids))].astype(np.int64))
+        order = np.random.default_rng([seed, ANCHOR_STREAM + 1, t]).permutation(len(ids))  # the training order
+        out.append(ids[order].astype(np.int64))
     return out

@@ -7,15 +7,28 @@ One command per experiment (see docs/results.md for the exact commands and the n
     python benchmarks/evidence.py vision --data /work/bench/fashion_mnist.npz --work /work/bench/ev-vision \
         --ratios 0.3 0.5 0.7 --seeds 0 1 2 --epochs 8 --json results-vision.json
 
-Vision: a small CNN trained from pixels (Fashion-MNIST), plans built from efficientnet-lite0 features.
+Vision: a small CNN trained from pixels (Fashion-MNIST), plans built from efficientnet-lite0 features;
+``--vision-model mlp`` trains the text task's MLP on those efficientnet features instead (seconds per run
+on a CPU; the test split's features are extracted once, into ``--test-features``).
 Text: an MLP on sentence-embedding features (20 Newsgroups), plans built from the same features.
 Every run uses a one-cycle learning rate over the plan's total steps (built once from the manifest).
 
 Data regimes (``--regime``, benchmarks/regimes.py): the training split is made messy (redundant, noisy,
-imbalanced) with a seeded transform, or kept clean (``clean``; ``long``: clean data, 30 epochs instead of
-8). The test split is never transformed. The transformed training data is written into the work
-directory (vision: ``regime-NAME-seedS.npz``; text: ``newsgroups-train-NAME.jsonl``) and goes through
-``dynsel extract`` like any user's data; clean regimes use the input data itself.
+imbalanced and their variants) with a seeded transform, or kept clean (``clean``; ``long``: clean data,
+30 epochs instead of 8). The test split is never transformed. The transformed training data is written
+into the work directory (vision: ``regime-NAME-seedS.npz``; text: ``newsgroups-train-NAME.jsonl``) with
+its ground truth beside it (``.truth.npz``: source_index, flipped) and goes through ``dynsel extract``
+like any user's data; clean regimes use the input data itself. Text only: ``fine``, ``fine-noisy`` and
+``fine-redundant`` relabel 20 Newsgroups into 80 sub-topic classes first (benchmarks/fine_labels.py;
+their test features, with the refined labels, are in ``test-features-fine-ENCODER``).
+
+Anchors (``--methods semdedup cleanlab semdedup+cleanlab``, benchmarks/anchors.py): SemDeDup and
+cleanlab's find_label_issues on the encoder features, then RS2 over the kept rows at the same steps as
+every method; each anchor's decision is cached in the work directory (``anchor-NAME.npz``).
+
+Detection metrics (benchmarks/detection.py) are recorded in each run where they apply: the share of draws
+that go to flipped rows, grouped and flagged shares, suspect precision/recall against the flipped rows,
+and copy-pair precision/recall against the shared sources.
 
 Work directory layout (one per regime; pass distinct ``--work`` folders): ``run/`` holds the dynsel run
 (features, sae, factors, plan), ``precompute_seconds.json`` its stage times; the regime data and, for
@@ -49,7 +62,10 @@ from dynsel_cli.pipeline import RunConfig, run_pipeline
 from dynsel_cli.plan import compute_plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from regimes import IDENTITY_REGIMES, REGIMES, sha256_file, write_text_regime, write_vision_regime  # noqa: E402
+from anchors import ANCHORS, anchor_decision, anchor_epochs  # noqa: E402
+from detection import detection_metrics  # noqa: E402
+from fine_labels import FINE_REGIMES, SUBCLASSES, refine_labels  # noqa: E402
+from regimes import IDENTITY_REGIMES, REGIMES, read_jsonl, read_truth, sha256_file, truth_path, write_text_regime, write_vision_regime  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DIR = "run"  # the dynsel run directory inside --work
@@ -83,6 +99,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "random-anneal": {"method": "random", "full_epochs": 1},
 }
 
+#: Every --regime: the transforms of benchmarks/regimes.py, then the text-only fine-grained ones.
+ALL_REGIMES: tuple[str, ...] = (*REGIMES, *FINE_REGIMES)
+#: Every --methods name: the plan variants, then the anchor pipelines (benchmarks/anchors.py).
+METHODS: tuple[str, ...] = (*VARIANTS, *ANCHORS)
+
 #: Plan methods that never read the factor tables: their plans cost no precompute. ("usage-cycle": a
 #: former control, kept so that old run logs summarise with the same accounting.)
 NO_FACTOR_METHODS = frozenset({"full", "random", "rs2", "static-random", "usage-cycle"})
@@ -90,6 +111,8 @@ NO_FACTOR_METHODS = frozenset({"full", "random", "rs2", "static-random", "usage-
 
 def needs_factors(variant: str) -> bool:
     """Whether ``variant``'s plan needs the factor tables (extract → fit-sae → factors)."""
+    if variant in ANCHORS:  # the encoder's features only
+        return False
     method = VARIANTS[variant].get("method", PlanConfig.method) if variant in VARIANTS else variant
     return method not in NO_FACTOR_METHODS
 
@@ -142,10 +165,11 @@ def vision_task(npz: Path, limit: int | None) -> Task:
     return Task("vision", to_x(x_train), torch.from_numpy(y_train).long(), to_x(x_test), torch.from_numpy(y_test).long(), lambda: SmallCnn(classes), lr=0.05, batch_size=128)
 
 
-def _cached(out: Path, key: dict[str, Any], build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Reuse ``out`` when its sidecar (``out``.json) records the same ``key``; else rebuild it. Returns info."""
+def _cached(out: Path, key: dict[str, Any], build: Callable[[], dict[str, Any]], also: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Reuse ``out`` when its sidecar (``out``.json) records the same ``key`` and the files ``also`` exist;
+    else rebuild it. Returns info."""
     sidecar = out.with_name(out.name + ".json")
-    if out.exists() and sidecar.exists():
+    if out.exists() and sidecar.exists() and all(p.exists() for p in also):
         try:
             recorded = json.loads(sidecar.read_text())
         except ValueError:
@@ -168,7 +192,7 @@ def vision_regime_source(data: Path, work: Path, regime: str, seed: int, limit: 
     out = work / f"regime-{regime}-seed{seed}.npz"
     key = {"data_sha256": sha256_file(data), "regime": regime, "seed": seed, "limit": limit}
     work.mkdir(parents=True, exist_ok=True)
-    return out, None, _cached(out, key, lambda: write_vision_regime(data, out, regime, seed, limit))
+    return out, None, _cached(out, key, lambda: write_vision_regime(data, out, regime, seed, limit), also=(truth_path(out),))
 
 
 def prepare_newsgroups(work: Path) -> tuple[Path, Path]:
@@ -190,8 +214,13 @@ def prepare_newsgroups(work: Path) -> tuple[Path, Path]:
     return train_path, test_path
 
 
+def text_test_features(work: Path, encoder: str, regime: str) -> Path:
+    """The test split's features for ``regime``: the fine regimes' carry the refined labels."""
+    return work / (f"test-features-fine-{encoder}" if regime in FINE_REGIMES else f"test-features-{encoder}")
+
+
 def text_regime_source(work: Path, encoder: str, regime: str, seed: int, limit: int | None) -> tuple[Path, ExtractConfig, dict[str, Any]]:
-    """Training JSONL for ``regime`` and its extract settings; the clean test split's features are extracted too."""
+    """Training JSONL for ``regime`` and its extract settings; the test split's features are extracted too."""
     from dynsel_cli.extract import extract
 
     train_path, test_path = prepare_newsgroups(work)
@@ -199,27 +228,85 @@ def text_regime_source(work: Path, encoder: str, regime: str, seed: int, limit: 
     test_dir = work / f"test-features-{encoder}"
     if not (test_dir / "_manifest.json").exists():
         extract(test_path, test_dir, dataclasses.replace(config, limit=None))
+    if regime in FINE_REGIMES:
+        return fine_text_source(work, config, regime, seed)
     if regime in IDENTITY_REGIMES:
         return train_path, config, {"regime": regime}
     out = work / f"newsgroups-train-{regime}.jsonl"
     key = {"train_sha256": sha256_file(train_path), "regime": regime, "seed": seed, "limit": limit}
-    info = _cached(out, key, lambda: write_text_regime(train_path, out, regime, seed, limit))
+    info = _cached(out, key, lambda: write_text_regime(train_path, out, regime, seed, limit), also=(truth_path(out),))
     return out, dataclasses.replace(config, limit=None), info
 
 
-def text_task(run: Path, work: Path, encoder: str) -> Task:
-    """MLP on sentence embeddings: the run's training features, the clean test split's features."""
+def fine_text_source(work: Path, config: ExtractConfig, regime: str, seed: int) -> tuple[Path, ExtractConfig, dict[str, Any]]:
+    """The fine regimes (benchmarks/fine_labels.py): relabel by per-class k-means, then the base transform."""
+    import shutil
+
+    from dynsel_cli.extract import extract
     from dynsel_cli.formats.features import read_features
 
-    train = read_features(run / "features")
-    test = read_features(work / f"test-features-{encoder}")
+    encoder, limit = config.encoder, config.limit
+    train_path, test_path = work / "newsgroups-train.jsonl", work / "newsgroups-test.jsonl"
+    clean_train_dir, test_dir = work / f"train-features-{encoder}", work / f"test-features-{encoder}"
+    fine_train, fine_test = work / "newsgroups-train-fine.jsonl", work / "newsgroups-test-fine.jsonl"
+    fine_test_dir = text_test_features(work, encoder, regime)
+
+    def build() -> dict[str, Any]:
+        if not (clean_train_dir / "_manifest.json").exists():
+            extract(train_path, clean_train_dir, config)
+        train, test = read_features(clean_train_dir), read_features(test_dir)
+        train_y, test_y, info = refine_labels(train.vectors, train.labels, test.vectors, test.labels, seed)
+        for rows, labels, path in ((read_jsonl(train_path)[: limit or None], train_y, fine_train), (read_jsonl(test_path), test_y, fine_test)):
+            if len(rows) != len(labels):
+                raise SystemExit(f"{path}: {len(rows)} rows but {len(labels)} features; use a fresh --work")
+            path.write_text("".join(json.dumps({"text": r["text"], "label": int(v)}) + "\n" for r, v in zip(rows, labels.tolist()) if v >= 0), encoding="utf-8")
+        shutil.rmtree(fine_test_dir, ignore_errors=True)  # made from the previous labels
+        return info
+
+    key = {"train_sha256": sha256_file(train_path), "test_sha256": sha256_file(test_path), "seed": seed, "limit": limit, "encoder": encoder, "subclasses": SUBCLASSES}
+    fine_info = _cached(fine_train, key, build, also=(fine_test,))
+    if not (fine_test_dir / "_manifest.json").exists():
+        extract(fine_test, fine_test_dir, dataclasses.replace(config, limit=None))
+    base = FINE_REGIMES[regime]
+    if base in IDENTITY_REGIMES:
+        return fine_train, dataclasses.replace(config, limit=None), {"regime": regime, "fine": fine_info}
+    out = work / f"newsgroups-train-{regime}.jsonl"
+    key = {"train_sha256": sha256_file(fine_train), "regime": base, "seed": seed}
+    info = _cached(out, key, lambda: write_text_regime(fine_train, out, base, seed), also=(truth_path(out),))
+    return out, dataclasses.replace(config, limit=None), {**info, "regime": regime, "base": base, "fine": fine_info}
+
+
+def text_task(run: Path, work: Path, encoder: str, test_dir: Path | None = None) -> Task:
+    """MLP on sentence embeddings: the run's training features, the test split's (default: the clean one's)."""
+    return feature_task("text", run / "features", test_dir if test_dir is not None else work / f"test-features-{encoder}")
+
+
+def feature_task(name: str, train_dir: Path, test_dir: Path) -> Task:
+    """The MLP on extracted features (standardised by the training split's statistics)."""
+    from dynsel_cli.formats.features import read_features
+
+    train = read_features(train_dir)
+    test = read_features(test_dir)
     assert np.array_equal(train.ids, np.arange(len(train.ids))), "ids index the feature rows"
     mean, std = train.vectors.mean(0), train.vectors.std(0) + 1e-6
-    x_train = torch.from_numpy((train.vectors - mean) / std)
-    x_test = torch.from_numpy((test.vectors - mean) / std)
+    x_train = torch.from_numpy(((train.vectors - mean) / std).astype(np.float32))
+    x_test = torch.from_numpy(((test.vectors - mean) / std).astype(np.float32))
     classes = int(max(train.labels.max(), test.labels.max())) + 1
     dim = x_train.shape[1]
-    return Task("text", x_train, torch.from_numpy(train.labels), x_test, torch.from_numpy(test.labels), lambda: Mlp(dim, classes), lr=0.05, batch_size=128)
+    return Task(name, x_train, torch.from_numpy(train.labels.astype(np.int64)), x_test, torch.from_numpy(test.labels.astype(np.int64)), lambda: Mlp(dim, classes), lr=0.05, batch_size=128)
+
+
+def vision_feature_task(run: Path, source: Path, test_dir: Path, image_size: int) -> Task:
+    """``--vision-model mlp``: the MLP on the run's efficientnet features; the test images extracted once."""
+    from dynsel_cli.extract import extract
+
+    if not (test_dir / "_manifest.json").exists():
+        extract(source, test_dir, ExtractConfig(image_size=image_size, array="x_test", labels="y_test"))
+    task = feature_task("vision", run / "features", test_dir)
+    with np.load(source, allow_pickle=False) as data:
+        if not np.array_equal(data["y_test"], task.y_test.numpy()):
+            raise SystemExit(f"{test_dir}: not the test split of {source}; remove it or pass another --test-features")
+    return task
 
 
 def class_metrics(predictions: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -308,13 +395,40 @@ def precompute_from_features(features: Path, work: Path, sae: SaeConfig, extract
 
 
 def plan_for(tables: Any, variant: str, ratio: float, seed: int, epochs: int, batch_size: int) -> tuple[list[np.ndarray], int, float]:
+    epochs_ids, steps, seconds, _ = plan_with_signals(tables, variant, ratio, seed, epochs, batch_size)
+    return epochs_ids, steps, seconds
+
+
+def plan_with_signals(tables: Any, variant: str, ratio: float, seed: int, epochs: int, batch_size: int) -> tuple[list[np.ndarray], int, float, Any]:
+    """A plan variant's epochs, steps, planning seconds and signals table (None unless dynsel)."""
     overrides = VARIANTS[variant]
     config = dataclasses.replace(PlanConfig(), epochs=epochs, ratio=1.0 if variant == "full" else ratio, seed=seed, batch_size=batch_size, device="cpu", **overrides)
     start = time.perf_counter()
-    epochs_ids = compute_plan(tables, config).epochs
+    result = compute_plan(tables, config)
+    seconds = time.perf_counter() - start
+    steps = sum(math.ceil(len(e) / batch_size) for e in result.epochs)
+    return result.epochs, steps, seconds, getattr(result, "signals", None)
+
+
+def anchor_plan(work: Path, name: str, labels: np.ndarray, ratio: float, seed: int, epochs: int, batch_size: int) -> tuple[list[np.ndarray], int, float, Any]:
+    """An anchor's epochs over its kept rows (decision cached in ``work``), steps, seconds and decision."""
+    from dynsel_cli.formats.features import read_features
+
+    features_dir = work / RUN_DIR / "features"
+    key = {"anchor": name, "features_manifest_sha256": sha256_file(features_dir / "_manifest.json"), "labels_sha256": _sha256_array(labels)}
+    start = time.perf_counter()
+    cache = work / f"anchor-{name.replace('+', '-')}.npz"
+    decision = anchor_decision(name, read_features(features_dir).vectors, labels, cache, key)
+    epochs_ids = anchor_epochs(decision.kept, labels, ratio, epochs, seed)
     seconds = time.perf_counter() - start
     steps = sum(math.ceil(len(e) / batch_size) for e in epochs_ids)
-    return epochs_ids, steps, seconds
+    return epochs_ids, steps, seconds, decision
+
+
+def _sha256_array(values: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(values, dtype=np.int64).tobytes()).hexdigest()
 
 
 METRICS = ("acc", "balanced_acc", "worst_class_recall")
@@ -383,14 +497,14 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _recorded_runs(json_path: Path | None, regime: str, regime_seed: int, epochs: int) -> dict[tuple[str, float, int], dict[str, Any]]:
+def _recorded_runs(json_path: Path | None, regime: str, regime_seed: int, epochs: int, vision_model: str = "cnn") -> dict[tuple[str, float, int], dict[str, Any]]:
     """Runs already in ``json_path``'s .runs.jsonl for this regime, keyed by (method, ratio, seed)."""
     if json_path is None or not json_path.with_suffix(".runs.jsonl").exists():
         return {}
     done = {}
     for line in json_path.with_suffix(".runs.jsonl").read_text(encoding="utf-8").splitlines():
         run = json.loads(line) if line.strip() else None
-        if run and run.get("regime") == regime and run.get("regime_seed") == regime_seed and run.get("epochs") == epochs:
+        if run and run.get("regime") == regime and run.get("regime_seed") == regime_seed and run.get("epochs") == epochs and run.get("vision_model", "cnn") == vision_model:
             done[(run["method"], float(run["ratio"]), int(run["seed"]))] = run
     return done
 
@@ -400,23 +514,32 @@ def run_regime(args: argparse.Namespace, regime: str, work: Path, sae_config: Sa
     print(f"regime {regime}: {work}", file=sys.stderr, flush=True)
     epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[(args.quick, regime == "long")]
     if args.task == "vision":
+        if regime in FINE_REGIMES:
+            raise SystemExit(f"--regime {regime}: text only")
         source, limit, info = vision_regime_source(args.data, work, regime, args.regime_seed, args.limit)
-        task = vision_task(source, limit)
         if args.features is not None:
             timings = precompute_from_features(args.features, work, sae_config, args.extract_seconds)
         else:
             timings = precompute(source, work, ExtractConfig(image_size=args.image_size, limit=limit), sae_config)
+        if args.vision_model == "mlp":
+            test_dir = args.test_features if args.test_features is not None else work / f"test-features-vision-{args.image_size}"
+            task = vision_feature_task(work / RUN_DIR, source, test_dir, args.image_size)
+        else:
+            task = vision_task(source, limit)
     else:
         work.mkdir(parents=True, exist_ok=True)
         source, extract_config, info = text_regime_source(work, args.encoder, regime, args.regime_seed, args.limit)
         timings = precompute(source, work, extract_config, sae_config)
-        task = text_task(work / RUN_DIR, work, args.encoder)
+        task = text_task(work / RUN_DIR, work, args.encoder, text_test_features(work, args.encoder, regime))
     print(f"  regime data: {json.dumps(info)}", file=sys.stderr)
     tables = read_factor_tables(work / RUN_DIR / "factors")
     if tables.n_samples != len(task.y_train):
         raise SystemExit(f"{work / RUN_DIR}: factors cover {tables.n_samples} samples, the training data {len(task.y_train)}; use a fresh --work")
+    truth_source, truth_flipped = read_truth(source, len(task.y_train))
+    labels = task.y_train.numpy()
     runs: list[dict[str, Any]] = []
-    done = _recorded_runs(args.json, regime, args.regime_seed, epochs)
+    vision_model = args.vision_model if args.task == "vision" else "cnn"
+    done = _recorded_runs(args.json, regime, args.regime_seed, epochs, vision_model)
     for ratio in args.ratios:
         for method in args.methods:
             if method == "full" and any(r["method"] == "full" for r in runs):
@@ -426,9 +549,23 @@ def run_regime(args: argparse.Namespace, regime: str, work: Path, sae_config: Sa
                 if key in done:  # a rerun of a stopped sweep continues where it stopped
                     runs.append(done[key])
                     continue
-                plan_epochs, steps, plan_s = plan_for(tables, method, ratio, seed, epochs, task.batch_size)
+                extra: dict[str, Any] = {}
+                if method in ANCHORS:
+                    plan_epochs, steps, plan_s, decision = anchor_plan(work, method, labels, ratio, seed, epochs, task.batch_size)
+                    detected = detection_metrics(
+                        plan_epochs, truth_source, truth_flipped,
+                        duplicate=decision.duplicate if method.startswith("semdedup") else None,
+                        issue=decision.issue if method.endswith("cleanlab") else None,
+                        anchor_group=decision.group,
+                    )
+                    extra = {"anchor_s": decision.seconds, "kept_share": float(decision.kept.mean())}
+                else:
+                    plan_epochs, steps, plan_s, signals = plan_with_signals(tables, method, ratio, seed, epochs, task.batch_size)
+                    detected = detection_metrics(plan_epochs, truth_source, truth_flipped, signals=signals)
                 metrics, train_s = train_and_evaluate(task, plan_epochs, steps, seed)
                 run = {
+                    "modality": args.task,
+                    **({"vision_model": vision_model} if args.task == "vision" else {}),
                     "regime": regime,
                     "regime_seed": args.regime_seed,
                     "method": method,
@@ -440,6 +577,8 @@ def run_regime(args: argparse.Namespace, regime: str, work: Path, sae_config: Sa
                     "steps": steps,
                     "epochs": epochs,
                     "n_train": len(task.y_train),
+                    **extra,
+                    **detected,
                 }
                 runs.append(run)
                 print(json.dumps(run), file=sys.stderr, flush=True)
@@ -454,16 +593,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("task", choices=["vision", "text"])
     parser.add_argument("--encoder", default="wordllama", help="text task: the sentence encoder (wordllama or minilm)")
     parser.add_argument("--quick", action="store_true", help="defaults: sample_data, 1 seed, ratio 0.5, 2 epochs, methods full, rs2, dynsel")
-    parser.add_argument("--regime", default="clean", choices=[*REGIMES, "all"], help="training-data regime (benchmarks/regimes.py); all: every regime in turn, in WORK/NAME (--quick only)")
+    parser.add_argument("--regime", default="clean", choices=[*ALL_REGIMES, "all"], help="training-data regime (benchmarks/regimes.py; fine*: text only, benchmarks/fine_labels.py); all: every regimes.py regime in turn, in WORK/NAME (--quick only)")
     parser.add_argument("--regime-seed", type=int, default=0, help="seed of the regime transform")
     parser.add_argument("--data", type=Path, default=SAMPLE)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "evidence")
-    parser.add_argument("--methods", nargs="+", default=None, choices=list(VARIANTS), help="default: every variant (--quick: full rs2 dynsel)")
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), help="default: every plan variant (--quick: full rs2 dynsel); the anchors semdedup, cleanlab, semdedup+cleanlab only when named")
     parser.add_argument("--ratios", nargs="+", type=float, default=None, help="default: 0.3 0.5 0.7 (--quick: 0.5)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2 (--quick: 0)")
     parser.add_argument("--epochs", type=int, default=None, help="default: 8, regime long 30 (--quick: 2, long 8)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N training samples (taken before the regime transform)")
     parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--vision-model", default="cnn", choices=["cnn", "mlp"], help="vision: the CNN on pixels, or the MLP on the extracted efficientnet features")
+    parser.add_argument("--test-features", type=Path, default=None, help="vision --vision-model mlp: where the test split's features are (extracted there when missing; default WORK/test-features-vision-SIZE)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--features", type=Path, default=None, help="vision, clean regimes: use features extracted earlier (skips extract)")
     parser.add_argument("--extract-seconds", type=float, default=0.0, help="with --features: the measured extract time, for the precompute cost")

@@ -151,3 +151,139 @@ def test_metrics_and_summary_tables() -> None:
 def test_regime_all_needs_quick() -> None:
     proc = evidence("vision", "--regime", "all", "--work", "unused", timeout=300)
     assert proc.returncode == 2 and "--regime all runs only with --quick" in proc.stderr
+
+
+# ------------------------------------------------------------------ anchors, detection, fine labels, mlp task
+
+
+def test_anchor_epochs_walk_the_kept_rows_at_the_common_budget() -> None:
+    from anchors import anchor_epochs
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), [500, 300, 200])
+    kept = rng.random(1000) < 0.7
+    epochs = anchor_epochs(kept, labels, 0.3, 6, seed=4)
+    assert [len(e) for e in epochs] == [300] * 6, "ceil(r N) of the full N"
+    counts = np.bincount(labels[kept], minlength=3)
+    quota = np.array([np.bincount(labels[e], minlength=3) for e in epochs])
+    assert np.all(np.abs(quota - 300 * counts / counts.sum()) < 1), "proportional to the kept rows' classes"
+    for e in epochs:
+        assert kept[e].all() and len(np.unique(e)) == len(e), "kept rows only, no repeat while the pass lasts"
+    seen = np.concatenate(epochs[:2])  # RS2: two epochs of 300 cover 600 distinct of ~700 kept rows
+    assert len(np.unique(seen)) == 600
+    assert np.array_equal(np.concatenate(anchor_epochs(kept, labels, 0.3, 6, seed=4)), np.concatenate(epochs))
+    assert not np.array_equal(np.concatenate(anchor_epochs(kept, labels, 0.3, 6, seed=5)), np.concatenate(epochs))
+    few = np.zeros(1000, dtype=bool)
+    few[rng.choice(1000, 100, replace=False)] = True
+    wrapped = anchor_epochs(few, labels, 0.5, 2, seed=0)
+    assert [len(e) for e in wrapped] == [500, 500] and few[np.concatenate(wrapped)].all()
+    per_row = np.bincount(wrapped[0], minlength=1000)[few]
+    assert per_row.min() >= 4 and per_row.max() <= 6, "the walk wraps evenly when the budget exceeds the kept rows"
+
+
+def test_semdedup_groups_near_duplicates_and_keeps_the_central_row() -> None:
+    from anchors import semdedup_groups
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(300, 32))
+    rows = [base]
+    copies = rng.choice(300, 60, replace=False)
+    rows.append(base[copies] + 0.01 * rng.normal(size=(60, 32)))  # cosine ~0.9999 with their item
+    x = np.concatenate(rows).astype(np.float32)
+    group, kept = semdedup_groups(x)
+    assert kept.sum() == 300 and np.array_equal(group[group], group), "one kept row per group, the group's id"
+    for i, c in enumerate(copies.tolist()):
+        assert group[300 + i] == group[c], "a near-copy joins its item's group"
+    assert len(np.unique(group[:300])) == 300, "random directions in 32-d are never that close"
+    exact = np.concatenate([x, x[:5]])
+    group2, kept2 = semdedup_groups(exact)
+    assert kept2.sum() == len(exact) - 5 - (len(x) - kept.sum())
+
+
+def test_cleanlab_anchor_finds_flipped_labels() -> None:
+    pytest.importorskip("cleanlab")
+    from anchors import cleanlab_issues
+
+    rng = np.random.default_rng(2)
+    centres = rng.normal(size=(4, 16)) * 4
+    y = np.repeat(np.arange(4), 150)
+    x = centres[y] + rng.normal(size=(600, 16))
+    noisy = y.copy()
+    flip = rng.choice(600, 60, replace=False)
+    noisy[flip] = (y[flip] + 1) % 4
+    issues = cleanlab_issues(x, noisy)
+    truth = np.zeros(600, dtype=bool)
+    truth[flip] = True
+    assert (issues & truth).sum() >= 0.9 * 60 and (issues & ~truth).sum() <= 15
+
+
+def test_copy_pairs_match_the_quadratic_count() -> None:
+    from detection import copy_pair_scores, detection_metrics, flag_scores
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        source = rng.integers(0, 40, size=150)
+        group = np.where(rng.random(150) < 0.8, source, rng.integers(0, 60, size=150))
+        same_source = source[:, None] == source[None, :]
+        same_group = group[:, None] == group[None, :]
+        upper = np.triu(np.ones((150, 150), dtype=bool), 1)
+        tp = (same_source & same_group & upper).sum()
+        precision, recall = copy_pair_scores(group, source)
+        assert precision == pytest.approx(tp / (same_group & upper).sum()) and recall == pytest.approx(tp / (same_source & upper).sum())
+    assert copy_pair_scores(np.arange(10), np.arange(10) // 2) == (None, 0.0), "nothing predicted: no precision"
+    assert flag_scores(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool)) == (0.5, 0.5)
+
+    import pyarrow as pa
+
+    source = np.array([0, 0, 1, 2, 2, 2])
+    flipped = np.array([0, 1, 0, 0, 0, 1], dtype=bool)
+    epochs = [np.array([0, 1, 2]), np.array([1, 5, 5])]
+    signals = pa.table({"id": [5, 4, 3, 2, 1, 0], "group": [3, 3, 3, 2, 0, 0], "group_size": [3, 3, 3, 1, 2, 2], "suspect": [True, False, False, False, True, True]})
+    got = detection_metrics(epochs, source, flipped, signals=signals)
+    assert got["flipped_draw_share"] == pytest.approx(4 / 6)
+    assert got["grouped_share"] == pytest.approx(5 / 6) and got["flagged_share"] == pytest.approx(0.5)
+    assert got["suspect_precision"] == pytest.approx(2 / 3) and got["suspect_recall"] == 1.0  # rows 0, 1, 5 flagged
+    assert got["copy_pair_precision"] == 1.0 and got["copy_pair_recall"] == 1.0
+    partial = detection_metrics(epochs, np.arange(6), np.zeros(6, bool), signals=signals.select(["id", "group_size"]))
+    assert partial == {"grouped_share": pytest.approx(5 / 6)}, "missing columns, no flips, no copies: what applies"
+    anchor = detection_metrics(epochs, source, flipped, duplicate=np.array([0, 1, 0, 0, 1, 1], bool), anchor_group=np.array([0, 0, 2, 3, 3, 3]))
+    assert anchor["grouped_share"] == 0.5 and anchor["copy_pair_recall"] == 1.0 and "suspect_precision" not in anchor
+
+
+def test_fine_labels_refine_each_class_into_four() -> None:
+    from fine_labels import refine_labels
+
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(2, 4, 8)) * 5  # 2 classes x 4 well-separated sub-topics
+    y, sub = np.repeat([0, 1], 200), np.tile(np.repeat(np.arange(4), 50), 2)
+    x = centres[y, sub] + rng.normal(size=(400, 8))
+    yt, subt = np.repeat([0, 1], 40), np.tile(np.repeat(np.arange(4), 10), 2)
+    xt = centres[yt, subt] + rng.normal(size=(80, 8))
+    train, test, info = refine_labels(x, y, xt, yt, seed=0)
+    assert np.array_equal(train // 4, y) and np.array_equal(test // 4, yt), "a sub-class stays within its class"
+    assert info["classes"] == 8 and info["test_classes"] == 8
+    for f in range(8):  # each fine label is one true sub-topic, in training and test alike
+        assert len(np.unique(sub[train == f])) == 1 and np.array_equal(np.unique(subt[test == f]), np.unique(sub[train == f]))
+    again = refine_labels(x, y, xt, yt, seed=0)
+    assert np.array_equal(again[0], train) and np.array_equal(again[1], test)
+
+
+def test_vision_mlp_task_with_anchors_records_detection(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    shutil.copytree(pipeline_run.out, work / "run")
+    out_json = tmp_path / "mlp.json"
+    methods = ["rs2", "dynsel", "semdedup"] + (["cleanlab"] if __import__("importlib").util.find_spec("cleanlab") else [])
+    proc = evidence(
+        "vision", "--quick", "--vision-model", "mlp", "--epochs", 4, "--work", work, "--threads", "1", "--methods", *methods,
+        "--test-features", tmp_path / "test-features", "--json", out_json,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {r["method"]: r for r in map(json.loads, out_json.with_suffix(".runs.jsonl").read_text().splitlines())}
+    assert set(runs) == set(methods)
+    assert len({r["steps"] for r in runs.values()}) == 1, "anchors train the same steps as rs2 and dynsel"
+    for r in runs.values():
+        assert r["modality"] == "vision" and r["vision_model"] == "mlp" and r["acc"] > 50.0, r
+        assert "flipped_draw_share" not in r and "copy_pair_precision" not in r, "clean data: no flips, no copies"
+    assert 0.0 <= runs["dynsel"]["grouped_share"] <= 1.0 and 0.0 <= runs["dynsel"]["flagged_share"] <= 1.0
+    assert runs["semdedup"]["grouped_share"] == pytest.approx(1.0 - runs["semdedup"]["kept_share"])
+    assert (work / "anchor-semdedup.npz").exists() and (tmp_path / "test-features" / "_manifest.json").exists()
