@@ -287,3 +287,38 @@ def test_vision_mlp_task_with_anchors_records_detection(pipeline_run: PipelineRu
     assert 0.0 <= runs["dynsel"]["grouped_share"] <= 1.0 and 0.0 <= runs["dynsel"]["flagged_share"] <= 1.0
     assert runs["semdedup"]["grouped_share"] == pytest.approx(1.0 - runs["semdedup"]["kept_share"])
     assert (work / "anchor-semdedup.npz").exists() and (tmp_path / "test-features" / "_manifest.json").exists()
+
+
+def test_selection_tables_pair_by_seed_and_judge_the_targets(tmp_path: Path) -> None:
+    import selection_tables
+
+    def run(regime: str, method: str, seed: int, acc: float, ratio: float = 0.5, **extra: float) -> dict:
+        return {"regime": regime, "method": method, "ratio": ratio, "seed": seed, "acc": acc, "balanced_acc": acc - 10, **extra}
+
+    runs = []
+    for seed in range(3):
+        runs += [
+            run("noisy", "rs2", seed, 70.0 + seed),
+            run("noisy", "dynsel", seed, 72.5 + seed + 0.1 * seed, suspect_precision=0.8, flipped_draw_share=0.1),
+            run("noisy", "cleanlab", seed, 72.0 + seed, suspect_precision=0.6, flipped_draw_share=0.05),
+            run("noisy", "semdedup", seed, 60.0),
+            run("clean", "rs2", seed, 80.0 + seed),
+            run("clean", "dynsel", seed, 79.8 + seed, grouped_share=0.02),
+            run("imbalanced", "rs2-balanced", seed, 50.0 + seed),
+            run("imbalanced", "dynsel-balanced", seed, 50.5 + seed),
+        ]
+    runs.append(run("noisy", "rs2", 3, 99.0))  # a seed dynsel lacks: not paired
+    path = tmp_path / "selection-text-noisy.runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    out = tmp_path / "tables.md"
+    text = selection_tables.main([str(path), "--out", str(out)])
+    assert out.read_text().strip() == text.strip()
+    assert "| text | noisy | 0.5 | dynsel − best anchor (cleanlab) >= −0.2 | +0.60 ± 0.10 (n=3) | yes |" in text
+    assert "| text | noisy | 0.5 | dynsel − rs2 >= +2.0 | +2.60 ± 0.10 (n=3) | yes |" in text
+    assert "| text | clean | 0.5 | dynsel − rs2 >= −0.1 | -0.20 ± 0.00 (n=3) | no |" in text
+    assert "| text | imbalanced | 0.5 | dynsel-balanced − rs2-balanced >= 0 (balanced acc) | +0.50 ± 0.00 (n=3) | yes |" in text
+    assert "| rs2 | 4 | 78.00 ± 14.02 |" in text and "| cleanlab (best anchor) | 3 |" in text
+    assert "balanced accuracy % (mean ± std)" in text.split("### text: imbalanced")[1]
+    noisy_detection = text.split("### text: noisy")[1].split("###")[0]
+    assert "| dynsel | – | – | 0.800 | – | 0.100 |" not in noisy_detection  # only the columns that apply
+    assert "| dynsel | 0.800 | 0.100 |" in noisy_detection and "| cleanlab | 0.600 | 0.050 |" in noisy_detection
