@@ -398,6 +398,9 @@ BAD_INPUTS = {
     "input-malformed-manifest": "error: s3://dynsel-test/malformed/in/manifest.json: malformed manifest ('files' must give every file's bytes and sha256); not a usable dynsel plan",
     "source-changed": "error: s3://dynsel-test/changing/data.npz: changed while downloading; rerun",
     "out-busy": "error: another dynsel command is writing s3://dynsel-test/busy/plan; wait for it",
+    "uri-dot-segments": "error: s3://dynsel-test/x/../ud: has a '..' segment in its path, which dynsel does not resolve (an object store reads keys literally); write it as s3://dynsel-test/ud",
+    "uri-empty-segment": "error: s3://dynsel-test//ud2: has an empty segment ('//') in its path, which dynsel does not resolve (an object store reads keys literally); write it as s3://dynsel-test/ud2",
+    "uri-above-the-bucket": "error: s3://dynsel-test/../other/fac: has a '..' segment in its path, which dynsel does not resolve (an object store reads keys literally); write the path without them",
 }
 
 
@@ -779,3 +782,73 @@ def test_a_standalone_command_keeps_no_staged_copy(s3: Any, local_run: Path, tmp
     monkeypatch.setattr(storage, "publish_artifact", refused)
     assert invoke("plan", local_run / "factors", "--out", f"s3://{BUCKET}/unstaged/other", *PLAN_ARGS).exit_code == 2
     assert not (cache / "artifacts").exists() and [p for p in (cache / "staging").rglob("*") if p.parent != cache / "staging"] == []
+
+
+# ---------------------------------------------------------------- issue 21, item 1: one spelling of a key
+
+
+@pytest.mark.parametrize("spelling", ["x/../ud", "./ud", "ud/.", "a/b/../../ud", "x/%2E%2E/ud"])
+def test_an_out_with_dot_segments_is_refused_and_the_objects_under_it_stay(s3: Any, local_run: Path, spelling: str) -> None:
+    """`--out s3://b/x/../ud` used to list the literal prefix (empty) and then write `ud/`, replacing the
+    user's objects there that `--out s3://b/ud` refuses."""
+    prefix = "dots-" + spelling.replace("/", "_").replace("%", "")
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/ud/notes.txt", Body=b"my thesis\n")
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/ud/manifest.json", Body=b'{"mine": true}\n')
+    before = _all(s3, BUCKET)
+    result = invoke("plan", local_run / "factors", "--out", f"s3://{BUCKET}/{prefix}/{spelling}", *PLAN_ARGS)
+    assert result.exit_code == 2, result.stderr
+    line = assert_one_line_error(result.stderr)
+    assert "which dynsel does not resolve" in line and line.endswith(f"write it as s3://{BUCKET}/{prefix}/ud")
+    assert _all(s3, BUCKET) == before
+
+
+def test_dot_and_empty_segments_are_one_line_exit_2(s3: Any, local_run: Path, tmp_path: Path) -> None:
+    _bad("uri-dot-segments", ["plan", *[local_run / "factors", *PLAN_ARGS], "--out", f"s3://{BUCKET}/x/../ud"], s3)
+    _bad("uri-empty-segment", ["plan", *[local_run / "factors", *PLAN_ARGS], "--out", f"s3://{BUCKET}//ud2"], s3)  # was an internal error
+    _bad("uri-above-the-bucket", ["plan", f"s3://{BUCKET}/../other/fac", "--out", tmp_path / "plan", *PLAN_ARGS], s3)  # inputs too
+    assert not (tmp_path / "plan").exists()
+
+
+def test_a_respelled_out_is_still_the_commands_input(s3: Any, local_run: Path) -> None:
+    """`--out s3://b/x/../fac --force` used to replace the factors the command reads; a percent-escaped
+    spelling of the same key (which pyarrow decodes) is the same place too."""
+    upload_dir(s3, local_run / "factors", "respelled/fac")
+    before = _all(s3, BUCKET)
+    dots = invoke("plan", f"s3://{BUCKET}/respelled/fac", "--out", f"s3://{BUCKET}/respelled/x/../fac", *PLAN_ARGS, "--force")
+    assert dots.exit_code == 2 and "does not resolve" in assert_one_line_error(dots.stderr)
+    escaped = invoke("plan", f"s3://{BUCKET}/respelled/fac", "--out", f"s3://{BUCKET}/respelled/%66ac", *PLAN_ARGS, "--force")
+    assert escaped.exit_code == 2
+    assert assert_one_line_error(escaped.stderr) == f"error: s3://{BUCKET}/respelled/fac: is an input of this command; choose another --out"
+    assert _all(s3, BUCKET) == before
+
+
+def test_canonical_uri_units() -> None:
+    assert storage.canonical_uri("s3://KEY:SECRET@b/run/?region=x") == "s3://b/run"
+    assert storage.canonical_uri("s3://b/%72un//") == "s3://b/run"
+    assert storage.canonical_uri("s3://b") == "s3://b"
+    for uri, fix in [("s3://b/x/../y", "write it as s3://b/y"), ("s3://b/../y", "write the path without them"), ("s3://b/x/.", "write it as s3://b/x"), ("s3://b/a//c", "write it as s3://b/a/c")]:
+        with pytest.raises(DynselError, match=rf"^{uri}: has .* in its path, which dynsel does not resolve \(an object store reads keys literally\); {fix}$"):
+            storage.canonical_uri(uri)
+
+
+# --------------------------------------- issue 21, item 4: the local and the object-store rule agree
+
+
+def test_a_stub_manifest_or_user_files_are_refused_locally_and_on_the_store_alike(s3: Any, local_run: Path, tmp_path: Path) -> None:
+    cases = {
+        "stub": {"manifest.json": b'{"format": "dynsel.plan"}\n', "results.csv": b"a,b\n1,2\n"},
+        "user-files": {**{n: (local_run / "plan" / n).read_bytes() for n in tree_digests(local_run / "plan")}, "notes.txt": b"mine\n", "checkpoints/step-1.pt": b"w"},
+    }
+    for case, files in cases.items():
+        local = tmp_path / case
+        for name, data in files.items():
+            (local / name).parent.mkdir(parents=True, exist_ok=True)
+            (local / name).write_bytes(data)
+            s3.put_object(Bucket=BUCKET, Key=f"agree/{case}/{name}", Body=data)
+        before = (tree_digests(local), objects(s3, f"agree/{case}"))
+        for out in (local, f"s3://{BUCKET}/agree/{case}"):
+            for force in ((), ("--force",)):
+                result = invoke("plan", local_run / "factors", "--out", out, *PLAN_ARGS, *force)
+                assert result.exit_code == 2, (case, out, result.stderr)
+                assert "dynsel did not write" in result.stderr or "is not a dynsel plan" in result.stderr
+        assert (tree_digests(local), objects(s3, f"agree/{case}")) == before, case

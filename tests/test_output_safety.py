@@ -1,5 +1,6 @@
 """Output safety: ``--out`` replaces only an artifact dynsel wrote, of the same kind (or another kind with
-``--force``), and never the current directory, an input, or a folder holding one.
+``--force``), holding nothing but the files its manifest lists, and never the current directory, an
+input, or a folder holding one; and dynsel removes or moves only temporaries that carry its marker.
 
 The one-line messages of each refusal are in the bad-input suite (tests/test_bad_inputs.py); this file
 checks the rule itself and the race the early check cannot see: a folder appearing at the output path
@@ -8,15 +9,18 @@ while the stage computes is left byte-identical.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import PipelineRun, invoke, tree_digests
+from conftest import PipelineRun, assert_one_line_error, invoke, tree_digests
 from dynsel_cli.config import PlanConfig
 from dynsel_cli.errors import DynselError
-from dynsel_cli.formats.output import RUN_KIND, artifact_kind, check_output, check_replaceable
+from dynsel_cli.formats import common
+from dynsel_cli.formats.output import KIND_NAMES, RUN_KIND, artifact_kind, check_output, check_replaceable, local_ownership
 from dynsel_cli.plan import build_plan
 
 
@@ -137,3 +141,130 @@ def test_symlinks_and_dot_names_are_refused(pipeline_run: PipelineRun, tmp_path:
     with pytest.raises(DynselError, match="does not name a directory"):
         check_output(tmp_path / "a-plan" / "missing" / "..", "dynsel.plan")
     assert not (tmp_path / "a-plan" / "missing").exists()
+
+
+# ------------------------------------------------------ issue 21, item 4: what the user put inside an artifact
+
+
+def test_an_artifact_holding_the_users_files_is_never_replaced(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+    """A plan directory where the user added notes.txt and checkpoints/ used to be replaced, both deleted
+    (the same content on S3 was refused)."""
+    out = tmp_path / "plan"
+    shutil.copytree(pipeline_run.plan, out)
+    (out / "notes.txt").write_text("my thesis\n")
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "step-100.pt").write_bytes(b"weights")
+    before = tree_digests(out)
+    for force in ((), ("--force",)):
+        result = invoke("plan", pipeline_run.factors, "--out", out, "--epochs", "2", *force)
+        assert result.exit_code == 2
+        assert assert_one_line_error(result.stderr) == (
+            f"error: {out}: holds files dynsel did not write ('checkpoints/step-100.pt', …); dynsel replaces only its own artifacts: choose a new --out or remove them yourself"
+        )
+    assert tree_digests(out) == before
+    (out / "notes.txt").unlink()
+    shutil.rmtree(out / "checkpoints")
+    (out / "epochs-scratch").mkdir()  # an empty folder holds nothing to lose
+    check_replaceable(out, "dynsel.plan")
+
+
+def test_a_stub_manifest_does_not_make_a_folder_dynsels(tmp_path: Path, pipeline_run: PipelineRun) -> None:
+    """`{"format": "dynsel.plan"}` beside results.csv used to be replaced, results.csv deleted."""
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"format": "dynsel.plan"}\n')
+    (out / "results.csv").write_text("a,b\n1,2\n")
+    before = tree_digests(out)
+    assert artifact_kind(out) is None
+    for force in ((), ("--force",)):
+        result = invoke("plan", pipeline_run.factors, "--out", out, "--epochs", "2", *force)
+        assert result.exit_code == 2
+        assert assert_one_line_error(result.stderr) == f"error: {out}: exists and is not a dynsel plan; dynsel replaces only its own artifacts: choose a new --out or remove it yourself"
+    assert tree_digests(out) == before
+    (out / "results.csv").unlink()  # the stub alone: still not dynsel's
+    with pytest.raises(DynselError, match="not a dynsel plan"):
+        check_replaceable(out, "dynsel.plan")
+
+
+@pytest.mark.parametrize("artifact", ["features", "sae", "factors", "plan"])
+def test_each_kind_lists_every_file_it_writes_and_a_copy_with_one_more_is_foreign(pipeline_run: PipelineRun, tmp_path: Path, artifact: str) -> None:
+    path = getattr(pipeline_run, artifact)
+    kind = f"dynsel.{artifact}"
+    found, owned = local_ownership(path)
+    assert found == kind and owned == set(tree_digests(path)), "the manifest and the files it lists are the whole artifact"
+    check_replaceable(path, kind)
+    copy = tmp_path / artifact
+    shutil.copytree(path, copy)
+    (copy / "README").write_text("mine\n")
+    with pytest.raises(DynselError, match=r"holds files dynsel did not write \('README'\)"):
+        check_replaceable(copy, kind, force=True)
+    manifest = copy / ("_manifest.json" if artifact == "features" else "manifest.json")
+    value = json.loads(manifest.read_text())
+    value.pop("fingerprint" if artifact != "plan" else "sha256")
+    (copy / "README").unlink()
+    manifest.write_text(json.dumps(value))
+    with pytest.raises(DynselError, match=f"exists and is not a dynsel {KIND_NAMES[kind]}"):  # a required field missing
+        check_replaceable(copy, kind)
+
+
+def test_a_run_directory_whose_stage_holds_user_files_is_refused(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(pipeline_run.out, run)
+    (run / "sae" / "notes.txt").write_text("mine\n")
+    with pytest.raises(DynselError, match=r"sae: holds files dynsel did not write \('notes.txt'\)"):
+        check_replaceable(run, RUN_KIND)
+
+
+# ---------------------------------------------- issue 21, item 5: sibling folders named like dynsel's temporaries
+
+
+def test_user_folders_named_like_temporaries_are_never_removed_or_moved(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+    """`.NAME.old-2024/`, `.NAME.tmp-scratch/` beside `--out NAME` used to vanish, and a user's
+    `.NAME.old-mine/artifact` to be moved into `NAME` when it was missing."""
+    parent = tmp_path / "work"
+    parent.mkdir()
+    users = {}
+    for name in (".plan.old-2024", ".plan.tmp-scratch", ".plan.old-mine", ".plan.tmp-0123456789abcdef"):
+        folder = parent / name
+        (folder / "artifact").mkdir(parents=True)
+        (folder / "artifact" / "notes.txt").write_text(f"{name}\n")
+        users[name] = tree_digests(folder)
+    common.sweep_stale_temporaries(parent / "plan")  # `plan` missing: a parked version would be put back
+    assert not (parent / "plan").exists()
+    result = invoke("plan", pipeline_run.factors, "--out", parent / "plan", "--epochs", "2")
+    assert result.exit_code == 0, result.stderr
+    again = invoke("plan", pipeline_run.factors, "--out", parent / "plan", "--epochs", "3")
+    assert again.exit_code == 0, again.stderr
+    assert {name: tree_digests(parent / name) for name in users} == users
+    assert sorted(p.name for p in parent.iterdir()) == sorted([*users, "plan"])
+
+
+def test_a_killed_writers_temporaries_are_dynsels_and_are_cleaned(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+    """What a killed run leaves (a marked temporary, or an empty one killed before its marker) is removed
+    by the next write; a parked previous version is put back first."""
+    parent = tmp_path / "work"
+    shutil.copytree(pipeline_run.plan, parent / "parked")
+    holder, fd = common._held_temporary(parent, ".plan.old-", "plan")
+    os.close(fd)
+    os.replace(parent / "parked", holder / "artifact")  # a two-rename replacement killed between its renames
+    marked, fd = common._held_temporary(parent, ".plan.tmp-", "plan")
+    os.close(fd)
+    (marked / "artifact").mkdir()
+    (marked / "artifact" / "indices.bin").write_bytes(b"half")
+    empty = parent / ".plan.tmp-fedcba9876543210"
+    empty.mkdir()
+    assert common.is_dynsel_temporary(holder) and common.is_dynsel_temporary(marked) and not common.is_dynsel_temporary(empty)
+    common.sweep_stale_temporaries(parent / "plan")
+    assert sorted(p.name for p in parent.iterdir()) == ["plan"]
+    assert tree_digests(parent / "plan") == tree_digests(pipeline_run.plan)
+
+
+def test_a_live_writers_temporary_is_left_alone(tmp_path: Path) -> None:
+    holder, fd = common._held_temporary(tmp_path, ".plan.tmp-", "plan")
+    try:
+        common.sweep_stale_temporaries(tmp_path / "plan")
+        assert holder.is_dir() and common.is_dynsel_temporary(holder)
+    finally:
+        os.close(fd)
+    common.sweep_stale_temporaries(tmp_path / "plan")
+    assert not holder.exists()
