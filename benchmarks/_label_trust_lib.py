@@ -1,4 +1,6 @@
-import sys, time, numpy as np, torch
+"""Shared set-up of benchmarks/label_trust_sweep.py: one run's factor tables and features, a cross-validated
+probe on either, and the two seeded label flips (30% uniform, 30% to the partner class)."""
+import sys, numpy as np, torch
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
 from dynsel_cli.formats.factors import read_factor_tables
 from dynsel_cli.formats.features import read_features
@@ -36,58 +38,9 @@ def cv_probs(kind, y, folds=5, epochs=30, seed=0):
             te_i = torch.from_numpy(np.flatnonzero(te)); P[te] = torch.softmax(fwd(te_i), 1).numpy()
     return P
 
-def cl_prune(P, y):
-    """confident learning, prune by noise rate (own implementation)."""
-    t = np.array([P[y == c, c].mean() for c in range(C)])
-    above = P >= t[None, :]
-    Pm = np.where(above, P, -1); j = Pm.argmax(1); has = above.any(1)
-    cj = np.zeros((C, C)); np.add.at(cj, (y[has], j[has]), 1)
-    # calibrate rows to class counts
-    cnt = np.bincount(y, minlength=C); cj = cj / np.maximum(cj.sum(1, keepdims=True), 1) * cnt[:, None]
-    flag = np.zeros(n, bool)
-    margin = P - P[np.arange(n), y][:, None]
-    for i in range(C):
-        rows = np.flatnonzero(y == i)
-        for k in range(C):
-            if k == i: continue
-            num = int(round(cj[i, k]))
-            if num <= 0: continue
-            mk = margin[rows, k]; order = np.argsort(-mk)[:num]
-            flag[rows[order]] = True
-    # cleanlab also requires the flagged's predicted label != given
-    flag &= P.argmax(1) != y
-    return flag
-
-
 rng = np.random.default_rng(1)
 rows = rng.choice(n, round(0.3*n), replace=False); y_uni = y0.copy(); y_uni[rows] = (y0[rows] + rng.integers(1, C, len(rows))) % C
 fl_uni = np.zeros(n, bool); fl_uni[rows] = True
 # class-conditional: flip 30% of each class to one confusable class (c -> next by confusion of a probe). use (c+1)%C simple
 rows2 = rng.choice(n, round(0.3*n), replace=False); y_cc = y0.copy(); y_cc[rows2] = (y0[rows2] + 1) % C
 fl_cc = np.zeros(n, bool); fl_cc[rows2] = True
-
-def anchor_prune(P, y, q=97):
-    T = np.zeros((C, C))
-    for c in range(C):
-        col = P[:, c]; thr = np.percentile(col, q)
-        cand = np.flatnonzero(col >= thr); x = cand[np.argmin(col[cand])]  # the q-th percentile point (Patrini)
-        T[c] = P[x]
-    T = T / T.sum(1, keepdims=True)
-    cnt = np.bincount(y, minlength=C)
-    Q = cnt[:, None] * T  # rows of true class c given label j (approx N_c ~ count)
-    flag = np.zeros(n, bool); margin = P - P[np.arange(n), y][:, None]
-    for j in range(C):
-        rows = np.flatnonzero(y == j)
-        for c in range(C):
-            if c == j: continue
-            num = int(round(Q[c, j]))
-            if num <= 0: continue
-            order = np.argsort(-margin[rows, c])[:num]; flag[rows[order]] = True
-    flag &= P.argmax(1) != y
-    return flag, 1 - np.diag(T)
-
-def report(name, flag, flipped):
-    if flipped is None or not flipped.any():
-        print(f"  {name}: flagged {flag.mean()*100:.2f}%", flush=True)
-    else:
-        tp = (flag & flipped).sum(); print(f"  {name}: flagged {flag.mean()*100:.1f}% precision {tp/max(flag.sum(),1):.3f} recall {tp/flipped.sum():.3f}", flush=True)
