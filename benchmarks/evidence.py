@@ -86,6 +86,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rs2-balanced": {"method": "rs2", "class_quota": "balanced"},
     "dynsel-no-dedup": {"dedup": False},
     "dynsel-no-trust": {"trust": False},
+    # opt-ins: confident learning on a cross-validated code probe (suspects leave the rotation), and class
+    # budgets that follow the exposure mass instead of row counts
+    "dynsel-probe": {"label_trust": "probe"},
+    "dynsel-probe-content": {"label_trust": "probe", "class_quota": "content"},
+    # near-duplicates must stand out from the row's own neighbours (--dup-rule gap)
+    "dynsel-gap": {"dup_rule": "gap"},
+    "dynsel-gap-probe-content": {"dup_rule": "gap", "label_trust": "probe", "class_quota": "content"},
     # how fast label trust reaches full strength as separability grows (the default --trust-full is 1.0;
     # 0.5 was the first default: the records of its runs and of its ablations carry the "trust-0.5" names)
     "dynsel-trust-0.5": {"trust_full": 0.5},

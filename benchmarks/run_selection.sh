@@ -8,7 +8,7 @@
 # training images; it needs /work/bench/fashion_mnist.npz (apt-get install -y dataset-fashion-mnist, then
 # python benchmarks/fashion_mnist.py --out /work/bench/fashion_mnist.npz). The anchors need cleanlab.
 # Tables: python benchmarks/selection_tables.py benchmarks/results/selection-*.runs.jsonl
-# Trials: BENCH (work root), RESULTS (where the records go) and SEL_EXTRA (arguments appended last, so they
+# Trials: SEL_METHODS (space-separated method names), BENCH (work root), RESULTS (where the records go) and SEL_EXTRA (arguments appended last, so they
 # win: e.g. SEL_EXTRA="--limit 2000 --seeds 0 --ratios 0.5") change the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE
 BENCH="${BENCH:-/work/bench}"
 modality="$1"; shift
 regimes=("$@")
-METHODS=(full random rs2 dynsel dynsel-no-dedup dynsel-no-trust semdedup cleanlab semdedup+cleanlab)
+read -r -a METHODS <<< "${SEL_METHODS:-full random rs2 dynsel dynsel-no-dedup dynsel-no-trust dynsel-probe dynsel-probe-content semdedup cleanlab semdedup+cleanlab}"
 if [ "$modality" = text ]; then
   [ ${#regimes[@]} -gt 0 ] || regimes=(clean noisy noisy-pair redundant redundant-exact redundant-uniform redundant-noisy imbalanced imbalanced-redundant paraphrase fine fine-noisy fine-redundant)
   common=(text --encoder wordllama --threads 1)

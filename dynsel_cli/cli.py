@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -361,7 +362,7 @@ def main() -> None:
     except typer.Abort:
         stderr.print("[red]interrupted[/red]", soft_wrap=True)
         sys.exit(130)
-    except typer.TyperException as exc:  # usage errors (Typer's own click): bad value, unknown option, missing argument
+    except (typer.TyperException, click.ClickException) as exc:  # usage errors (Typer's own click): bad value, unknown option, missing argument
         ctx = getattr(exc, "ctx", None)
         if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # bare `dynsel CMD`: the help is the answer
             typer.echo(ctx.get_help(), err=True)

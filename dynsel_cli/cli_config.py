@@ -18,6 +18,10 @@ import dataclasses
 import functools
 import inspect
 import typing
+
+import click
+
+from .errors import DynselError
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -88,7 +92,10 @@ def with_configs(*specs: ConfigSpec, shared: tuple[str, ...] = ()) -> Callable[[
                 value = kwargs.pop(name)
                 for spec, field_name in targets:
                     values[spec.keyword][field_name] = value
-            configs = {spec.keyword: spec.cls(**values[spec.keyword]) for spec in specs}
+            try:
+                configs = {spec.keyword: spec.cls(**values[spec.keyword]) for spec in specs}
+            except DynselError as exc:  # a setting the typed config refuses (NaN, infinity): a usage error
+                raise click.BadParameter(str(exc)) from None
             return command(**kwargs, **configs)
 
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD else p for p in own]

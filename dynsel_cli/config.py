@@ -10,6 +10,22 @@ from typing import Any
 from .extract.registry import encoder_help
 
 
+class _FiniteNumbers:
+    """Refuses NaN and infinite numeric settings when a config is made, whoever makes it (the command
+    line, a Python caller, a manifest read back): every range check downstream compares numbers, and
+    NaN passes every comparison."""
+
+    def __post_init__(self) -> None:
+        import math
+
+        from .errors import DynselError
+
+        for item in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise DynselError(f"--{item.name.replace('_', '-')} {value}: must be a finite number")
+
+
 def _opt(default: Any, help: str, artifact: bool = True) -> Any:
     """A config field: its default, its help text (the CLI's), and whether it defines the artifact (goes
     into the manifest's settings and the is-it-current check); ``device`` does not: CPU and CUDA agree."""
@@ -36,7 +52,7 @@ def artifact_settings(config: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class ExtractConfig:
+class ExtractConfig(_FiniteNumbers):
     encoder: str = _opt("auto", encoder_help())
     allow_user_code: bool = _opt(False, "Allow --encoder MODULE:FACTORY, which imports and runs your Python code.")
     array: str | None = _opt(None, "Key of the sample array in an .npz (default: x_train, x, data or the only array).")
@@ -73,7 +89,7 @@ class ExtractConfig:
 
 
 @dataclass(frozen=True)
-class SaeConfig:
+class SaeConfig(_FiniteNumbers):
     width: int = _opt(0, "Number of SAE units (factors); 0 = auto: the power of two nearest N/4, within [256, 4096].")
     k: int = _opt(32, "Active units per sample (TopK).")
     epochs: int | None = _opt(None, "Maximum passes over the training split (default: 30, or fewer so that about 1.75M samples are seen; at least 1).")
@@ -92,7 +108,7 @@ class SaeConfig:
 
 
 @dataclass(frozen=True)
-class FactorsConfig:
+class FactorsConfig(_FiniteNumbers):
     batch_size: int = _opt(4096, "Samples encoded per batch.")
     device: str = _opt("auto", "Where encoding runs: auto, cpu or cuda.", artifact=False)
     executor: str = _opt(
@@ -112,7 +128,7 @@ class FactorsConfig:
 
 
 @dataclass(frozen=True)
-class PlanConfig:
+class PlanConfig(_FiniteNumbers):
     epochs: int = _opt(10, "Training epochs the plan covers (including --full-epochs).")
     ratio: float = _opt(0.5, "Share of the data set selected per epoch, in (0, 1]; each epoch holds exactly ceil(ratio*N).")
     seed: int = _opt(0, "Seed of the Gumbel noise and of the order within each epoch.")
@@ -121,6 +137,7 @@ class PlanConfig:
     trust: bool = _opt(True, "dynsel: samples whose factor neighbours carry another label come around less often, as far as the data's own separability allows.")
     trust_full: float = _opt(1.0, "dynsel: separability at or above which a suspect's turn rate is its relative label support alone; below it the hold-back shrinks in proportion (1 = in proportion to separability, the default; 0.5 holds suspects back harder: more gain on noisy labels, a small loss on clean text, see docs/results.md).")
     label_trust: str = _opt("vote", "dynsel: how suspected mislabels are found: vote (factor-neighbour vote; a suspect comes around less often) or probe (confident learning on a cross-validated linear probe of the SAE codes; a suspect leaves the rotation). See docs/method.md.")
+    dup_rule: str = _opt("fixed", "dynsel: which close pairs are near-duplicates: fixed (every pair at code cosine >= --dup-cosine) or gap (such a pair must also stand out: the next neighbour of the row at least 3x farther, so a cloud of paraphrases forms no group; see docs/method.md).")
     dup_cosine: float = _opt(0.9, "dynsel: factor-code cosine at or above which two samples count as near-duplicates.")
     neighbours: str = _opt("auto", "dynsel: how the factor neighbours are searched: exact (O(N^2) time), ivf (approximate: inverted lists, scanning the 16 of about 4*sqrt(N) cells nearest each sample; cosines stay exact, a few true neighbours can be missed) or auto (exact up to 200,000 samples, ivf above; see docs/method.md).")
     normalise: str = _opt("rank", "score: how representativeness and rarity are scaled to [0, 1]: rank or minmax.")

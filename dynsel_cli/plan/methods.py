@@ -28,6 +28,7 @@ METHODS = ("dynsel", "rs2", "score", "full", "random", "static-random", "static-
 NEEDS_FEATURES = ("knn-density", "kcenter")
 PENALTIES = ("additive", "multiplicative", "none")
 LABEL_TRUST = ("vote", "probe")
+DUP_RULES = ("fixed", "gap")
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ def validate(config: PlanConfig) -> None:
         raise DynselError(f"--class-quota content: only --method dynsel has content weights; use proportional with --method {config.method}")
     if config.neighbours not in NEIGHBOURS:
         raise DynselError(f"--neighbours {config.neighbours!r}: use one of {', '.join(NEIGHBOURS)}")
+    if config.dup_rule not in DUP_RULES:
+        raise DynselError(f"--dup-rule {config.dup_rule!r}: use one of {', '.join(DUP_RULES)}")
     if not 0 < config.dup_cosine <= 1:
         raise DynselError(f"--dup-cosine {config.dup_cosine}: must be in (0, 1]")
     if config.penalty not in PENALTIES:
@@ -122,6 +125,7 @@ def select(inputs: PlanInputs, config: PlanConfig, vectors: np.ndarray | None = 
             dedup=config.dedup,
             trust=config.trust,
             dup_cosine=config.dup_cosine,
+            dup_rule=config.dup_rule,
             trust_full=config.trust_full,
             neighbours=config.neighbours,
             label_trust=config.label_trust,

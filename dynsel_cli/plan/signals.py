@@ -12,7 +12,8 @@ mislabelled sample's factor neighbours carry another label.
   themselves, so every decision below rests on exact numbers whatever faiss's thread count or the
   projection's error; the approximate search can only miss some true neighbours (find others instead).
 - **Near-duplicate groups.** Samples joined by a code cosine ≥ ``dup_cosine`` (default 0.9) form one group
-  (connected components). Group sizes are 1 on data without duplicates.
+  (connected components). Group sizes are 1 on data without duplicates. With ``dup_rule="gap"`` a pair
+  must also stand out from the row's own neighbours (:func:`copy_edges`), so paraphrase clouds stay apart.
 - **Label support.** For a labelled sample, the similarity-weighted share of its 10 nearest candidates
   outside its own group that carry its label, one vote per near-duplicate group (its nearest member), so
   an item copied many times does not outvote the rest; smoothed by the class prior:
@@ -180,6 +181,37 @@ def code_neighbours(
     return found.astype(np.int64), cosines
 
 
+COPY_GAP = 1.1  # --dup-rule gap: ln 3, the next neighbour at least 3x farther (in 1 - cosine) than the last copy
+
+
+def copy_edges(cosines: np.ndarray, dup_cosine: float, rule: str = "fixed") -> np.ndarray:
+    """[N, K] mask of the candidate pairs that are near-duplicates, from each row's sorted code cosines.
+
+    ``fixed``: every pair at cosine >= ``dup_cosine``. ``gap``: a pair must also stand out from the row's
+    own neighbourhood. In log(1 - cosine), a row's copies sit before the widest jump of its sorted
+    neighbour list, and only a jump of at least ``COPY_GAP`` counts: a cloud of paraphrases grows
+    smoothly and forms no group, while k edited copies of one item sit far below the next other sample.
+    A copy cluster larger than the candidate list shows no jump inside it; its rows count as copies of
+    all their candidates when even the farthest candidate is ``COPY_GAP`` below the data's typical
+    nearest-neighbour distance (the median over the rows without a jump).
+    """
+    close = cosines >= dup_cosine
+    if rule == "fixed" or cosines.shape[1] == 0:
+        return close
+    n, k = cosines.shape
+    log_distance = np.log(np.clip(1.0 - cosines, 1e-9, 2.0))  # -inf cosines (padding) clip to log 2
+    if k == 1:
+        return close
+    jumps = np.diff(log_distance, axis=1)
+    last_copy = jumps.argmax(axis=1)
+    rows = np.arange(n)
+    jumped = jumps[rows, last_copy] >= COPY_GAP
+    edges = jumped[:, None] & (np.arange(k)[None, :] <= last_copy[:, None])
+    typical = float(np.median(log_distance[~jumped, 0])) if (~jumped).any() else 0.0
+    edges |= (log_distance[:, -1] <= typical - COPY_GAP)[:, None]
+    return edges & close
+
+
 def connected_groups(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Connected components of the graph with edges (a_e, b_e): each row's component id is its smallest row."""
     parent = np.arange(n, dtype=np.int64)
@@ -237,6 +269,7 @@ def compute_signals(
     trust_full: float = 1.0,
     neighbours: str = "auto",
     label_trust: str = "vote",
+    dup_rule: str = "fixed",
 ) -> Signals:
     """Near-duplicate groups and label trust of every row (see the module docstring).
 
@@ -253,7 +286,7 @@ def compute_signals(
         found, cosines = code_neighbours(units, acts, width, neighbours=neighbours)
         group = np.arange(n, dtype=np.int64)
         if dedup:
-            close = cosines >= dup_cosine
+            close = copy_edges(cosines, dup_cosine, dup_rule)
             group = connected_groups(n, np.repeat(np.arange(n), found.shape[1])[close.ravel()], found[close])
             sizes = np.bincount(group, minlength=n)[group].astype(np.int32 if n < 2**31 else np.int64)
         if trust and labels is not None and label_trust == "probe":
