@@ -102,3 +102,25 @@ def test_content_quota_is_refused_for_methods_without_content_weights(tmp_path) 
 
     with pytest.raises(DynselError, match="--class-quota content"):
         validate(PlanConfig(method="rs2", class_quota="content"))
+
+
+def test_class_floors_keep_a_distrusted_class_served_but_give_copies_no_floor() -> None:
+    from dynsel_cli.plan.budget import class_floors
+
+    # 60 classes of 20 rows; class 0's rows are all suspects (weight 1e-6); class 1 is 2 items copied 10 times each
+    labels = np.repeat(np.arange(60), 20)
+    weights = np.ones(len(labels))
+    weights[:20] = 1e-6
+    groups = np.arange(len(labels))
+    groups[20:30], groups[30:40] = 20, 30
+    weights[20:40] = 0.1
+    budget = 600
+    without = content_class_quotas(labels, weights, budget)
+    assert without[0] == 0  # mass alone starves the distrusted class
+    floors = class_floors(labels, groups, budget)
+    quotas = content_class_quotas(labels, weights, budget, floors)
+    assert quotas.sum() == budget and np.all(quotas <= 20)
+    distinct_share = budget * 20 / (len(labels) - 18)  # class 1 counts 2 distinct rows, not 20
+    assert quotas[0] >= 0.8 * distinct_share
+    assert np.all(quotas[2:] >= 0.8 * distinct_share)
+    assert quotas[1] < 0.8 * budget * 20 / len(labels)  # copies earn no floor of a row share

@@ -72,19 +72,46 @@ def quotas_for(mode: str, labels: np.ndarray | None, budget: int) -> np.ndarray 
     return class_quotas(labels, budget)
 
 
-def content_class_quotas(labels: np.ndarray, weights: np.ndarray, budget: int) -> np.ndarray:
+CLASS_FLOOR = 0.8  # content quotas: a class keeps at least this share of its distinct-row share of the budget
+
+
+def class_floors(labels: np.ndarray, groups: np.ndarray | None, budget: int, floor: float = CLASS_FLOOR) -> np.ndarray:
+    """Per class, ⌈floor · budget · distinct_c / Σ distinct⌉ (⌊…⌋ where the ceilings overdraw the budget), capped by class size: distinct_c counts the
+    class's near-duplicate groups (its rows when ``groups`` is None), so copies earn no floor but a class
+    that the label-trust signal distrusts wholesale still keeps its turn."""
+    labels = np.asarray(labels, dtype=np.int64)
+    sizes = np.bincount(labels).astype(np.int64)
+    if groups is None:
+        distinct = sizes
+    else:
+        pairs = np.unique(np.stack([labels, np.asarray(groups, dtype=np.int64)]), axis=1)
+        distinct = np.bincount(pairs[0], minlength=len(sizes)).astype(np.int64)
+    total = int(distinct.sum())
+    if total == 0:
+        return np.zeros_like(sizes)
+    exact = [Fraction(floor).limit_denominator(1000) * int(budget) * int(d) / total for d in distinct]
+    wanted = np.minimum(np.array([math.ceil(q) for q in exact], dtype=np.int64), sizes)
+    if int(wanted.sum()) > budget:  # many tiny classes: rounding up would overdraw the epoch
+        wanted = np.minimum(np.array([math.floor(q) for q in exact], dtype=np.int64), sizes)
+    return wanted
+
+
+def content_class_quotas(labels: np.ndarray, weights: np.ndarray, budget: int, floors: np.ndarray | None = None) -> np.ndarray:
     """Split ``budget`` over classes in proportion to the exposure mass each holds, Σ π_i over its rows
     (distinct, trusted content), not its row count; capped by class size, the excess shared again by mass.
 
-    Largest remainder, ties to the lower class id. A class whose mass is 0 gets nothing unless the budget
-    cannot be filled otherwise.
+    ``floors`` (per class, see :func:`class_floors`) are given first and the rest of the budget is shared
+    by mass. Largest remainder, ties to the lower class id. A class whose mass is 0 gets only its floor
+    unless the budget cannot be filled otherwise.
     """
     labels = np.asarray(labels, dtype=np.int64)
     sizes = np.bincount(labels).astype(np.int64)
     mass = np.bincount(labels, weights=np.asarray(weights, dtype=np.float64), minlength=len(sizes))
-    quotas = np.zeros_like(sizes)
-    left = min(int(budget), int(sizes.sum()))
-    open_classes = sizes > 0
+    quotas = np.zeros_like(sizes) if floors is None else np.minimum(np.asarray(floors, dtype=np.int64)[: len(sizes)], sizes)
+    left = min(int(budget), int(sizes.sum())) - int(quotas.sum())
+    if left < 0:
+        raise DynselError("class floors exceed the epoch budget")
+    open_classes = quotas < sizes
     while left > 0 and open_classes.any():
         share = np.where(open_classes, mass, 0.0)
         if share.sum() <= 0:  # only mass-less rows remain: share what is left by rows

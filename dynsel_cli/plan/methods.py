@@ -15,7 +15,7 @@ from ..devices import resolve_device
 from ..errors import DynselError
 from ..limits import check_epochs
 from . import streams
-from .budget import QUOTA_MODES, content_class_quotas, epoch_budget, quotas_for
+from .budget import QUOTA_MODES, class_floors, content_class_quotas, epoch_budget, quotas_for
 from .geometric import kcenter_greedy, knn_density
 from .inputs import PlanInputs
 from .neighbour_index import MODES as NEIGHBOURS
@@ -131,7 +131,7 @@ def select(inputs: PlanInputs, config: PlanConfig, vectors: np.ndarray | None = 
             label_trust=config.label_trust,
         )
         if config.class_quota == "content" and labels is not None:
-            quotas = content_class_quotas(labels, signals.weights, budget)
+            quotas = content_class_quotas(labels, signals.weights, budget, class_floors(labels, signals.groups, budget))
         rows = weighted_rotation_epochs(signals.rotation_weights, budget, n_select_epochs, config.seed, labels, quotas, n=n)
     elif config.method == "static-top":
         r = _scores(inputs)[0]
