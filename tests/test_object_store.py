@@ -395,7 +395,7 @@ BAD_INPUTS = {
     "out-is-input": "error: s3://dynsel-test/self/factors: is an input of this command; choose another --out",
     "delete-denied": "error: s3://dynsel-no-delete/plan: access denied while deleting a test object; check the credentials' permissions and the bucket policy",
     "out-malformed-manifest": "error: s3://dynsel-test/malformed/out/manifest.json: malformed manifest ('shards' must give every file's bytes and sha256); not a usable dynsel features directory",
-    "input-malformed-manifest": "error: s3://dynsel-test/malformed/in/manifest.json: malformed manifest ('files' must give every file's bytes and sha256); not a usable dynsel plan",
+    "input-malformed-manifest": "error: s3://dynsel-test/malformed/in: malformed manifest ('files' must give every file's bytes and sha256); not a usable dynsel plan",
     "source-changed": "error: s3://dynsel-test/changing/data.npz: changed while downloading; rerun",
     "out-busy": "error: another dynsel command is writing s3://dynsel-test/busy/plan; wait for it",
     "uri-dot-segments": "error: s3://dynsel-test/x/../ud: has a '..' segment in its path, which dynsel does not resolve (an object store reads keys literally); write it as s3://dynsel-test/ud",

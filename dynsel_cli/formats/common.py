@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 from ..errors import ArtifactError, DynselError
 from .output import check_output_path, check_replaceable, listed_files  # noqa: F401 (listed_files: re-exported)
+from .schema import check_schema
 
 try:
     import fcntl
@@ -104,6 +105,8 @@ def parse_json(data: bytes, where: Path | str, what: str) -> dict[str, Any]:
         value = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{where}: not readable JSON ({exc}); rebuild the {what}") from None
+    except RecursionError:
+        raise ArtifactError(f"{where}: not readable JSON (nested too deeply); rebuild the {what}") from None
     if not isinstance(value, dict):
         raise ArtifactError(f"{where}: expected a JSON object; rebuild the {what}")
     return value
@@ -397,3 +400,4 @@ def check_manifest_kind(manifest: dict[str, Any], kind: str, path: Path | str, w
         raise ArtifactError(
             f"{path}: {what} format version {version!r} is not supported (this dynsel reads version {FORMAT_VERSION})"
         )
+    check_schema(manifest, kind, path, what)

@@ -144,7 +144,7 @@ def listed_files(manifest: dict[str, Any], where: Path | str, what: str) -> dict
     lists its ``shards``, every other kind its ``files``. A malformed list is an ArtifactError naming ``where``."""
     field = "shards" if "shards" in manifest else "files"
     entries: Any = manifest.get(field)
-    if field == "shards" and isinstance(entries, list) and all(isinstance(shard, dict) for shard in entries):
+    if field == "shards" and isinstance(entries, list) and all(isinstance(shard, dict) and isinstance(shard.get("file"), str) for shard in entries):
         entries = {shard.get("file"): shard for shard in entries}
     if not isinstance(entries, dict) or not all(_is_file_entry(name, entry) for name, entry in entries.items()):
         raise ArtifactError(f"{where}: malformed manifest ({field!r} must give every file's bytes and sha256); not a usable dynsel {what}")
@@ -221,7 +221,7 @@ def json_object(data: bytes | None) -> dict[str, Any]:
     """The JSON object ``data`` holds, or ``{}`` when it holds none (missing, not UTF-8, not JSON, not an object)."""
     try:
         value = json.loads((data or b"").decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 
