@@ -124,3 +124,28 @@ def test_class_floors_keep_a_distrusted_class_served_but_give_copies_no_floor() 
     assert quotas[0] >= 0.8 * distinct_share
     assert np.all(quotas[2:] >= 0.8 * distinct_share)
     assert quotas[1] < 0.8 * budget * 20 / len(labels)  # copies earn no floor of a row share
+
+
+def test_graded_probe_trust_keeps_ambiguous_suspects_and_drops_confident_ones() -> None:
+    units, acts, labels = topic_codes(1200, 4)
+    labels = labels.copy()
+    rng = np.random.default_rng(5)
+    # rows 0..119: labels flipped (their codes say another class); rows 120..239: codes half of their own
+    # class, half of the next (a boundary case whose given label is about as likely as the other)
+    labels[:120] = (labels[:120] + 1) % 4
+    ambiguous = np.arange(120, 240)
+    other = (labels[ambiguous] + 1) % 4
+    units[ambiguous, 2:] = (other[:, None] * 8 + np.stack([rng.choice(8, 2, replace=False) for _ in ambiguous])).astype(np.int32)
+    units[ambiguous, :2] = (labels[ambiguous, None] * 8 + np.stack([rng.choice(8, 2, replace=False) for _ in ambiguous])).astype(np.int32)
+    graded = compute_signals(units, acts, WIDTH, labels, dedup=False, label_trust="probe-odds")
+    hard = compute_signals(units, acts, WIDTH, labels, dedup=False, label_trust="probe")
+    assert graded.suspects is not None and np.array_equal(graded.suspects, hard.suspects)  # same verdicts
+    flipped_weight = graded.weights[:120][graded.suspects[:120]]
+    assert len(flipped_weight) > 100 and flipped_weight.mean() < 0.15
+    ambiguous_suspects = ambiguous[graded.suspects[ambiguous]]
+    assert len(ambiguous_suspects) > 10
+    # a suspected boundary row keeps more turns than a confidently flipped one (with "probe" both get ~0)
+    assert graded.weights[ambiguous_suspects].mean() > 1.5 * flipped_weight.mean()
+    assert hard.weights[ambiguous_suspects].max() < 1e-3
+    assert np.all(graded.weights[~graded.suspects] == 1.0)
+    assert np.all((graded.weights > 0) & (graded.weights <= 1.0))

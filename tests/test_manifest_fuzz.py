@@ -25,7 +25,7 @@ json_values = st.recursive(
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from dynsel_cli.config import ExtractConfig, PlanConfig, SaeConfig
+    from dynsel_cli.config import ExtractConfig, PlanConfig
     from dynsel_cli.extract import extract
     from dynsel_cli.factors import build_factor_tables
     from dynsel_cli.plan import build_plan

@@ -27,7 +27,7 @@ from .signals import Signals, compute_signals
 METHODS = ("dynsel", "rs2", "score", "full", "random", "static-random", "static-top", "knn-density", "kcenter")
 NEEDS_FEATURES = ("knn-density", "kcenter")
 PENALTIES = ("additive", "multiplicative", "none")
-LABEL_TRUST = ("vote", "probe")
+LABEL_TRUST = ("vote", "probe", "probe-odds")
 DUP_RULES = ("fixed", "gap")
 
 

@@ -52,6 +52,7 @@ class LabelTrust:
 
     suspects: np.ndarray  # bool: the label is confidently contradicted
     label_probability: np.ndarray  # float32: out-of-sample p_i(y_i)
+    best_probability: np.ndarray  # float32: out-of-sample max_c p_i(c)
     accuracy: float  # out-of-sample accuracy of the probe against the given labels
     chance: float  # the largest class's share
     gate_open: bool  # the probe beats chance beyond sampling error (else no suspects)
@@ -157,7 +158,7 @@ def label_trust(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndar
     classes = int(labels.max()) + 1 if n else 1
     sizes = np.bincount(labels, minlength=classes)
     chance = float(sizes.max() / n) if n else 1.0
-    nothing = LabelTrust(np.zeros(n, bool), np.ones(n, np.float32), chance, chance, False)
+    nothing = LabelTrust(np.zeros(n, bool), np.ones(n, np.float32), np.ones(n, np.float32), chance, chance, False)
     if n < 2 * FOLDS or np.count_nonzero(sizes) < 2:
         return nothing
     units, acts = normalised_codes(units, acts)
@@ -180,11 +181,13 @@ def label_trust(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndar
     other = np.empty((n, others), np.int32)
     margin = np.empty((n, others), np.float32)
     given = np.empty(n, np.float32)
+    best_p = np.empty(n, np.float32)
     predicted_given = np.empty(n, bool)
     for start, stop, p in _out_of_fold(probes, folds, units, acts):
         rows = np.arange(stop - start)
         y = labels[start:stop]
         given[start:stop] = p[rows, y]
+        best_p[start:stop] = p.max(axis=1)
         above = np.where(p >= thresholds[None, :].astype(np.float32), p, -1.0)
         best = above.argmax(axis=1)
         joint_class[start:stop] = np.where(above[rows, best] >= 0, best, -1)
@@ -195,10 +198,10 @@ def label_trust(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndar
         margin[start:stop] = np.take_along_axis(p, top, axis=1) - given[start:stop, None]
     gate_open = accuracy > chance + 3.0 * math.sqrt(chance * (1.0 - chance) / n)
     if not gate_open:
-        return LabelTrust(np.zeros(n, bool), given, accuracy, chance, False)
+        return LabelTrust(np.zeros(n, bool), given, best_p, accuracy, chance, False)
     noise = _calibrated_joint(labels, joint_class, sizes)
     suspects = _prune_by_noise_rate(labels, other, margin, noise) & ~predicted_given
-    return LabelTrust(suspects, given, accuracy, chance, True)
+    return LabelTrust(suspects, given, best_p, accuracy, chance, True)
 
 
 def _calibrated_joint(labels: np.ndarray, joint_class: np.ndarray, sizes: np.ndarray) -> np.ndarray:
