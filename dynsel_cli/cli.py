@@ -55,8 +55,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(False, "--version", metavar="", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", metavar="", help="Show full tracebacks on errors."),
 ) -> None:
     _state["debug"] = debug
 
@@ -140,7 +140,7 @@ def _interrupted(out: str | None) -> str:
 def extract(
     source: str = typer.Argument(..., help=SOURCE_HELP),
     out: str = typer.Option(..., "--out", "-o", help="Features directory to write (a killed run resumes from .OUT.partial/ next to it)." + URI_NOTE, metavar=LOCATION),
-    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    force: bool = typer.Option(False, "--force", metavar="", help=FORCE_HELP),
     config: ExtractConfig = ExtractConfig(),
 ) -> None:
     """Encode every sample of SOURCE into feature vectors (sharded Parquet)."""
@@ -170,8 +170,8 @@ def extract(
 def fit_sae_command(
     features: str = typer.Argument(..., help="Features directory (from `dynsel extract`)." + URI_NOTE),
     out: str = typer.Option(..., "--out", "-o", help="SAE checkpoint directory to write." + URI_NOTE, metavar=LOCATION),
-    restart: bool = typer.Option(False, "--restart", help=RESTART_HELP),
-    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    restart: bool = typer.Option(False, "--restart", metavar="", help=RESTART_HELP),
+    force: bool = typer.Option(False, "--force", metavar="", help=FORCE_HELP),
     config: SaeConfig = SaeConfig(),
 ) -> None:
     """Train a TopK sparse autoencoder on FEATURES; its units are the data set's factors. Quality is logged after every epoch."""
@@ -190,8 +190,8 @@ def factors_command(
     features: str = typer.Argument(..., help="Features directory (from `dynsel extract`)." + URI_NOTE),
     sae: str = typer.Option(..., "--sae", help="SAE checkpoint directory (from `dynsel fit-sae`)." + URI_NOTE, metavar=LOCATION),
     out: str = typer.Option(..., "--out", "-o", help="Factor tables directory to write." + URI_NOTE, metavar=LOCATION),
-    allow_foreign_sae: bool = typer.Option(False, "--allow-foreign-sae", help="Use an SAE trained on other features of the same width (recorded in the manifest as sae_trained_on_these_features: false)."),
-    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    allow_foreign_sae: bool = typer.Option(False, "--allow-foreign-sae", metavar="", help="Use an SAE trained on other features of the same width (recorded in the manifest as sae_trained_on_these_features: false)."),
+    force: bool = typer.Option(False, "--force", metavar="", help=FORCE_HELP),
     config: FactorsConfig = FactorsConfig(),
 ) -> None:
     """Encode every sample with the SAE: the sample and unit factor tables (Parquet)."""
@@ -211,10 +211,15 @@ def plan_command(
     out: str = typer.Option(..., "--out", "-o", help="Plan directory to write, or - for one line of sample ids per epoch on stdout." + URI_NOTE, metavar=LOCATION),
     formats: str = typer.Option(DEFAULT_FORMATS, help=FORMATS_HELP),
     features: Optional[str] = typer.Option(None, "--features", help="The features FACTORS was made from; needed by --method knn-density and kcenter." + URI_NOTE, metavar=LOCATION),
-    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    force: bool = typer.Option(False, "--force", metavar="", help=FORCE_HELP),
     config: PlanConfig = PlanConfig(),
 ) -> None:
-    """Compute the per-epoch selection plan from FACTORS."""
+    """Compute the per-epoch selection plan from FACTORS.
+
+    **Choosing a method:** start with the default, `--method dynsel`, and compare it with `--method rs2` (plain
+    rotation, the strongest simple baseline) at the same `--ratio`; the other methods are for studies. Each
+    method's own options are in its panel below.
+    """
     from .formats.plan import parse_formats
     from .formats.storage import artifact_output, describe, local_input
     from .plan import build_plan, print_plan
@@ -252,7 +257,7 @@ def report(
     plan: str = typer.Argument(..., help="Plan directory (from `dynsel plan` or `dynsel run`)." + URI_NOTE),
     factors: Optional[str] = typer.Option(None, "--factors", help="Factor tables of the plan's data set: adds representativeness/rarity and class views." + URI_NOTE, metavar=LOCATION),
     compare: Optional[str] = typer.Option(None, "--compare", help="A second plan to show side by side (e.g. the random baseline)." + URI_NOTE, metavar=LOCATION),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object on stdout instead of tables."),
     html: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML page with charts."),
 ) -> None:
     """Summarise what a plan does: budgets, coverage, usage, overlap, schedule, classes."""
@@ -294,7 +299,7 @@ def verify(
     plan: str = typer.Argument(..., help="Plan directory to check." + URI_NOTE),
     factors: Optional[str] = typer.Option(None, "--factors", help="Factor tables the plan should come from: checks its inputs and recomputes it." + URI_NOTE, metavar=LOCATION),
     features: Optional[str] = typer.Option(None, "--features", help="Features the plan's data set should be (needed to recompute knn-density and kcenter plans)." + URI_NOTE, metavar=LOCATION),
-    as_json: bool = typer.Option(False, "--json", help="Print the checks as one JSON object on stdout."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the checks as one JSON object on stdout."),
 ) -> None:
     """Check a plan: checksums, budgets, duplicates, steps, copies; with --factors, that it belongs to them."""
     from .formats.storage import describe, is_uri, local_input
@@ -317,19 +322,19 @@ def verify(
 
 @app.command(epilog="Example: `dynsel run sample_data/fashion_mnist_2k.npz --out runs/fm --epochs 10 --ratio 0.5 --seed 0`. Every option of extract, fit-sae, factors and plan is accepted; where two stages share a name, plan keeps it and the other gets its stage prefix (`--sae-epochs`, `--extract-batch-size`); `--device` and `--seed` set every stage.")
 @with_configs(
-    ConfigSpec("plan_config", PlanConfig, "plan"),
-    ConfigSpec("extract_config", ExtractConfig, "extract"),
-    ConfigSpec("sae_config", SaeConfig, "sae"),
-    ConfigSpec("factors_config", FactorsConfig, "factors"),
+    ConfigSpec("plan_config", PlanConfig, "plan", "Plan"),
+    ConfigSpec("extract_config", ExtractConfig, "extract", "Extract"),
+    ConfigSpec("sae_config", SaeConfig, "sae", "SAE"),
+    ConfigSpec("factors_config", FactorsConfig, "factors", "Factors"),
     shared=("device", "seed", "executor", "ray_address"),
 )
 def run(
     source: str = typer.Argument(..., help=SOURCE_HELP),
     out: str = typer.Option(..., "--out", "-o", help="Run directory: features/, sae/, factors/, plan/ go inside." + URI_NOTE, metavar=LOCATION),
-    as_json: bool = typer.Option(False, "--json", help="Print the plan report as JSON on stdout."),
-    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the plan report as JSON on stdout."),
+    force: bool = typer.Option(False, "--force", metavar="", help=FORCE_HELP),
     formats: str = typer.Option(DEFAULT_FORMATS, help=FORMATS_HELP),
-    restart: bool = typer.Option(False, "--restart", help=RESTART_HELP),
+    restart: bool = typer.Option(False, "--restart", metavar="", help=RESTART_HELP),
     extract_config: ExtractConfig = ExtractConfig(),
     sae_config: SaeConfig = SaeConfig(),
     factors_config: FactorsConfig = FactorsConfig(),

@@ -35,6 +35,18 @@ class ConfigSpec:
     keyword: str
     cls: type
     prefix: str = ""
+    panel: str = ""  # the --help panel its options are listed in ("" = the command's own options)
+
+
+#: help text prefix → the --help panel of a method's own options (see config.py's help strings)
+METHOD_PANELS = {"dynsel:": "Method dynsel (the default)", "score:": "Method score"}
+
+
+def _panel(spec: ConfigSpec, help_text: str) -> str | None:
+    for prefix, panel in METHOD_PANELS.items():
+        if help_text.startswith(prefix):
+            return panel
+    return spec.panel or None
 
 
 def _option_type(annotation: Any) -> Any:
@@ -44,13 +56,14 @@ def _option_type(annotation: Any) -> Any:
     return annotation
 
 
-def _option(name: str, field: dataclasses.Field, annotation: Any, help_text: str) -> inspect.Parameter:
+def _option(name: str, field: dataclasses.Field, annotation: Any, help_text: str, panel: str | None) -> inspect.Parameter:
     flag = "--" + name.replace("_", "-")
     decls = [f"{flag}/--no-{flag[2:]}"] if annotation is bool else [flag]
+    extra = {"metavar": ""} if annotation is bool else {}  # a flag pair needs no "<bool>" beside it
     return inspect.Parameter(
         name,
         inspect.Parameter.KEYWORD_ONLY,
-        default=typer.Option(field.default, *decls, help=help_text),
+        default=typer.Option(field.default, *decls, help=help_text, rich_help_panel=panel, **extra),
         annotation=_option_type(annotation),
     )
 
@@ -83,7 +96,7 @@ def with_configs(*specs: ConfigSpec, shared: tuple[str, ...] = ()) -> Callable[[
             help_text = str(field.metadata.get("help", ""))
             if len(targets) > 1:
                 help_text += " (Sets it for every stage: " + ", ".join(s.prefix for s, _ in targets) + ".)"
-            generated.append(_option(name, field, hints[field_name], help_text))
+            generated.append(_option(name, field, hints[field_name], help_text, _panel(spec, help_text)))
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:

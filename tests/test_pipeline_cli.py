@@ -266,6 +266,28 @@ def test_every_subcommand_help_shows_an_example(command: str) -> None:
     assert f"dynsel {command}" in " ".join(result.stdout.split())
 
 
+def _panel(text: str, title: str) -> str:
+    """The lines of one rich help panel of ``text``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"╭─ {title} "))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("╰"))
+    return "\n".join(lines[start:end])
+
+
+def test_plan_help_guides_the_choice_and_groups_each_methods_options() -> None:
+    result = invoke("plan", "--help")
+    assert result.exit_code == 0
+    text = result.stdout
+    assert "start with the default" in " ".join(text.split()) and "--method rs2" in text
+    dynsel_panel, score_panel = _panel(text, "Method dynsel (the default)"), _panel(text, "Method score")
+    for option in ("--dup-rule", "--label-trust", "--dedup", "--trust-full"):
+        assert option in dynsel_panel and option not in score_panel
+    for option in ("--tau", "--beta", "--lambda-start", "--penalty"):
+        assert option in score_panel and option not in dynsel_panel
+    flags = [line for line in text.splitlines() if "<bool>" in line]
+    assert len(flags) == 1 and "--help" in flags[0]  # Typer's own --help keeps its "<bool>"; flag pairs show none
+
+
 def test_top_level_help_shows_an_example() -> None:
     result = invoke("--help")
     assert result.exit_code == 0
