@@ -370,6 +370,18 @@ def test_plan_checksum_rejects_any_flipped_byte(epochs: list[np.ndarray], data: 
         del unchecked  # release the memory map before the directory goes
 
 
+def test_plan_whose_largest_index_is_int64_max_reads_back() -> None:
+    """n_samples is one past the largest index, so it may exceed int64 by one (a case Hypothesis found)."""
+    largest = np.iinfo(np.int64).max
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "plan"
+        write_test_plan(root, [np.array([largest])], n=largest + 1, formats=("bin",))
+        plan = read_plan(root)
+        assert plan.n_samples == largest + 1
+        assert np.concatenate(list(plan.epochs)).tolist() == [largest]
+        del plan
+
+
 # --------------------------------------------------------------------------------------- factor tables
 
 

@@ -29,10 +29,11 @@ _TYPES = {
 Field = tuple[str, ...]  # allowed type names; a leading "?" in a name makes the field optional
 _COUNT = ("int",)
 _FILES = ("dict",)
+_ROWS = ("int", 0, INT64 + 1)  # a row count: indices run 0..n-1, so n may be one past the largest int64
 
 SCHEMAS: dict[str, dict[str, Any]] = {
     "dynsel.features": {
-        "dim": ("int", 1, DIM_LIMIT), "n_samples": ("int", 0, INT64), "?dtype": ("str",), "fingerprint": ("str",),
+        "dim": ("int", 1, DIM_LIMIT), "n_samples": _ROWS, "?dtype": ("str",), "fingerprint": ("str",),
         "?has_labels": ("bool",), "shards": ("list",), "?encoder": ("dict",), "?classes": ("list", "null"),
         "?id_min": ("int", -INT64, INT64), "?id_max": ("int", -INT64, INT64), "?ids_dense": ("bool",),
         "?settings": ("dict",), "?source": ("dict",), "?skipped": ("list",), "?skipped_reasons": ("dict",),
@@ -43,13 +44,13 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "fingerprint": ("str",), "?inputs": ("dict",), "?metrics": ("dict",), "?settings": ("dict",), "?reproducible_with": ("dict",),
     },
     "dynsel.factors": {
-        "width": ("int", 1, DIM_LIMIT), "k": ("int", 1, DIM_LIMIT), "n_samples": ("int", 0, INT64), "files": _FILES,
+        "width": ("int", 1, DIM_LIMIT), "k": ("int", 1, DIM_LIMIT), "n_samples": _ROWS, "files": _FILES,
         "fingerprint": ("str",), "?inputs": ("dict",), "?has_labels": ("bool",), "?classes": ("list", "null"),
         "?dead_units": ("int", 0, DIM_LIMIT), "?id_min": ("int", -INT64, INT64), "?id_max": ("int", -INT64, INT64),
         "?ids_dense": ("bool",), "?settings": ("dict",), "?executor": ("str",), "?sae_trained_on_these_features": ("bool",),
     },
     "dynsel.plan": {
-        "epochs": ("int", 0, INT64), "n_samples": ("int", 0, INT64), "files": _FILES, "counts": ("list",),
+        "epochs": ("int", 0, INT64), "n_samples": _ROWS, "files": _FILES, "counts": ("list",),
         "?method": ("str",), "?sha256": ("str",), "?settings": ("dict",), "?inputs": ("dict",), "?index_dtype": ("str",),
         "?offsets_dtype": ("str",), "?budget": ("int", 0, INT64), "?batch_size": ("int", 1, INT64), "?world_size": ("int", 1, INT64),
         "?drop_last": ("bool",), "?ratio": ("number",), "?seed": ("int", 0, INT64), "?steps_per_epoch": ("list",),
