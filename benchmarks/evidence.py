@@ -95,6 +95,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dynsel-gap-probe-content": {"dup_rule": "gap", "label_trust": "probe", "class_quota": "content"},
     "dynsel-odds-content": {"label_trust": "probe-odds", "class_quota": "content"},
     "dynsel-content": {"class_quota": "content"},
+    # the probe's suspects leave the rotation only if probes trained without them predict held-out labels
+    # at least as well (--label-trust probe-checked)
+    "dynsel-checked": {"label_trust": "probe-checked"},
+    "dynsel-checked-content": {"label_trust": "probe-checked", "class_quota": "content"},
     # how fast label trust reaches full strength as separability grows (the default --trust-full is 1.0;
     # 0.5 was the first default: the records of its runs and of its ablations carry the "trust-0.5" names)
     "dynsel-trust-0.5": {"trust_full": 0.5},

@@ -149,3 +149,43 @@ def test_graded_probe_trust_keeps_ambiguous_suspects_and_drops_confident_ones() 
     assert hard.weights[ambiguous_suspects].max() < 1e-3
     assert np.all(graded.weights[~graded.suspects] == 1.0)
     assert np.all((graded.weights > 0) & (graded.weights <= 1.0))
+
+
+def rare_mode_codes(n: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Correct labels with a learnable hard case: a fifth of each class's rows fire three units of the next
+    class strongly and one of 32 units private to their own class weakly (0.4). A probe that sees them
+    learns part of the private units; out of fold it still contradicts many of them."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    units = np.concatenate([labels[:, None] * 8 + np.stack([rng.choice(8, 3, replace=False) for _ in range(n)]), rng.integers(classes * 8, classes * 8 + 16, size=(n, 1))], axis=1).astype(np.int32)
+    acts = rng.uniform(0.5, 1.0, size=(n, K)).astype(np.float32)
+    hard = rng.random(n) < 0.2
+    units[hard, :3] = ((labels[hard] + 1) % classes)[:, None] * 8 + np.stack([rng.choice(8, 3, replace=False) for _ in range(int(hard.sum()))])
+    units[hard, 3] = classes * 8 + 16 + labels[hard] * 32 + rng.integers(0, 32, int(hard.sum()))
+    acts[hard, 3] = 0.4
+    return units, acts, labels.astype(np.int64), classes * 8 + 16 + classes * 32
+
+
+def test_the_filter_check_keeps_planted_flips_out_and_leaves_hard_correct_rows_in() -> None:
+    units, acts, labels = topic_codes(1200, 4)
+    rng = np.random.default_rng(1)
+    flipped = rng.choice(len(labels), 240, replace=False)
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + rng.integers(1, 4, size=240)) % 4
+    plain = label_trust(units, acts, WIDTH, noisy)
+    checked = label_trust(units, acts, WIDTH, noisy, check_filter=True)
+    # dropping flips helps a probe predict held-out labels: the suspects stand, the same as without the check
+    assert checked.filtered_accuracy is not None and checked.filtered_accuracy >= checked.accuracy
+    assert np.array_equal(checked.suspects, plain.suspects) and checked.suspects.sum() > 150
+    signals = compute_signals(units, acts, WIDTH, noisy, dedup=False, label_trust="probe-checked")
+    assert signals.weights[flipped].mean() < 0.2
+
+    units, acts, labels, width = rare_mode_codes(1200, 4)
+    plain = label_trust(units, acts, width, labels)
+    checked = label_trust(units, acts, width, labels, check_filter=True)
+    assert plain.suspects.sum() > 50  # confident learning alone flags correct rows of the hard case
+    # without those rows the probe never learns the hard case: it predicts held-out labels worse, so nobody is a suspect
+    assert checked.filter_rejected and checked.candidates == plain.suspects.sum()
+    assert not checked.suspects.any()
+    signals = compute_signals(units, acts, width, labels, dedup=False, label_trust="probe-checked")
+    assert signals.suspects is not None and not signals.suspects.any() and np.all(signals.weights == 1.0)

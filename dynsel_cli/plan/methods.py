@@ -27,7 +27,7 @@ from .signals import Signals, compute_signals
 METHODS = ("dynsel", "rs2", "score", "full", "random", "static-random", "static-top", "knn-density", "kcenter")
 NEEDS_FEATURES = ("knn-density", "kcenter")
 PENALTIES = ("additive", "multiplicative", "none")
-LABEL_TRUST = ("vote", "probe", "probe-odds")
+LABEL_TRUST = ("vote", "probe", "probe-odds", "probe-checked")
 DUP_RULES = ("fixed", "gap")
 
 

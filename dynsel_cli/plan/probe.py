@@ -22,6 +22,13 @@ Dataset Labels", JAIR 2021; the rule cleanlab's ``find_label_issues`` applies by
 - **Evidence gate.** The probe must predict the given labels better than always guessing the largest
   class, beyond sampling error (accuracy > chance + 3·sqrt(chance·(1 − chance)/N)). A probe that
   cannot do that knows nothing about the labels, and then nobody is a suspect.
+- **Filter check** (``check_filter``). Confident learning flags rows whose labels disagree with the
+  probe; on fine-grained data many of those are correct but hard, and removing them costs accuracy. So
+  the verdict is tested the way it will be used: for each fold, a second probe is trained on the other
+  folds *without* their suspects, and both probes predict the fold's given labels. The suspects stand
+  only if the probe trained without them predicts held-out labels at least as well as the one trained
+  with them (``filtered_accuracy >= accuracy``): dropping them helps a model learn the labels the data
+  keeps. Otherwise nobody is a suspect. This costs a second set of fold models.
 
 Everything is deterministic for a seed: numpy only (no threads in the arithmetic), folds and batch
 orders from named streams.
@@ -56,6 +63,13 @@ class LabelTrust:
     accuracy: float  # out-of-sample accuracy of the probe against the given labels
     chance: float  # the largest class's share
     gate_open: bool  # the probe beats chance beyond sampling error (else no suspects)
+    filtered_accuracy: float | None = None  # check_filter: held-out accuracy of probes trained without the suspects
+    candidates: int = 0  # rows confident learning flagged, before the filter check (== suspects.sum() without it)
+
+    @property
+    def filter_rejected(self) -> bool:
+        """The filter check ran and found that training without the flagged rows predicts held-out labels worse."""
+        return self.filtered_accuracy is not None and self.filtered_accuracy < self.accuracy
 
     @property
     def separability(self) -> float:
@@ -148,10 +162,11 @@ def _out_of_fold(probes: list[_Probe], folds: np.ndarray, units: np.ndarray, act
         yield start, stop, p
 
 
-def label_trust(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray, seed: int = 0) -> LabelTrust:
+def label_trust(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray, seed: int = 0, check_filter: bool = False) -> LabelTrust:
     """Suspected mislabels by confident learning on a cross-validated code probe (see the module doc).
 
-    ``labels``: class ids 0..C−1 (renumber first). ``seed``: folds and batch orders.
+    ``labels``: class ids 0..C−1 (renumber first). ``seed``: folds and batch orders. ``check_filter``: keep
+    the suspects only if probes trained without them predict held-out given labels at least as well.
     """
     labels = np.asarray(labels, dtype=np.int64)
     n = len(labels)
@@ -201,7 +216,24 @@ def label_trust(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndar
         return LabelTrust(np.zeros(n, bool), given, best_p, accuracy, chance, False)
     noise = _calibrated_joint(labels, joint_class, sizes)
     suspects = _prune_by_noise_rate(labels, other, margin, noise) & ~predicted_given
-    return LabelTrust(suspects, given, best_p, accuracy, chance, True)
+    candidates = int(np.count_nonzero(suspects))
+    if not check_filter or candidates == 0:
+        return LabelTrust(suspects, given, best_p, accuracy, chance, True, None, candidates)
+    filtered = _held_out_accuracy(units, acts, labels, folds, ~suspects, width, classes, seed)
+    if filtered < accuracy:
+        suspects = np.zeros(n, bool)
+    return LabelTrust(suspects, given, best_p, accuracy, chance, True, filtered, candidates)
+
+
+def _held_out_accuracy(
+    units: np.ndarray, acts: np.ndarray, labels: np.ndarray, folds: np.ndarray, keep: np.ndarray, width: int, classes: int, seed: int
+) -> float:
+    """Accuracy on every row's given label of fold probes trained on the other folds' ``keep`` rows only."""
+    probes = [train_probe(units, acts, labels, np.flatnonzero((folds != f) & keep), width, classes, seed, f) for f in range(FOLDS)]
+    hits = 0
+    for start, stop, p in _out_of_fold(probes, folds, units, acts):
+        hits += int(np.count_nonzero(p.argmax(axis=1) == labels[start:stop]))
+    return hits / len(labels)
 
 
 def _calibrated_joint(labels: np.ndarray, joint_class: np.ndarray, sizes: np.ndarray) -> np.ndarray:
