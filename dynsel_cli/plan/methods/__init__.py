@@ -23,7 +23,7 @@ from ..neighbour_index import MODES as NEIGHBOURS
 from .base import Chosen, Context, Method, all_rows
 
 if TYPE_CHECKING:
-    from typing import Iterator
+    from collections.abc import Iterator
 
     from ...config import PlanConfig
     from ..inputs import PlanInputs
