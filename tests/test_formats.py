@@ -276,6 +276,10 @@ def test_plan_all_formats_agree(tmp_path: Path) -> None:
     np.testing.assert_array_equal(plan.epochs[-1], epochs[-1])
     with pytest.raises(IndexError):
         plan.epochs[5]
+    # slices and iteration work as for a list of epochs
+    assert [e.tolist() for e in plan.epochs[:4]] == [e.tolist() for e in epochs[:4]]
+    assert [e.tolist() for e in plan.epochs[::-2]] == [e.tolist() for e in epochs[::-2]]
+    assert plan.epochs[7:] == [] and len(list(plan.epochs)) == 5
 
 
 def test_plan_bin_only_and_public_reader(tmp_path: Path) -> None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -91,3 +94,11 @@ def test_ivf_signals_are_identical_run_to_run_and_across_faiss_threads() -> None
         faiss.omp_set_num_threads(before)
     assert runs[0] == runs[1] == runs[2]
     assert np.frombuffer(runs[0][1], dtype=bool).any()  # the comparison covers some suspects
+
+
+def test_faiss_loads_without_its_info_lines_even_where_logging_is_configured() -> None:
+    # some encoders' libraries call logging.basicConfig(level=INFO); faiss's loader then printed eight lines
+    # (one a ModuleNotFoundError for the AVX512 build) before dynsel's own output
+    script = "import logging; logging.basicConfig(level=logging.INFO); from dynsel_cli.plan.neighbour_index import load_faiss; load_faiss()"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert "faiss" not in done.stderr and done.stdout == ""

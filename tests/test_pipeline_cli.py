@@ -360,3 +360,13 @@ def test_run_rebuilds_the_plan_when_only_its_formats_change(pipeline_run, tmp_pa
     changed = run_pipeline(SAMPLE, out, config, formats=("bin",))
     assert changed.stages == {"extract": "up to date", "fit-sae": "up to date", "factors": "up to date", "plan": "built"}
     assert not (out / "plan" / "epochs").exists() and not (out / "plan" / "plan.parquet").exists()
+
+
+def test_a_run_directory_given_for_an_artifact_points_at_the_one_inside(pipeline_run, tmp_path) -> None:
+    run_dir = pipeline_run.out
+    planned = invoke("plan", run_dir, "--out", tmp_path / "p")
+    assert planned.exit_code == 2
+    assert planned.stderr.strip().endswith(f"{run_dir} holds one: pass {run_dir / 'factors'}")
+    reported = invoke("report", run_dir)
+    assert reported.exit_code == 2 and reported.stderr.strip().endswith(f"pass {run_dir / 'plan'}")
+    assert len(reported.stderr.strip().splitlines()) == 1

@@ -344,7 +344,9 @@ def test_render_terminal_compare(hand, tmp_path):
         assert needle in text, needle
     console = Console(file=io.StringIO(), width=100, record=True, color_system=None)
     render_terminal(a, console)
-    assert "Per epoch" in console.export_text()
+    alone = console.export_text()
+    assert "Per epoch" in alone
+    assert "A: " not in alone and "A:" in text  # the A/B column prefixes only where there is a B
 
 
 def test_render_html_static(hand, tmp_path):

@@ -93,10 +93,32 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ArtifactError(f"{path}: missing; is this a {what}?") from None
+        raise ArtifactError(f"{path}: missing; is this a {what}?{_inner_artifact_hint(path.parent, what)}") from None
     except OSError as exc:
         raise ArtifactError(f"{path}: not readable JSON ({exc}); rebuild the {what}") from None
     return parse_json(data, path, what)
+
+
+_KIND_WORDS = {"plan": "dynsel.plan", "factor": "dynsel.factors", "feature": "dynsel.features", "sae": "dynsel.sae"}
+
+
+def _inner_artifact_hint(folder: Path, what: str) -> str:
+    """Where ``folder`` holds an artifact of the kind ``what`` names (a `dynsel run` directory does): ' pass it'."""
+    kinds = [kind for word, kind in _KIND_WORDS.items() if word in what.lower()]
+    if not kinds or not folder.is_dir():
+        return ""
+    try:
+        children = sorted(child for child in folder.iterdir() if child.is_dir())
+    except OSError:
+        return ""
+    for child in children:
+        for name in ("manifest.json", "_manifest.json"):
+            try:
+                if json.loads((child / name).read_bytes()).get("format") == kinds[0]:
+                    return f" {folder} holds one: pass {child}"
+            except (OSError, ValueError, AttributeError):
+                continue
+    return ""
 
 
 def parse_json(data: bytes, where: Path | str, what: str) -> dict[str, Any]:

@@ -18,11 +18,12 @@ Layout of a plan directory::
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TextIO, overload
 
 import numpy as np
 
@@ -65,7 +66,15 @@ class EpochView(Sequence[np.ndarray]):
     def __len__(self) -> int:
         return len(self._offsets) - 1
 
-    def __getitem__(self, epoch: int) -> np.ndarray:  # type: ignore[override]
+    @overload
+    def __getitem__(self, epoch: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, epoch: slice) -> list[np.ndarray]: ...
+    def __getitem__(self, epoch: int | slice) -> np.ndarray | list[np.ndarray]:
+        """Epoch ``epoch`` (negative counts from the end), or a list of the epochs a slice names."""
+        if isinstance(epoch, slice):
+            return [self[e] for e in range(*epoch.indices(len(self)))]
+        epoch = operator.index(epoch)
         if not -len(self) <= epoch < len(self):
             raise IndexError(f"epoch {epoch} out of range for a plan of {len(self)} epochs")
         epoch %= len(self)

@@ -14,7 +14,9 @@ from ..errors import DynselError
 
 def knn_density(vectors: np.ndarray, k: int = 10) -> np.ndarray:
     """Minus the mean L2 distance to the k nearest other samples (exact search): larger = denser."""
-    import faiss
+    from .neighbour_index import load_faiss
+
+    faiss = load_faiss()
 
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     n = len(x)

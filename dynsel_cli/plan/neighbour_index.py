@@ -15,8 +15,9 @@ last bits of its BLAS products, depend on the thread count).
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -30,6 +31,17 @@ KMEANS_ITERATIONS = 10
 KMEANS_SEED = 1234
 QUERY_CHUNK = 1 << 16  # queries per IVF search call (bounds the result buffers)
 _TRAIN_SAMPLE_KEY = [streams.PROJECTION, 1]  # the IVF training sample: a draw of its own, not the plan seed's
+
+
+def load_faiss() -> Any:
+    """The faiss module, imported quietly: its loader logs every CPU variant it tries (and the
+    ModuleNotFoundError of the ones this build lacks) at INFO, which reaches the user wherever a library
+    has configured logging; only its warnings should."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    logging.getLogger("faiss").setLevel(logging.WARNING)
+    import faiss
+
+    return faiss
 
 
 def resolve(mode: str, n: int) -> str:
@@ -49,7 +61,7 @@ def cells_for(n: int) -> int:
 @contextmanager
 def one_thread() -> Iterator[None]:
     """faiss on one OpenMP thread for the duration (restored afterwards)."""
-    import faiss
+    faiss = load_faiss()
 
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
@@ -61,7 +73,7 @@ def one_thread() -> Iterator[None]:
 
 def exact_search(vectors: np.ndarray, want: int) -> np.ndarray:
     """Each row's ``want`` best rows by inner product over all rows (itself included), int64 [N, want]."""
-    import faiss
+    faiss = load_faiss()
 
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
@@ -75,7 +87,7 @@ def ivf_search(project: Callable[[int, int], np.ndarray], n: int, dim: int, want
     (−1 where fewer were found); ``nprobe`` defaults to :data:`NPROBE`, ``queries`` (benchmarks) searches only
     the first rows. ``project(start, stop)`` gives rows start..stop as L2-normalised float32
     vectors; they are computed again for the queries instead of being held twice (the index keeps a copy)."""
-    import faiss
+    faiss = load_faiss()
 
     nlist = cells_for(n)
     quantizer = faiss.IndexFlatIP(dim)

@@ -130,7 +130,7 @@ def _normalised(acts: np.ndarray) -> np.ndarray:
 
 def _projector(units: np.ndarray, a: np.ndarray, width: int) -> Callable[[int, int], np.ndarray]:
     """project(start, stop): rows start..stop as 128-d Gaussian projections of their codes, float32, unit length."""
-    import faiss
+    faiss = neighbour_index.load_faiss()
 
     rows_needed = max(width, int(units.max()) + 1, 1)
     projection = np.random.default_rng([streams.PROJECTION]).standard_normal((rows_needed, PROJECTION_DIM)).astype(np.float32)

@@ -260,9 +260,10 @@ def _classes(report: dict[str, Any], compare: dict[str, Any] | None) -> Table | 
     table = Table(title="Class shares per epoch (vs data set)", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     table.add_column("class")
     table.add_column("data set", justify="right")
-    table.add_column("A: per epoch", style=COLOR_A, no_wrap=True)
-    table.add_column("A: min–max", justify="right", style=COLOR_A)
     with_b = compare is not None and compare.get("class_share_dataset") is not None and compare.get("classes") == report.get("classes")
+    a = "A: " if compare is not None else ""  # the A/B prefixes only where there is a B
+    table.add_column(f"{a}per epoch", style=COLOR_A, no_wrap=True)
+    table.add_column(f"{a}min–max", justify="right", style=COLOR_A)
     if with_b:
         table.add_column("B: per epoch", style=COLOR_B, no_wrap=True)
         table.add_column("B: min–max", justify="right", style=COLOR_B)
@@ -289,7 +290,7 @@ def _messy(report: dict[str, Any], compare: dict[str, Any] | None) -> Table | No
     table = Table(title="Messy data (share of the data set vs of the plan's draws)", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     table.add_column("signal")
     table.add_column("data set", justify="right")
-    table.add_column("A: draws", justify="right", style=COLOR_A)
+    table.add_column("A: draws" if compare is not None else "draws", justify="right", style=COLOR_A)
     if compare is not None:
         table.add_column("B: draws", justify="right", style=COLOR_B)
     for name, key in (("near-duplicates", "near_duplicates"), ("suspected mislabels", "suspected_mislabels")):
