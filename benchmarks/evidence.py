@@ -99,6 +99,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # at least as well (--label-trust probe-checked)
     "dynsel-checked": {"label_trust": "probe-checked"},
     "dynsel-checked-content": {"label_trust": "probe-checked", "class_quota": "content"},
+    "dynsel-checked-gap-content": {"label_trust": "probe-checked", "class_quota": "content", "dup_rule": "gap"},
+    # the rotation with every signal off: uniform weights (the control that isolates what the signals add)
+    "dynsel-no-signals": {"dedup": False, "trust": False},
     # how fast label trust reaches full strength as separability grows (the default --trust-full is 1.0;
     # 0.5 was the first default: the records of its runs and of its ablations carry the "trust-0.5" names)
     "dynsel-trust-0.5": {"trust_full": 0.5},

@@ -38,7 +38,7 @@ R_S = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
 
 
 def make_plan(path: Path, epochs_s=EPOCHS_S, extra=None, n=6, ids=IDS, batch_size=2) -> Path:
-    base = {"ratio": 0.5, "seed": 7, "method": "dynsel", "schedule": {"kind": "linear", "lambda": LAMBDA}, "settings": {"beta": 1.0}}
+    base = {"ratio": 0.5, "seed": 7, "method": "score", "schedule": {"kind": "linear", "lambda": LAMBDA}, "settings": {"beta": 1.0}}
     base.update(extra or {})
     with atomic_directory(path) as tmp:
         write_plan(tmp, [ids[np.array(e, dtype=np.int64)] for e in epochs_s], n, batch_size, 1, False, base, formats=("bin",))
@@ -186,7 +186,7 @@ def test_report_plan_metrics(hand):
     report = build_report(plan)
     assert report["schema_version"] == SCHEMA_VERSION
     assert (report["n_samples"], report["epochs"], report["ratio"], report["seed"]) == (6, 4, 0.5, 7)
-    assert report["method"] == "dynsel" and report["sha256"] == plan.sha256
+    assert report["method"] == "score" and report["sha256"] == plan.sha256
     assert report["counts"] == [3, 3, 3, 3]
     assert report["steps_per_epoch"] == [2, 2, 2, 2] and report["total_steps"] == 8
     pe = report["per_epoch"]
@@ -319,7 +319,7 @@ def test_compare_reports(hand, tmp_path):
     assert cmp["kind"] == "dynsel.report-comparison" and cmp["a"] is a and cmp["b"] is b
     assert cmp["same_data_set"] is True
     d = cmp["diff"]
-    assert d["header"]["method"] == {"a": "dynsel", "b": "random", "delta": None}
+    assert d["header"]["method"] == {"a": "score", "b": "random", "delta": None}
     assert d["overall"]["usage_gini"]["delta"] == pytest.approx(b["overall"]["usage_gini"] - 22 / 72)
     assert d["overall"]["epochs_to_full_coverage"] == {"a": 3, "b": 1, "delta": -2}
     assert len(d["per_epoch"]) == 4
@@ -363,7 +363,7 @@ def test_render_html_static(hand, tmp_path):
     assert json.loads(data)["report"]["sha256"] == a["sha256"]
     # without factors only the plan charts, plus a hint
     plain = render_html(b)
-    assert all(f'data-chart="{name}"' in plain for name in CHARTS_PLAN_ONLY)
+    assert all(f'data-chart="{name}"' in plain for name in CHARTS_PLAN_ONLY if name != "lambda" or b["schedule"])
     assert 'data-chart="scores"' not in plain and "--factors" in plain
     # user text is escaped
     b2 = dict(b, name="<img onerror=x>", method="<b>")

@@ -18,6 +18,7 @@ from dynsel_cli.formats.common import atomic_directory
 from dynsel_cli.formats.factors import SampleFactors, UnitStats, read_factor_tables, write_factor_tables
 from dynsel_cli.formats.plan import read_plan, write_plan
 from dynsel_cli.report import build_report, render_html
+from dynsel_cli.report.fmt import fmt
 from dynsel_cli.report.html import CHARTS_ALL
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ def synthetic(root: Path, n: int = 300, m: int = 64, k: int = 6, classes: int = 
     rand = [rng.choice(n, budget, replace=False) for _ in range(epochs)]
     plans = []
     for name, eps, extra in (
-        ("dynsel", dyn, {"method": "dynsel", "schedule": {"kind": "cosine", "lambda": lam}}),
+        ("dynsel", dyn, {"method": "score", "schedule": {"kind": "cosine", "lambda": lam}}),
         ("random", rand, {"method": "random", "schedule": None}),
     ):
         with atomic_directory(root / name) as tmp:
@@ -104,6 +105,7 @@ def test_html_report_in_headless_chromium(tmp_path):
                 })"""
             )
             legends = page.evaluate("() => document.querySelectorAll('svg[data-chart] .legend').length")
+            messy_text = page.inner_text("#messy-data") if page.locator("#messy-data").is_visible() else ""
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
         finally:
@@ -117,6 +119,25 @@ def test_html_report_in_headless_chromium(tmp_path):
         assert chart["marks"] > 0, chart
     assert legends >= 2 * len(CHARTS_ALL) - 2  # both plans named in (almost) every chart
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
+    # the messy-data shares are on the visible page, not only in the embedded JSON
+    messy = a["messy_data"]
+    for value in (messy["near_duplicates_data_share"], messy["near_duplicates_draw_share"], messy["suspected_mislabels_data_share"], b["messy_data"]["near_duplicates_draw_share"]):
+        assert fmt(value, "pct") in messy_text, (value, messy_text)
+    assert "near-duplicates" in messy_text and "suspected mislabels" in messy_text
+
+
+def test_a_dynsel_plan_page_shows_its_signals_and_no_empty_schedule_or_score_charts(tmp_path) -> None:
+    tables, (scored, _) = synthetic(tmp_path)
+    with atomic_directory(tmp_path / "rotation") as tmp:
+        epochs = [np.arange(e * 30, e * 30 + 90) % 300 for e in range(4)]
+        write_plan(tmp, epochs, 300, 16, 1, False, {"ratio": 0.3, "seed": 0, "settings": {}, "inputs": {"factors": tables.fingerprint}, "method": "dynsel", "schedule": None}, formats=("bin",))
+    report = build_report(read_plan(tmp_path / "rotation"), tables)
+    page = render_html(report)
+    assert "id='chart-lambda'" not in page and "id='chart-scores'" not in page
+    assert "id='chart-factor-coverage'" in page and "id='messy-data'" in page
+    assert fmt(report["messy_data"]["near_duplicates_data_share"], "pct") in page
+    scored_page = render_html(build_report(scored, tables))  # the scored method keeps both
+    assert "id='chart-lambda'" in scored_page and "id='chart-scores'" in scored_page
 
 
 def test_captions_say_what_this_plans_schedule_does() -> None:

@@ -373,18 +373,20 @@ def _charts(report: dict[str, Any], compare: dict[str, Any] | None) -> list[tupl
                                                   one("jaccard_prev", "float", w, r, "6 4", "Jaccard"))],
                    "overlap", "float", (0.0, 1.0), empty_note="overlap needs at least two epochs"),
     ))
-    charts.append((
-        "lambda", "Scheduler weight λ (0 = representativeness, 1 = rarity)",
-        line_chart("lambda", "Scheduler weight", [one("lambda", "float", w, r) for w, r in plans], "λ", "float", (0.0, 1.0),
-                   empty_note="no scheduler weight in the plan (baselines select without a schedule)"),
-    ))
-    if with_factors:
+    if any(_has_schedule(r) for _, r in plans):  # only --method score has a scheduler weight
+        charts.append((
+            "lambda", "Scheduler weight λ (0 = representativeness, 1 = rarity)",
+            line_chart("lambda", "Scheduler weight", [one("lambda", "float", w, r) for w, r in plans], "λ", "float", (0.0, 1.0),
+                       empty_note="no scheduler weight in the plan (baselines select without a schedule)"),
+        ))
+    if with_factors and any(r.get("method") in SCORED_METHODS for _, r in plans):  # elsewhere R and D sit near 0.5
         charts.append((
             "scores", "Mean representativeness R (solid) and rarity D (dashed) of the selected samples",
             line_chart("scores", "Mean R and D of selected samples",
                        [s for w, r in plans for s in (one("r_mean", "float", w, r, "", "R"), one("d_mean", "float", w, r, "6 4", "D"))],
                        "mean score (0–1)", "float", (0.0, 1.0)),
         ))
+    if with_factors:
         charts.append((
             "factor-coverage", "Factors covered per epoch: frequent (solid) and rare (dashed)",
             line_chart("factor-coverage", "Frequent and rare factor coverage",
@@ -401,6 +403,43 @@ def _charts(report: dict[str, Any], compare: dict[str, Any] | None) -> list[tupl
         charts.append(("class-share", "Per-class share per epoch minus the data set's share (red: over, blue: under)",
                        class_heatmap("class-share", report, compare)))
     return charts
+
+
+SCORED_METHODS = ("score", "static-top")  # the methods that select by R and D
+
+
+def _has_schedule(report: dict[str, Any]) -> bool:
+    return any(v is not None for v in ((report.get("schedule") or {}).get("lambda") or []))
+
+
+MESSY_ROWS = (("near-duplicates", "near_duplicates"), ("suspected mislabels", "suspected_mislabels"))
+
+
+def _messy_section(report: dict[str, Any], compare: dict[str, Any] | None) -> str:
+    """Near-duplicates and suspected mislabels: their share of the data set and of the plan's draws, and
+    the class-size imbalance with its quota hint (the terminal report's "Messy data" table)."""
+    mine = report.get("messy_data") or {}
+    if not any(f"{key}_data_share" in mine for _, key in MESSY_ROWS) and "class_size_ratio" not in mine:
+        return ""
+    other = (compare or {}).get("messy_data") or {}
+    head = "<tr><th>signal</th><th>data set</th>" + ("<th class='a'>A: draws</th><th class='b'>B: draws</th>" if compare is not None else "<th>draws</th>") + "</tr>"
+    rows = []
+    for name, key in MESSY_ROWS:
+        if f"{key}_data_share" in mine:
+            cells = [name, fmt(mine[f"{key}_data_share"], "pct"), fmt(mine[f"{key}_draw_share"], "pct")]
+            if compare is not None:
+                cells.append(fmt(other.get(f"{key}_draw_share"), "pct"))
+            rows.append(f"<tr><td>{_esc(cells[0])}</td>" + "".join(f"<td class='num'>{_esc(c)}</td>" for c in cells[1:]) + "</tr>")
+    hint = ""
+    if "class_size_ratio" in mine:
+        ratio = f"{mine['class_size_ratio']:.1f}×"
+        rows.append(f"<tr><td>largest / smallest class</td><td class='num'>{_esc(ratio)}</td><td></td>{'<td></td>' if compare is not None else ''}</tr>")
+        if mine.get("balanced_quota_suggested"):
+            hint = "<p class='sub'>The largest class is at least 10× the smallest: consider <code>--class-quota balanced</code> (docs/method.md).</p>"
+    note = ("<p class='sub'>Near-duplicates: rows in a near-duplicate group of two or more. Suspected mislabels: rows "
+            "whose given label the plan's label-trust signal contradicts. A share of the draws below the data-set "
+            "share means the plan trains on them less often.</p>")
+    return f"<h2>Messy data</h2><table class='summary' id='messy-data'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>{hint}{note}"
 
 
 CAPTIONS = {
@@ -594,6 +633,7 @@ def render_html(report: dict[str, Any], compare: dict[str, Any] | None = None) -
         "<div class='cards'>" + "".join(_identity(w, r, compare) for w, r in plans) + "</div>",
         "<h2>Overall</h2>",
         _summary_table(report, compare),
+        _messy_section(report, compare),
         "<h2>Charts</h2>",
         "<div class='charts'>" + "".join(figures) + "</div>",
         "<h2 style='margin-top:18px'>Per epoch</h2>",
