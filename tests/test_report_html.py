@@ -15,7 +15,12 @@ import numpy as np
 import pytest
 
 from dynsel_cli.formats.common import atomic_directory
-from dynsel_cli.formats.factors import SampleFactors, UnitStats, read_factor_tables, write_factor_tables
+from dynsel_cli.formats.factors import (
+    SampleFactors,
+    UnitStats,
+    read_factor_tables,
+    write_factor_tables,
+)
 from dynsel_cli.formats.plan import read_plan, write_plan
 from dynsel_cli.report import build_report, render_html
 from dynsel_cli.report.fmt import fmt

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .summary import SCHEMA_VERSION, build_report, compare_reports
 from .html import render_html
+from .summary import SCHEMA_VERSION, build_report, compare_reports
 
 __all__ = ["SCHEMA_VERSION", "build_report", "compare_reports", "render_html", "render_terminal"]
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 #: key -> (label, kind). kind: "pct" (a share shown as a percentage), "pp" (share points), "int",
 #: "float" (3 significant decimals), "num" (integer or 1 decimal).

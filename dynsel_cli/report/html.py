@@ -10,10 +10,20 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from html import escape
-from typing import Any, Sequence
+from typing import Any
 
-from .fmt import class_label, fmt, fmt_delta, fmt_field, has_values, label, plan_title, series
+from .fmt import (
+    class_label,
+    fmt,
+    fmt_delta,
+    fmt_field,
+    has_values,
+    label,
+    plan_title,
+    series,
+)
 
 GENERATOR = "dynsel report"  # the <meta name='generator'> that lets `report --html` replace its own page
 

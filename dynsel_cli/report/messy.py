@@ -8,8 +8,9 @@ data set.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,9 @@ _COMPUTED: dict[tuple[str, float], dict[str, np.ndarray]] = {}  # (factor tables
 
 def signals_from_factors(factors: Any, settings: dict[str, Any]) -> dict[str, np.ndarray]:
     """The signals of the factor tables, computed once per process (a report with --compare asks twice)."""
-    from ..plan.signals import compute_signals  # imported late: only reports that need it pay for faiss
+    from ..plan.signals import (
+        compute_signals,  # imported late: only reports that need it pay for faiss
+    )
 
     cosine = float(settings.get("dup_cosine") or 0.9)
     key = (str(factors.manifest.get("fingerprint")), cosine)

@@ -8,13 +8,12 @@ small per-sample state arrays (usage counts, current and longest runs) from one 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from ..errors import DynselError
-
 
 # --------------------------------------------------------------------------------------------------
 # ids -> rows

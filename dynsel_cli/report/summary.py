@@ -120,7 +120,10 @@ def _rows_mapper(plan: Plan, factors: FactorTables | None, warnings: list[str]):
 
 def _factor_scores(tables: FactorTables, settings: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """R and D per factor-table row, normalised to [0, 1] the way the plan's settings say (default rank)."""
-    from ..plan.scores import NORMALISERS, representativeness_and_rarity  # imported late: plan/ may pull in torch
+    from ..plan.scores import (  # imported late: plan/ may pull in torch
+        NORMALISERS,
+        representativeness_and_rarity,
+    )
 
     how = settings.get("normalise")
     r, d = representativeness_and_rarity(tables, how=how if how in NORMALISERS else "rank")

@@ -7,17 +7,27 @@ class name is shown as typed, and control characters as their escapes (:func:`~d
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.panel import Panel
-from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
 from ..printable import printable
-from .fmt import class_label, fmt, fmt_delta, fmt_field, has_values, label, plan_title, series
+from .fmt import (
+    class_label,
+    fmt,
+    fmt_delta,
+    fmt_field,
+    has_values,
+    label,
+    plan_title,
+    series,
+)
 
 SPARK = "▁▂▃▄▅▆▇█"
 EIGHTHS = " ▏▎▍▌▋▊▉█"
