@@ -99,6 +99,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # at least as well (--label-trust probe-checked)
     "dynsel-checked": {"label_trust": "probe-checked"},
     "dynsel-checked-content": {"label_trust": "probe-checked", "class_quota": "content"},
+    # the lowest-odds rows leave the rotation, as many as help held-out prediction most (--label-trust probe-heldout)
+    "dynsel-heldout": {"label_trust": "probe-heldout"},
+    "dynsel-heldout-content": {"label_trust": "probe-heldout", "class_quota": "content"},
+    "dynsel-heldout-gap-content": {"label_trust": "probe-heldout", "class_quota": "content", "dup_rule": "gap"},
     "dynsel-checked-gap-content": {"label_trust": "probe-checked", "class_quota": "content", "dup_rule": "gap"},
     # the rotation with every signal off: uniform weights (the control that isolates what the signals add)
     "dynsel-no-signals": {"dedup": False, "trust": False},

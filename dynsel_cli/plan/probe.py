@@ -29,6 +29,12 @@ Dataset Labels", JAIR 2021; the rule cleanlab's ``find_label_issues`` applies by
   only if the probe trained without them predicts held-out labels at least as well as the one trained
   with them (``filtered_accuracy >= accuracy``): dropping them helps a model learn the labels the data
   keeps. Otherwise nobody is a suspect. This costs a second set of fold models.
+- **Held-out cut** (:func:`held_out_cut`, ``--label-trust probe-heldout``). Instead of confident
+  learning's count, the rows are ranked by the odds of their given label against the probe's best class,
+  p_i(y_i) / max_c p_i(c) (lowest first; a row whose given label is the probe's guess has odds 1 and is
+  never cut), and the cut is the share of rows whose removal lets fold probes trained without them
+  predict held-out given labels best: shares 0.1, 0.2, … 0.5 are tried in turn until accuracy falls,
+  then the best one's neighbours ±0.05. If no cut beats keeping every row, nobody is a suspect.
 
 Everything is deterministic for a seed: numpy only (no threads in the arithmetic), folds and batch
 orders from named streams.
@@ -223,6 +229,54 @@ def label_trust(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndar
     if filtered < accuracy:
         suspects = np.zeros(n, bool)
     return LabelTrust(suspects, given, best_p, accuracy, chance, True, filtered, candidates)
+
+
+CUT_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5)  # shares of rows the held-out cut tries, in turn
+CUT_REFINE = 0.05  # then the best share's neighbours at this distance
+
+
+def held_out_cut(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray, seed: int = 0) -> tuple[LabelTrust, float]:
+    """(verdict, chosen share): the suspects are the lowest-odds rows up to the share whose removal best
+    helps fold probes predict held-out given labels (module doc, "Held-out cut"); none if no share helps."""
+    labels = np.asarray(labels, dtype=np.int64)
+    verdict = label_trust(units, acts, width, labels, seed)
+    n = len(labels)
+    if not verdict.gate_open:
+        return verdict, 0.0
+    units, acts = normalised_codes(units, acts)
+    width = max(int(width), int(units.max()) + 1)
+    classes = int(labels.max()) + 1
+    folds = fold_of(n, seed)
+    odds = verdict.label_probability.astype(np.float64) / np.maximum(verdict.best_probability.astype(np.float64), 1e-12)
+    order = np.argsort(odds, kind="stable")
+    cuttable = int(np.count_nonzero(odds < 1.0))
+    tried: dict[int, float] = {0: verdict.accuracy}
+
+    def accuracy_without(share: float) -> float:
+        cut = min(round(share * n), cuttable)
+        if cut not in tried:
+            keep = np.ones(n, bool)
+            keep[order[:cut]] = False
+            tried[cut] = _held_out_accuracy(units, acts, labels, folds, keep, width, classes, seed)
+        return tried[cut]
+
+    best, best_accuracy, previous = 0.0, verdict.accuracy, verdict.accuracy
+    for share in CUT_SHARES:
+        accuracy = accuracy_without(share)
+        if accuracy > best_accuracy:
+            best, best_accuracy = share, accuracy
+        if accuracy < previous:
+            break
+        previous = accuracy
+    if best:
+        for share in (best - CUT_REFINE, best + CUT_REFINE):
+            if 0 < share <= CUT_SHARES[-1] and accuracy_without(share) > best_accuracy:
+                best, best_accuracy = share, accuracy_without(share)
+    cut = min(round(best * n), cuttable) if best else 0
+    suspects = np.zeros(n, bool)
+    suspects[order[:cut]] = True
+    chosen = LabelTrust(suspects, verdict.label_probability, verdict.best_probability, verdict.accuracy, verdict.chance, True, tried[cut], cut)
+    return chosen, cut / n if n else 0.0
 
 
 def _held_out_accuracy(

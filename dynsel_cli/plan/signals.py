@@ -289,10 +289,8 @@ def compute_signals(
             close = copy_edges(cosines, dup_cosine, dup_rule)
             group = connected_groups(n, np.repeat(np.arange(n), found.shape[1])[close.ravel()], found[close])
             sizes = np.bincount(group, minlength=n)[group].astype(np.int32 if n < 2**31 else np.int64)
-        if trust and labels is not None and label_trust in ("probe", "probe-odds", "probe-checked"):
-            support, suspects, trusts, separability = _probe_trust(
-                units, acts, width, labels, graded=label_trust == "probe-odds", check_filter=label_trust == "probe-checked"
-            )
+        if trust and labels is not None and label_trust.startswith("probe"):
+            support, suspects, trusts, separability = _probe_trust(units, acts, width, labels, label_trust)
         elif trust and labels is not None:
             support, suspects, trusts, separability = _label_trust(found, cosines, group, labels, trust_full)
         if dedup:
@@ -327,21 +325,25 @@ SUSPECT_WEIGHT = 1e-6  # --label-trust probe: a confident suspect's trust; it co
 
 
 def _probe_trust(
-    units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray, graded: bool = False, check_filter: bool = False
+    units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray, mode: str = "probe"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """(label probability, suspects, trust, separability) from confident learning on the code probe.
+    """(label probability, suspects, trust, separability) from the code probe (``mode``: a --label-trust value).
 
-    A suspect's trust is ``SUSPECT_WEIGHT`` (it leaves the rotation), or with ``graded`` the odds of its
-    given label against the probe's best class, p_i(y_i) / max_c p_i(c): a label the probe finds nearly as
-    likely as its own guess keeps nearly all its turns, one it finds 20 times less likely keeps 1/20.
-    ``check_filter``: the suspects stand only if probes trained without them predict held-out labels at
-    least as well (:func:`probe.label_trust`); otherwise nobody is a suspect.
+    probe: confident learning's suspects; probe-checked: the same, only if probes trained without them
+    predict held-out labels at least as well; probe-heldout: the lowest-odds rows up to the share whose
+    removal helps held-out prediction most (see :mod:`.probe`). A suspect's trust is ``SUSPECT_WEIGHT``
+    (it leaves the rotation), or with probe-odds the odds of its given label against the probe's best
+    class, p_i(y_i) / max_c p_i(c): a label the probe finds nearly as likely as its own guess keeps nearly
+    all its turns, one it finds 20 times less likely keeps 1/20.
     """
-    from .probe import label_trust
+    from .probe import held_out_cut, label_trust
 
     labels = np.unique(np.asarray(labels, dtype=np.int64), return_inverse=True)[1].astype(np.int64)
-    verdict = label_trust(units, acts, width, labels, check_filter=check_filter)
-    if graded:
+    if mode == "probe-heldout":
+        verdict = held_out_cut(units, acts, width, labels)[0]
+    else:
+        verdict = label_trust(units, acts, width, labels, check_filter=mode == "probe-checked")
+    if mode == "probe-odds":
         odds = verdict.label_probability.astype(np.float64) / np.maximum(verdict.best_probability.astype(np.float64), 1e-12)
         trust_values = np.where(verdict.suspects, np.clip(odds, SUSPECT_WEIGHT, 1.0), 1.0)
     else:

@@ -44,7 +44,7 @@ REGISTRY: dict[str, Method] = _discover()
 METHODS: tuple[str, ...] = tuple(REGISTRY)
 NEEDS_FEATURES: tuple[str, ...] = tuple(name for name, method in REGISTRY.items() if method.needs_features)
 PENALTIES = ("additive", "multiplicative", "none")
-LABEL_TRUST = ("vote", "probe", "probe-odds", "probe-checked")
+LABEL_TRUST = ("vote", "probe", "probe-odds", "probe-checked", "probe-heldout")
 DUP_RULES = ("fixed", "gap")
 
 
