@@ -189,3 +189,25 @@ def test_the_filter_check_keeps_planted_flips_out_and_leaves_hard_correct_rows_i
     assert not checked.suspects.any()
     signals = compute_signals(units, acts, width, labels, dedup=False, label_trust="probe-checked")
     assert signals.suspects is not None and not signals.suspects.any() and np.all(signals.weights == 1.0)
+
+
+def test_the_held_out_cut_removes_about_the_planted_share_and_nothing_from_hard_correct_rows() -> None:
+    from dynsel_cli.plan.probe import held_out_cut
+
+    units, acts, labels = topic_codes(1200, 4)
+    rng = np.random.default_rng(2)
+    flipped = rng.choice(len(labels), 240, replace=False)  # 20% of the labels
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + rng.integers(1, 4, size=240)) % 4
+    truth = np.zeros(len(labels), bool)
+    truth[flipped] = True
+    verdict, share = held_out_cut(units, acts, WIDTH, noisy)
+    assert 0.15 <= share <= 0.25, share
+    assert verdict.filtered_accuracy is not None and verdict.filtered_accuracy > verdict.accuracy
+    assert (verdict.suspects & truth).sum() / verdict.suspects.sum() >= 0.9  # what is cut is mostly flips
+    signals = compute_signals(units, acts, WIDTH, noisy, dedup=False, label_trust="probe-heldout")
+    assert np.array_equal(signals.suspects, verdict.suspects)
+
+    units, acts, labels, width = rare_mode_codes(1200, 4)
+    verdict, share = held_out_cut(units, acts, width, labels)
+    assert share == 0.0 and not verdict.suspects.any()  # every cut loses held-out accuracy: nothing leaves

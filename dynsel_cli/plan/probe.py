@@ -33,8 +33,8 @@ Dataset Labels", JAIR 2021; the rule cleanlab's ``find_label_issues`` applies by
   learning's count, the rows are ranked by the odds of their given label against the probe's best class,
   p_i(y_i) / max_c p_i(c) (lowest first; a row whose given label is the probe's guess has odds 1 and is
   never cut), and the cut is the share of rows whose removal lets fold probes trained without them
-  predict held-out given labels best: shares 0.1, 0.2, … 0.5 are tried in turn until accuracy falls,
-  then the best one's neighbours ±0.05. If no cut beats keeping every row, nobody is a suspect.
+  predict held-out given labels best: shares 0.1, 0.2, … 0.5 are tried in turn until accuracy falls
+  twice in a row, then the best one's neighbours ±0.05. If no cut beats keeping every row, nobody is a suspect.
 
 Everything is deterministic for a seed: numpy only (no threads in the arithmetic), folds and batch
 orders from named streams.
@@ -260,12 +260,13 @@ def held_out_cut(units: np.ndarray, acts: np.ndarray, width: int, labels: np.nda
             tried[cut] = _held_out_accuracy(units, acts, labels, folds, keep, width, classes, seed)
         return tried[cut]
 
-    best, best_accuracy, previous = 0.0, verdict.accuracy, verdict.accuracy
-    for share in CUT_SHARES:
+    best, best_accuracy, previous, falls = 0.0, verdict.accuracy, verdict.accuracy, 0
+    for share in CUT_SHARES:  # until accuracy falls twice in a row (one fall can be the probes' noise)
         accuracy = accuracy_without(share)
         if accuracy > best_accuracy:
             best, best_accuracy = share, accuracy
-        if accuracy < previous:
+        falls = falls + 1 if accuracy < previous else 0
+        if falls == 2:
             break
         previous = accuracy
     if best:
