@@ -40,6 +40,8 @@ import numpy as np
 from ..errors import DynselError, install_hint
 from ..formats.common import sha256_file
 
+INT64_MAX = 2**63 - 1  # ids and class ids are stored as int64
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 TABLE_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 MAX_IMAGE_PIXELS = 64_000_000  # decompression-bomb guard: 8000 x 8000; larger images are refused per sample
@@ -239,6 +241,8 @@ def _validated_array(path: Path, samples: np.ndarray, labels: np.ndarray | None,
         raise DynselError(f"{path}: samples have shape {samples.shape}; expected [N, D] vectors or [N, H, W(, C)] images")
     if samples.shape[0] == 0:
         raise DynselError(f"{path}: the sample array is empty")
+    if 0 in samples.shape[1:]:
+        raise DynselError(f"{path}: samples have shape {samples.shape}; every sample needs at least one value per dimension")
     if samples.dtype.kind not in "uif":
         raise DynselError(f"{path}: samples have dtype {samples.dtype}; expected numbers")
     if labels is not None:
@@ -594,7 +598,10 @@ def open_table(path: Path, options: SourceOptions) -> TableSource:
     else:
         table = _read_arrow_table(path, fmt, options)
         n = table.num_rows
-        columns = {name: table.column(name) for name in table.column_names}
+        repeated = sorted({name for name in table.column_names if table.column_names.count(name) > 1})
+        if repeated:
+            raise DynselError(f"{path}: the column name {repeated[0]!r} appears more than once; give each column its own name")
+        columns = {name: table.column(index) for index, name in enumerate(table.column_names)}
         parse_problems = {}
     return _table_source(path, fmt, columns, n, parse_problems, options)
 
@@ -712,6 +719,10 @@ def _read_jsonl(path: Path) -> tuple[dict[str, list[Any]], int, dict[int, Sample
             problems[position] = SampleProblem(position, where.format(position), "bad-json", f"not valid JSON ({exc.msg})")
             rows.append(None)
             continue
+        except RecursionError:
+            problems[position] = SampleProblem(position, where.format(position), "bad-json", "the JSON is nested too deeply to read")
+            rows.append(None)
+            continue
         if not isinstance(value, dict):
             problems[position] = SampleProblem(position, where.format(position), "bad-json", "the line is not a JSON object")
             rows.append(None)
@@ -739,6 +750,9 @@ def _labels_from_column(path: Path, name: str, column: Any, n: int) -> tuple[np.
     if not present:
         raise DynselError(f"{path}: the label column {name!r} is empty")
     if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in present) or all(isinstance(v, float) and v.is_integer() for v in present):
+        too_large = next((v for v in present if abs(int(v)) > INT64_MAX), None)
+        if too_large is not None:
+            raise DynselError(f"{path}: label {too_large!r} in {name!r} is beyond a 64-bit integer; use class ids 0..C-1 or class names")
         labels = np.asarray([-1 if v is None or v == "" else int(v) for v in values], dtype=np.int64)
         if (labels[[v is not None and v != "" for v in values]] < 0).any():
             raise DynselError(f"{path}: integer labels in {name!r} must be non-negative class ids")
@@ -769,6 +783,8 @@ def _ids_from_column(path: Path, name: str, column: Any, n: int, problems: dict[
             continue
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise DynselError(f"{path} row {position}: id {value!r} in {name!r} is not a non-negative integer; sample ids must be")
+        if value > INT64_MAX:
+            raise DynselError(f"{path} row {position}: id {value!r} in {name!r} is beyond a 64-bit integer; sample ids must fit in int64")
         ids[position] = int(value)
     valid = ids[ids >= 0]
     if len(np.unique(valid)) != len(valid):
