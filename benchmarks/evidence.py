@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import statistics
@@ -412,6 +413,32 @@ def precompute_from_features(features: Path, work: Path, sae: SaeConfig, extract
     timings = {"extract": extract_seconds, "fit-sae": fit_s, "factors": time.perf_counter() - start}
     timings_file.write_text(json.dumps(timings, indent=2))
     return timings
+
+
+def _digest(values: np.ndarray) -> tuple[str, str, tuple[int, ...]]:
+    values = np.ascontiguousarray(values)
+    return hashlib.sha256(values.tobytes()).hexdigest(), values.dtype.str, values.shape
+
+
+def _memoised_probe_trust() -> None:
+    """The probe's verdict is a function of the codes, the labels and the --label-trust mode only (not of
+    the plan's seed or ratio), and it is most of a probe plan's time: compute it once per cache and mode
+    in this process instead of once per run. The plans are the same bytes either way."""
+    from dynsel_cli.plan import signals
+
+    compute = signals._probe_trust
+    memo: dict[tuple[Any, ...], Any] = {}
+
+    def memoised(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray, mode: str = "probe") -> Any:
+        key = (*(_digest(a) for a in (units, acts, labels)), int(width), mode)
+        if key not in memo:
+            memo[key] = compute(units, acts, width, labels, mode)
+        return tuple(np.copy(x) if isinstance(x, np.ndarray) else x for x in memo[key])
+
+    signals._probe_trust = memoised
+
+
+_memoised_probe_trust()
 
 
 def plan_for(tables: Any, variant: str, ratio: float, seed: int, epochs: int, batch_size: int) -> tuple[list[np.ndarray], int, float]:
