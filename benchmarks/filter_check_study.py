@@ -1,9 +1,10 @@
-"""Does dropping the probe's suspects help a model learn the labels the data keeps? (--label-trust probe-checked)
+"""Does dropping the probe's suspects help a model learn the labels the data keeps?
+(--label-trust probe-checked and probe-heldout)
 
-For each selection-sweep cache given, runs the code probe with its filter check and prints one JSON line:
-the probe's held-out accuracy, that of probes trained without the flagged rows, how many rows confident
-learning flagged, whether the check kept them, and (where the regime planted flips) their precision and
-recall against the flips.
+For each selection-sweep cache given, runs the code probe with its filter check and its held-out cut, and
+prints one JSON line: the probe's held-out accuracy, that of probes trained without confident learning's
+flags, how many rows it flagged and whether the check kept them; the share the held-out cut chose and
+the accuracy it reached; and (where the regime planted flips) precision and recall of what each removes.
 
 Usage: python benchmarks/filter_check_study.py /work/bench/sel-text-noisy /work/bench/sel-text-fine ...
 (each a ``--work`` folder of benchmarks/evidence.py, holding run/factors and the regime's .truth.npz).
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from dynsel_cli.formats.factors import read_factor_tables
-from dynsel_cli.plan.probe import label_trust
+from dynsel_cli.plan.probe import held_out_cut, label_trust
 
 
 def planted_flips(work: Path, ids: np.ndarray) -> np.ndarray | None:
@@ -46,12 +47,14 @@ def study(work: Path) -> dict[str, object]:
         "kept": bool(verdict.suspects.any()),
         "seconds": round(time.perf_counter() - start, 1),
     }
+    start = time.perf_counter()
+    cut, share = held_out_cut(tables.samples.units, tables.samples.acts, int(tables.manifest["width"]), labels)
+    record.update({"cut_share": round(share, 3), "cut_accuracy": None if cut.filtered_accuracy is None else round(cut.filtered_accuracy, 4), "cut_seconds": round(time.perf_counter() - start, 1)})
     flips = planted_flips(work, tables.samples.ids.astype(np.int64))
-    if flips is not None and verdict.filtered_accuracy is not None:
-        flagged = verdict.suspects if verdict.suspects.any() else None
-        if flagged is not None:
-            record["precision"] = round(float((flagged & flips).sum() / max(flagged.sum(), 1)), 3)
-            record["recall"] = round(float((flagged & flips).sum() / flips.sum()), 3)
+    for name, removed in (("checked", verdict.suspects), ("cut", cut.suspects)):
+        if flips is not None and removed.any():
+            record[f"{name}_precision"] = round(float((removed & flips).sum() / removed.sum()), 3)
+            record[f"{name}_recall"] = round(float((removed & flips).sum() / flips.sum()), 3)
     return record
 
 
