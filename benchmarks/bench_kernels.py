@@ -55,12 +55,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--decay", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--device", nargs="+", default=None, choices=("cpu", "cuda", "triton-cpu"),
+        "--device",
+        nargs="+",
+        default=None,
+        choices=("cpu", "cuda", "triton-cpu"),
         help="devices to compare (default: cpu, plus cuda when available); triton-cpu = Triton interpreter",
     )
     p.add_argument("--check-epochs", type=int, default=3, help="epochs whose selections must agree across devices")
-    p.add_argument("--bandwidth-gbs", type=float, default=None,
-                   help="device memory bandwidth in GB/s (default: from the device properties, H200 ≈ 4800)")
+    p.add_argument(
+        "--bandwidth-gbs",
+        type=float,
+        default=None,
+        help="device memory bandwidth in GB/s (default: from the device properties, H200 ≈ 4800)",
+    )
     p.add_argument("--json", metavar="OUT", default=None, help="write the results as JSON to OUT ('-' = stdout)")
     return p.parse_args(argv)
 
@@ -151,8 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     n_select = int(np.ceil(args.ratio * n))
     lambdas = [float(0.5 - 0.5 * np.cos(np.pi * t / max(epochs - 1, 1))) for t in range(epochs)]
     params = SelectionParams(
-        n_select=n_select, lambdas=lambdas, ratio=args.ratio, beta=args.beta, penalty=args.penalty,
-        decay=args.decay, tau=args.tau, seed=args.seed,
+        n_select=n_select,
+        lambdas=lambdas,
+        ratio=args.ratio,
+        beta=args.beta,
+        penalty=args.penalty,
+        decay=args.decay,
+        tau=args.tau,
+        seed=args.seed,
     )
     bytes_per_epoch = BYTES_PER_SAMPLE * n + BYTES_PER_SELECTED * n_select
 
@@ -187,9 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     for device in devices:
         res: dict[str, Any] = {}
         if device != "cpu":  # compile the kernels outside the timings
-            list(select_epochs(minmax(np.arange(64, dtype=np.float32)), np.zeros(64, np.float32),
-                               SelectionParams(n_select=8, lambdas=[0.0, 0.5], ratio=0.1, tau=args.tau,
-                                               penalty=args.penalty), device=device))
+            list(
+                select_epochs(
+                    minmax(np.arange(64, dtype=np.float32)),
+                    np.zeros(64, np.float32),
+                    SelectionParams(n_select=8, lambdas=[0.0, 0.5], ratio=0.1, tau=args.tau, penalty=args.penalty),
+                    device=device,
+                )
+            )
             factor_scores(units[:64], acts[:64], freq, device=device)
         sync(device)
         t0 = time.perf_counter()
@@ -229,43 +247,62 @@ def main(argv: list[str] | None = None) -> int:
             g_dev = gumbel_from_uint32_triton(x, torch_device="cuda")
             res["gumbel_table_mismatches"] = int((g_dev.view(np.uint32) != gumbel_from_uint32(x).view(np.uint32)).sum())
         results["devices"][device] = res
-        log(f"[{device}] factor_scores {res['factor_scores_s']:.3f}s; select {per_epoch * 1e3:.2f} ms/epoch "
-            f"over {n_ep} epochs ({res['achieved_gbs']:.1f} GB/s by the byte model)")
+        log(
+            f"[{device}] factor_scores {res['factor_scores_s']:.3f}s; select {per_epoch * 1e3:.2f} ms/epoch "
+            f"over {n_ep} epochs ({res['achieved_gbs']:.1f} GB/s by the byte model)"
+        )
 
     ref = devices[0]
     checks = {}
     for device in devices[1:]:
-        same_scores = all(np.array_equal(a.view(np.uint32), b.view(np.uint32)) for a, b in zip(scores[ref], scores[device]))
+        same_scores = all(
+            np.array_equal(a.view(np.uint32), b.view(np.uint32)) for a, b in zip(scores[ref], scores[device])
+        )
         m = min(len(firsts[ref]), len(firsts[device]))
         same_sel = all(np.array_equal(a, b) for a, b in zip(firsts[ref][:m], firsts[device][:m]))
-        checks[f"{ref}_vs_{device}"] = {"factor_scores_identical": same_scores, "epochs_compared": m,
-                                         "selections_identical": same_sel}
+        checks[f"{ref}_vs_{device}"] = {
+            "factor_scores_identical": same_scores,
+            "epochs_compared": m,
+            "selections_identical": same_sel,
+        }
     results["checks"] = checks
     if "cpu" in results["devices"] and "cuda" in results["devices"]:
         results["speedup_cuda_over_cpu"] = {
-            "factor_scores": results["devices"]["cpu"]["factor_scores_s"] / results["devices"]["cuda"]["factor_scores_s"],
-            "select_per_epoch": results["devices"]["cpu"]["select_per_epoch_s"] / results["devices"]["cuda"]["select_per_epoch_s"],
+            "factor_scores": results["devices"]["cpu"]["factor_scores_s"]
+            / results["devices"]["cuda"]["factor_scores_s"],
+            "select_per_epoch": results["devices"]["cpu"]["select_per_epoch_s"]
+            / results["devices"]["cuda"]["select_per_epoch_s"],
         }
 
     # human summary (stderr) and JSON
     log(f"\nN={n:,} n_select={n_select:,} k={args.k} m={args.units} tau={args.tau} penalty={args.penalty}")
     log(f"bytes/epoch (model {results['byte_model']}): {bytes_per_epoch / 1e6:.1f} MB")
-    log(f"{'device':<11}{'factor_scores s':>16}{'ms/epoch':>11}{'GB/s':>9}{'BW frac':>9}{'kernel ms':>11}{'kernel frac':>13}")
+    log(
+        f"{'device':<11}{'factor_scores s':>16}{'ms/epoch':>11}{'GB/s':>9}{'BW frac':>9}{'kernel ms':>11}{'kernel frac':>13}"
+    )
     for device, res in results["devices"].items():
         frac = res.get("bandwidth_fraction")
         kms = res.get("epoch_kernel_s")
         kfrac = res.get("epoch_kernel_bandwidth_fraction")
-        log(f"{device:<11}{res['factor_scores_s']:>16.3f}{res['select_per_epoch_s'] * 1e3:>11.2f}"
+        log(
+            f"{device:<11}{res['factor_scores_s']:>16.3f}{res['select_per_epoch_s'] * 1e3:>11.2f}"
             f"{res['achieved_gbs']:>9.2f}{(f'{frac:.3f}' if frac is not None else '-'):>9}"
-            f"{(f'{kms * 1e3:.3f}' if kms is not None else '-'):>11}{(f'{kfrac:.3f}' if kfrac is not None else '-'):>13}")
+            f"{(f'{kms * 1e3:.3f}' if kms is not None else '-'):>11}{(f'{kfrac:.3f}' if kfrac is not None else '-'):>13}"
+        )
     if "speedup_cuda_over_cpu" in results:
         sp = results["speedup_cuda_over_cpu"]
-        log(f"speedup cuda/cpu: factor_scores ×{sp['factor_scores']:.1f}, select per epoch ×{sp['select_per_epoch']:.1f}")
+        log(
+            f"speedup cuda/cpu: factor_scores ×{sp['factor_scores']:.1f}, select per epoch ×{sp['select_per_epoch']:.1f}"
+        )
     for name, c in checks.items():
-        log(f"check {name}: factor scores identical={c['factor_scores_identical']}, "
-            f"selections identical over {c['epochs_compared']} epochs={c['selections_identical']}")
+        log(
+            f"check {name}: factor scores identical={c['factor_scores_identical']}, "
+            f"selections identical over {c['epochs_compared']} epochs={c['selections_identical']}"
+        )
     if "cuda" in results["devices"]:
-        log(f"gumbel map mismatches on cuda over all 2**24 inputs: {results['devices']['cuda']['gumbel_table_mismatches']}")
+        log(
+            f"gumbel map mismatches on cuda over all 2**24 inputs: {results['devices']['cuda']['gumbel_table_mismatches']}"
+        )
     if args.json:
         text = json.dumps(results, indent=2, default=float)
         if args.json == "-":

@@ -46,13 +46,18 @@ def synthetic(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     topic = rng.integers(0, topics, size=distinct)
     keep = np.argsort(rng.random((distinct, 24)), axis=1)[:, :16]
     gaps = rng.integers(1, WIDTH // 32, size=(distinct, 16))  # 16 gaps below 128 sum to < 2048: distinct units
-    noise_units = WIDTH // 2 + (rng.integers(0, WIDTH // 2, size=(distinct, 1)) + np.cumsum(gaps, axis=1)) % (WIDTH // 2)
+    noise_units = WIDTH // 2 + (rng.integers(0, WIDTH // 2, size=(distinct, 1)) + np.cumsum(gaps, axis=1)) % (
+        WIDTH // 2
+    )
     units = np.concatenate([np.take_along_axis(topic_units[topic], keep, axis=1), noise_units], axis=1)
     units = units[:, rng.permutation(K)].astype(np.int32)  # topic and noise units interleaved in strength
     acts = -np.sort(-rng.exponential(1.0, size=(distinct, K)), axis=1).astype(np.float32)
     labels = (topic % CLASSES).astype(np.int64)
     source = rng.integers(0, distinct, size=copies)
-    copy_units, copy_acts = units[source].copy(), acts[source] * (1 + 0.05 * rng.standard_normal((copies, K))).astype(np.float32)
+    copy_units, copy_acts = (
+        units[source].copy(),
+        acts[source] * (1 + 0.05 * rng.standard_normal((copies, K))).astype(np.float32),
+    )
     swap = rng.random(copies) < 0.5
     copy_units[swap, -2:] = rng.integers(WIDTH // 2, WIDTH, size=(int(swap.sum()), 2))  # rarely one of its own units
     units, acts = np.concatenate([units, copy_units]), np.maximum(np.concatenate([acts, copy_acts]), 1e-3)
@@ -79,7 +84,12 @@ def sweep(n: int, nprobes: list[int]) -> dict[str, Any]:
     data = synthetic(n)
     t = _cpu()
     exact, _ = code_neighbours(data["units"], data["acts"], WIDTH, neighbours="exact")
-    out: dict[str, Any] = {"n": n, "nlist": neighbour_index.cells_for(n), "exact_cpu_s": round(_cpu() - t, 1), "nprobe": {}}
+    out: dict[str, Any] = {
+        "n": n,
+        "nlist": neighbour_index.cells_for(n),
+        "exact_cpu_s": round(_cpu() - t, 1),
+        "nprobe": {},
+    }
     default = neighbour_index.NPROBE
     for nprobe in nprobes:
         neighbour_index.NPROBE = nprobe
@@ -114,14 +124,30 @@ def compare(n: int) -> dict[str, Any]:
         "nprobe": neighbour_index.NPROBE,
         "recall_at_24": round(_recall(ef, af), 4),
         "planted_pairs": len(data["pairs"]),
-        "planted_pairs_grouped": {"exact": round(_grouped(es.group, data["pairs"]), 4), "ivf": round(_grouped(as_.group, data["pairs"]), 4)},
-        "rows_in_groups": {"exact": int(np.count_nonzero(es.group_size > 1)), "ivf": int(np.count_nonzero(as_.group_size > 1))},
+        "planted_pairs_grouped": {
+            "exact": round(_grouped(es.group, data["pairs"]), 4),
+            "ivf": round(_grouped(as_.group, data["pairs"]), 4),
+        },
+        "rows_in_groups": {
+            "exact": int(np.count_nonzero(es.group_size > 1)),
+            "ivf": int(np.count_nonzero(as_.group_size > 1)),
+        },
         "group_size_equal_share": round(float(np.mean(es.group_size == as_.group_size)), 5),
-        "suspects": {"exact": int(es.suspect.sum()), "ivf": int(as_.suspect.sum()), "jaccard": round(both / max(either, 1), 4), "flag_agreement": round(float(np.mean(es.suspect == as_.suspect)), 5)},
+        "suspects": {
+            "exact": int(es.suspect.sum()),
+            "ivf": int(as_.suspect.sum()),
+            "jaccard": round(both / max(either, 1), 4),
+            "flag_agreement": round(float(np.mean(es.suspect == as_.suspect)), 5),
+        },
         "separability": {"exact": round(float(es.separability or 0), 4), "ivf": round(float(as_.separability or 0), 4)},
         "weights_equal_share": round(float(np.mean(es.weights == as_.weights)), 5),
         "weights_max_abs_diff": float(np.max(np.abs(es.weights - as_.weights))),
-        "cpu_s": {"exact_search": round(ets, 1), "ivf_search": round(ats, 1), "exact_signals": round(etotal, 1), "ivf_signals": round(atotal, 1)},
+        "cpu_s": {
+            "exact_search": round(ets, 1),
+            "ivf_search": round(ats, 1),
+            "exact_signals": round(etotal, 1),
+            "ivf_signals": round(atotal, 1),
+        },
     }
     print(json.dumps(out), flush=True)
     return out
@@ -132,8 +158,11 @@ def time_ivf(n: int) -> dict[str, Any]:
     t, wall = _cpu(), time.perf_counter()
     signals = compute_signals(data["units"], data["acts"], WIDTH, data["labels"], neighbours="ivf")
     out = {
-        "n": n, "nlist": neighbour_index.cells_for(n), "nprobe": neighbour_index.NPROBE,
-        "ivf_signals_cpu_s": round(_cpu() - t, 1), "wall_s": round(time.perf_counter() - wall, 1),
+        "n": n,
+        "nlist": neighbour_index.cells_for(n),
+        "nprobe": neighbour_index.NPROBE,
+        "ivf_signals_cpu_s": round(_cpu() - t, 1),
+        "wall_s": round(time.perf_counter() - wall, 1),
         "planted_pairs_grouped": round(_grouped(signals.group, data["pairs"]), 4),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     }
@@ -153,9 +182,16 @@ def build_and_sample(n: int, queries: int) -> dict[str, Any]:
     t = _cpu()
     neighbour_index.ivf_search(project, n, PROJECTION_DIM, 25, queries=queries)
     search = (_cpu() - t - build) / queries * n
-    out = {"n": n, "nlist": neighbour_index.cells_for(n), "nprobe": neighbour_index.NPROBE, "queries_timed": queries,
-           "build_cpu_s": round(build, 1), "search_cpu_s_extrapolated": round(search, 1), "total_cpu_s_estimate": round(build + search, 1),
-           "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    out = {
+        "n": n,
+        "nlist": neighbour_index.cells_for(n),
+        "nprobe": neighbour_index.NPROBE,
+        "queries_timed": queries,
+        "build_cpu_s": round(build, 1),
+        "search_cpu_s_extrapolated": round(search, 1),
+        "total_cpu_s_estimate": round(build + search, 1),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    }
     print(json.dumps(out), flush=True)
     return out
 
@@ -171,7 +207,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args()
     results = json.loads(args.json.read_text()) if args.json.is_file() else {}
-    for key, sizes, run in (("sweep", args.sweep, lambda n: sweep(n, args.nprobes)), ("compare", args.compare, compare), ("time", args.time, time_ivf), ("build", args.build, lambda n: build_and_sample(n, args.queries))):
+    for key, sizes, run in (
+        ("sweep", args.sweep, lambda n: sweep(n, args.nprobes)),
+        ("compare", args.compare, compare),
+        ("time", args.time, time_ivf),
+        ("build", args.build, lambda n: build_and_sample(n, args.queries)),
+    ):
         for n in sizes:
             results.setdefault(key, {})[str(n)] = run(n)
             args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ from dynsel_cli.config import SaeConfig  # noqa: E402
 from dynsel_cli.sae.data import FeatureStream  # noqa: E402
 from dynsel_cli.sae.train import _Trainer, default_lr  # noqa: E402
 
-SAELENS_SIDE = r'''
+SAELENS_SIDE = r"""
 import json, sys, time
 import numpy as np, torch
 args = json.loads(sys.argv[1])
@@ -96,7 +96,7 @@ def dead(xs):
 
 fvu, l0 = score(holdout)
 print(json.dumps({"seconds": seconds, "fvu": fvu, "l0": l0, "dead_fraction": dead([train, holdout]), "steps": trainer.n_training_steps, "version": saelens_version}))
-'''
+"""
 
 
 def main() -> None:
@@ -107,18 +107,35 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=None, help="default: dynsel's default for the width")
-    parser.add_argument("--lr-decay", type=float, default=SaeConfig.lr_decay, help="share of the last steps with linear decay to 0 (both sides)")
+    parser.add_argument(
+        "--lr-decay",
+        type=float,
+        default=SaeConfig.lr_decay,
+        help="share of the last steps with linear decay to 0 (both sides)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--saelens-python", default="/work/venv-saelens/bin/python", help="python of the venv with sae-lens")
+    parser.add_argument(
+        "--saelens-python", default="/work/venv-saelens/bin/python", help="python of the venv with sae-lens"
+    )
     parser.add_argument("--skip-saelens", action="store_true")
-    parser.add_argument("--skip-dynsel", action="store_true", help="only the sae-lens side (same split and normalisation)")
+    parser.add_argument(
+        "--skip-dynsel", action="store_true", help="only the sae-lens side (same split and normalisation)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     lr = args.lr if args.lr is not None else default_lr(args.width, args.batch_size)
     config = SaeConfig(
-        width=args.width, k=args.k, epochs=args.epochs, batch_size=args.batch_size, lr=lr, lr_decay=args.lr_decay, patience=args.epochs + 1, seed=args.seed, device="cpu"
+        width=args.width,
+        k=args.k,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=lr,
+        lr_decay=args.lr_decay,
+        patience=args.epochs + 1,
+        seed=args.seed,
+        device="cpu",
     )
 
     # dynsel: its own trainer, on the features directory. Its time includes the scan (reading, checking and
@@ -128,9 +145,20 @@ def main() -> None:
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     results: dict = {
         "features": str(args.features),
-        "settings": {"width": args.width, "k": args.k, "batch_size": args.batch_size, "epochs": args.epochs, "lr": lr, "lr_decay": args.lr_decay, "seed": args.seed, "threads": args.threads},
+        "settings": {
+            "width": args.width,
+            "k": args.k,
+            "batch_size": args.batch_size,
+            "epochs": args.epochs,
+            "lr": lr,
+            "lr_decay": args.lr_decay,
+            "seed": args.seed,
+            "threads": args.threads,
+        },
     }
-    trainer = _Trainer(FeatureStream(args.features, config.buffer_rows), config, lambda *a: None, lambda m: print(m, file=sys.stderr))
+    trainer = _Trainer(
+        FeatureStream(args.features, config.buffer_rows), config, lambda *a: None, lambda m: print(m, file=sys.stderr)
+    )
     if args.skip_dynsel:  # only the data preparation both sides share
         trainer.stream.scan(config.holdout, torch.Generator().manual_seed(config.seed))
     else:
@@ -154,9 +182,25 @@ def main() -> None:
             train_path, holdout_path = Path(tmp) / "train.npy", Path(tmp) / "holdout.npy"
             np.save(train_path, ((scan.train_cache - scan.mean) / scan.scale).numpy())
             np.save(holdout_path, ((scan.holdout - scan.mean) / scan.scale).numpy())
-            side_args = {"train": str(train_path), "holdout": str(holdout_path), "width": args.width, "k": args.k, "batch_size": args.batch_size, "epochs": args.epochs, "lr": lr, "lr_decay": args.lr_decay, "seed": args.seed, "threads": args.threads}
+            side_args = {
+                "train": str(train_path),
+                "holdout": str(holdout_path),
+                "width": args.width,
+                "k": args.k,
+                "batch_size": args.batch_size,
+                "epochs": args.epochs,
+                "lr": lr,
+                "lr_decay": args.lr_decay,
+                "seed": args.seed,
+                "threads": args.threads,
+            }
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-            proc = subprocess.run([args.saelens_python, "-c", SAELENS_SIDE, json.dumps(side_args)], capture_output=True, text=True, env=env)
+            proc = subprocess.run(
+                [args.saelens_python, "-c", SAELENS_SIDE, json.dumps(side_args)],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if proc.returncode != 0:
                 raise SystemExit(f"sae-lens side failed:\n{proc.stderr[-3000:]}")
             results["sae_lens"] = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -37,7 +37,13 @@ from typing import Any
 import numpy as np
 
 from dynsel_cli.formats.common import atomic_directory
-from dynsel_cli.formats.factors import SampleFactors, SampleTableWriter, UnitStats, finish_factor_tables, read_factors_manifest
+from dynsel_cli.formats.factors import (
+    SampleFactors,
+    SampleTableWriter,
+    UnitStats,
+    finish_factor_tables,
+    read_factors_manifest,
+)
 from dynsel_cli.plan.budget import epoch_budget
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -78,7 +84,9 @@ class _UnitCounts:
         return UnitStats(self.count, self.count / max(self.n, 1), self.mass, mean, self.max_act, class_frequency)
 
 
-def synthetic_chunk(rng: np.random.Generator, start: int, rows: int, k: int, width: int, classes: int | None) -> SampleFactors:
+def synthetic_chunk(
+    rng: np.random.Generator, start: int, rows: int, k: int, width: int, classes: int | None
+) -> SampleFactors:
     first = (width * rng.random(rows) ** 2).astype(np.int64)  # skewed: low unit ids fire more often
     stride = rng.integers(1, max(2, width // k), rows)
     units = ((first[:, None] + stride[:, None] * np.arange(k)) % width).astype(np.int32)  # k distinct units
@@ -97,7 +105,11 @@ def write_tables(path: Path, n: int, k: int, width: int, classes: int | None, se
             chunk = synthetic_chunk(rng, start, min(CHUNK, n - start), k, width, classes)
             counts.add(chunk.units, chunk.acts, chunk.labels)
             writer.add(chunk)
-        extra = {"inputs": {"features": f"synthetic-{n}-{k}-{width}-{classes}-{seed}", "sae": "synthetic"}, "classes": None, "synthetic": True}
+        extra = {
+            "inputs": {"features": f"synthetic-{n}-{k}-{width}-{classes}-{seed}", "sae": "synthetic"},
+            "classes": None,
+            "synthetic": True,
+        }
         return finish_factor_tables(tmp, writer, counts.stats(), extra)
 
 
@@ -123,14 +135,34 @@ class _Watch(threading.Thread):
             time.sleep(0.05)
 
 
-def run_plan(factors: Path, out: Path, method: str, epochs: int, ratio: float, formats: str, extra: list[str]) -> dict[str, Any]:
+def run_plan(
+    factors: Path, out: Path, method: str, epochs: int, ratio: float, formats: str, extra: list[str]
+) -> dict[str, Any]:
     """Run `dynsel plan` once in a child process; wall time, peak RSS, per-epoch times."""
     manifest = read_factors_manifest(factors, verify=False)
     n = int(manifest["n_samples"])
     budget = epoch_budget(ratio, n)
     itemsize = 4 if n < 2**32 else 8
-    argv = [sys.executable, "-m", "dynsel_cli", "plan", str(factors), "--out", str(out), "--method", method,
-            "--epochs", str(epochs), "--ratio", str(ratio), "--formats", formats, "--device", "cpu", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "dynsel_cli",
+        "plan",
+        str(factors),
+        "--out",
+        str(out),
+        "--method",
+        method,
+        "--epochs",
+        str(epochs),
+        "--ratio",
+        str(ratio),
+        "--formats",
+        formats,
+        "--device",
+        "cpu",
+        *extra,
+    ]
     watch = _Watch(out, budget * itemsize, epochs)
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -171,7 +203,17 @@ def plan_command(args: argparse.Namespace) -> None:
     if not (factors / "manifest.json").exists():
         started = time.perf_counter()
         write_tables(factors, args.n, args.k, args.width, args.classes, args.seed)
-        print(json.dumps({"wrote_tables": str(factors), "n": args.n, "k": args.k, "seconds": round(time.perf_counter() - started, 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "wrote_tables": str(factors),
+                    "n": args.n,
+                    "k": args.k,
+                    "seconds": round(time.perf_counter() - started, 1),
+                }
+            ),
+            flush=True,
+        )
     elif int(read_factors_manifest(factors, verify=False)["n_samples"]) != args.n:
         raise SystemExit(f"{factors} holds factor tables of another N; choose an empty --factors")
     out_root = Path(args.plan_dir) if args.plan_dir else Path(tempfile.mkdtemp(prefix="plan-", dir=factors.parent))
@@ -209,21 +251,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     plan = commands.add_parser("plan", help="time `dynsel plan` on synthetic factor tables (written once)")
-    plan.add_argument("--factors", required=True, help="factor tables directory: written when missing, reused otherwise")
+    plan.add_argument(
+        "--factors", required=True, help="factor tables directory: written when missing, reused otherwise"
+    )
     plan.add_argument("--n", type=int, required=True, help="samples")
     plan.add_argument("--k", type=int, default=32, help="units per sample")
     plan.add_argument("--width", type=int, default=4096, help="SAE width (units)")
     plan.add_argument("--classes", type=int, default=None, help="label the samples uniformly over this many classes")
     plan.add_argument("--seed", type=int, default=0)
-    plan.add_argument("--method", nargs="+", default=["score"], help="methods to time; dynsel-uniform is dynsel --no-dedup --no-trust")
+    plan.add_argument(
+        "--method", nargs="+", default=["score"], help="methods to time; dynsel-uniform is dynsel --no-dedup --no-trust"
+    )
     plan.add_argument("--epochs", type=int, default=100)
     plan.add_argument("--ratio", type=float, default=0.5)
     plan.add_argument("--formats", default="bin,txt,parquet")
-    plan.add_argument("--plan-dir", default=None, help="where the plans go (each removed after its run); default: next to --factors")
+    plan.add_argument(
+        "--plan-dir", default=None, help="where the plans go (each removed after its run); default: next to --factors"
+    )
     plan.add_argument("--json", default=None, help="append one JSON line per run here")
     plan.add_argument("--extra", nargs=argparse.REMAINDER, help="further `dynsel plan` arguments")
     plan.set_defaults(run=plan_command)
-    extract = commands.add_parser("extract", help="time `dynsel extract` through Ray (1 and 2 workers) against the local executor")
+    extract = commands.add_parser(
+        "extract", help="time `dynsel extract` through Ray (1 and 2 workers) against the local executor"
+    )
     scale_extract.add_arguments(extract)
     extract.set_defaults(run=extract_command)
     args = parser.parse_args()

@@ -31,7 +31,9 @@ def timed(argv: list[str], runs: int) -> dict[str, float]:
 
 def heavy_imports(args: list[str]) -> list[str]:
     """Which of HEAVY the command imports (python -X importtime lists every module imported)."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "dynsel_cli", *args], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "dynsel_cli", *args], capture_output=True, text=True
+    )
     names = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     return sorted(h for h in HEAVY if h in names)
 
@@ -46,7 +48,10 @@ def main() -> None:
     result = {
         "python_only": timed([sys.executable, "-c", "pass"], args.runs),
         "help": {**timed([*base, "--help"], args.runs), "heavy_imports": heavy_imports(["--help"])},
-        "report": {**timed([*base, "report", str(args.plan)], args.runs), "heavy_imports": heavy_imports(["report", str(args.plan)])},
+        "report": {
+            **timed([*base, "report", str(args.plan)], args.runs),
+            "heavy_imports": heavy_imports(["report", str(args.plan)]),
+        },
     }
     print(json.dumps(result, indent=2))
     if args.json:

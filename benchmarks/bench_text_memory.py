@@ -56,7 +56,12 @@ def write_posts(data: Path, sizes: list[int], folder: Path) -> dict[int, dict[st
             for row in rows[:n]:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         lengths = [len(r["text"]) for r in rows[:n]]
-        info[n] = {"path": path, "bytes": path.stat().st_size, "longest_chars": max(lengths), "mean_chars": sum(lengths) / n}
+        info[n] = {
+            "path": path,
+            "bytes": path.stat().st_size,
+            "longest_chars": max(lengths),
+            "mean_chars": sum(lengths) / n,
+        }
     return info
 
 
@@ -92,7 +97,19 @@ def _tree_rss_kib(root: int) -> int:
 
 
 def run_extract(source: Path, out: Path, encoder: str, batch_size: int | None, workers: int | None) -> dict[str, Any]:
-    command = [sys.executable, "-m", "dynsel_cli", "extract", str(source), "--out", str(out), "--encoder", encoder, "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "dynsel_cli",
+        "extract",
+        str(source),
+        "--out",
+        str(out),
+        "--encoder",
+        encoder,
+        "--device",
+        "cpu",
+    ]
     if batch_size is not None:
         command += ["--batch-size", str(batch_size)]
     if workers is not None:
@@ -137,7 +154,9 @@ def run_extract(source: Path, out: Path, encoder: str, batch_size: int | None, w
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA, help="20newsgroups.jsonl.gz (default: ../shared/data/)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="N values, run in this order (default: 1000 10000)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[1000, 10000], help="N values, run in this order (default: 1000 10000)"
+    )
     parser.add_argument("--encoder", default="wordllama")
     parser.add_argument("--batch-size", type=int, default=None, help="dynsel's --batch-size (default: dynsel's, 64)")
     parser.add_argument("--workers", type=int, default=None, help="dynsel's --workers (default: dynsel's)")
@@ -149,10 +168,22 @@ def main() -> None:
         posts = write_posts(args.data, args.sizes, folder)
         runs = []
         for n in args.sizes:
-            result = run_extract(posts[n]["path"], folder / f"features-{n}", args.encoder, args.batch_size, args.workers)
-            run = {"n": n, "jsonl_bytes": posts[n]["bytes"], "longest_chars": posts[n]["longest_chars"], "mean_chars": round(posts[n]["mean_chars"], 1), **result}
+            result = run_extract(
+                posts[n]["path"], folder / f"features-{n}", args.encoder, args.batch_size, args.workers
+            )
+            run = {
+                "n": n,
+                "jsonl_bytes": posts[n]["bytes"],
+                "longest_chars": posts[n]["longest_chars"],
+                "mean_chars": round(posts[n]["mean_chars"], 1),
+                **result,
+            }
             runs.append(run)
-            print(f"n={n}: wall {run['wall_s']} s, peak RSS {run['peak_rss_mib']} MiB (tree {run['peak_tree_rss_mib']} MiB)", file=sys.stderr, flush=True)
+            print(
+                f"n={n}: wall {run['wall_s']} s, peak RSS {run['peak_rss_mib']} MiB (tree {run['peak_tree_rss_mib']} MiB)",
+                file=sys.stderr,
+                flush=True,
+            )
     first, last = runs[0], runs[-1]
     report = {
         "benchmark": "bench_text_memory",
@@ -164,7 +195,9 @@ def main() -> None:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "runs": runs,
         "peak_rss_ratio_last_vs_first": round(last["peak_rss_mib"] / first["peak_rss_mib"], 3),
-        "peak_tree_rss_ratio_last_vs_first": round(last["peak_tree_rss_mib"] / first["peak_tree_rss_mib"], 3) if first["peak_tree_rss_mib"] and last["peak_tree_rss_mib"] else None,
+        "peak_tree_rss_ratio_last_vs_first": round(last["peak_tree_rss_mib"] / first["peak_tree_rss_mib"], 3)
+        if first["peak_tree_rss_mib"] and last["peak_tree_rss_mib"]
+        else None,
     }
     text = json.dumps(report, indent=2)
     print(text)

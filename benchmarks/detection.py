@@ -53,7 +53,11 @@ def signal_columns(table: Any, n: int) -> dict[str, np.ndarray]:
     if table is None:
         return {}
     names = set(table.column_names)
-    ids = table.column("id").to_numpy(zero_copy_only=False).astype(np.int64) if "id" in names else np.arange(table.num_rows)
+    ids = (
+        table.column("id").to_numpy(zero_copy_only=False).astype(np.int64)
+        if "id" in names
+        else np.arange(table.num_rows)
+    )
     if len(ids) != n or ids.min() < 0 or ids.max() >= n:
         raise ValueError(f"signals: {len(ids)} rows with ids {ids.min()}..{ids.max()} for {n} training rows")
     out = {}
@@ -61,7 +65,11 @@ def signal_columns(table: Any, n: int) -> dict[str, np.ndarray]:
         if name in names:
             column = table.column(name).to_numpy(zero_copy_only=False)
             if name == "suspect":
-                column = np.asarray([bool(v) if v is not None else False for v in column], dtype=bool) if column.dtype == object else column.astype(bool)
+                column = (
+                    np.asarray([bool(v) if v is not None else False for v in column], dtype=bool)
+                    if column.dtype == object
+                    else column.astype(bool)
+                )
             values = np.empty(n, dtype=column.dtype)
             values[ids] = column
             out[name] = values
@@ -85,7 +93,9 @@ def detection_metrics(
     has_copies = len(np.unique(source)) < n
     out: dict[str, float | None] = {}
     if has_flips:
-        draws = np.concatenate([np.asarray(e, dtype=np.int64) for e in epochs]) if epochs else np.zeros(0, dtype=np.int64)
+        draws = (
+            np.concatenate([np.asarray(e, dtype=np.int64) for e in epochs]) if epochs else np.zeros(0, dtype=np.int64)
+        )
         out["flipped_draw_share"] = float(flipped[draws].mean()) if len(draws) else None
     columns = signal_columns(signals, n)
     groups = columns.get("group", anchor_group)

@@ -48,15 +48,15 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynsel_cli import read_plan
 from dynsel_cli.config import ExtractConfig, PlanConfig, SaeConfig
 from dynsel_cli.formats.factors import read_factor_tables
 from dynsel_cli.pipeline import RunConfig, run_pipeline
@@ -66,7 +66,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anchors import ANCHORS, anchor_decision, anchor_epochs  # noqa: E402
 from detection import detection_metrics  # noqa: E402
 from fine_labels import FINE_REGIMES, SUBCLASSES, refine_labels  # noqa: E402
-from regimes import IDENTITY_REGIMES, REGIMES, read_jsonl, read_truth, sha256_file, truth_path, write_text_regime, write_vision_regime  # noqa: E402
+from regimes import (
+    IDENTITY_REGIMES,
+    REGIMES,
+    read_jsonl,
+    read_truth,
+    sha256_file,
+    truth_path,
+    write_text_regime,
+    write_vision_regime,
+)  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DIR = "run"  # the dynsel run directory inside --work
@@ -183,10 +192,21 @@ def vision_task(npz: Path, limit: int | None) -> Task:
         x_train, y_train = x_train[:limit], y_train[:limit]
     to_x = lambda a: (torch.from_numpy(a).float().unsqueeze(1) / 255.0 - 0.286) / 0.353  # noqa: E731
     classes = int(max(y_train.max(), y_test.max())) + 1
-    return Task("vision", to_x(x_train), torch.from_numpy(y_train).long(), to_x(x_test), torch.from_numpy(y_test).long(), lambda: SmallCnn(classes), lr=0.05, batch_size=128)
+    return Task(
+        "vision",
+        to_x(x_train),
+        torch.from_numpy(y_train).long(),
+        to_x(x_test),
+        torch.from_numpy(y_test).long(),
+        lambda: SmallCnn(classes),
+        lr=0.05,
+        batch_size=128,
+    )
 
 
-def _cached(out: Path, key: dict[str, Any], build: Callable[[], dict[str, Any]], also: tuple[Path, ...] = ()) -> dict[str, Any]:
+def _cached(
+    out: Path, key: dict[str, Any], build: Callable[[], dict[str, Any]], also: tuple[Path, ...] = ()
+) -> dict[str, Any]:
     """Reuse ``out`` when its sidecar (``out``.json) records the same ``key`` and the files ``also`` exist;
     else rebuild it. Returns info."""
     sidecar = out.with_name(out.name + ".json")
@@ -202,7 +222,9 @@ def _cached(out: Path, key: dict[str, Any], build: Callable[[], dict[str, Any]],
     return info
 
 
-def vision_regime_source(data: Path, work: Path, regime: str, seed: int, limit: int | None) -> tuple[Path, int | None, dict[str, Any]]:
+def vision_regime_source(
+    data: Path, work: Path, regime: str, seed: int, limit: int | None
+) -> tuple[Path, int | None, dict[str, Any]]:
     """The file the pipeline and the task read for ``regime``, the limit still to apply to it, and its info.
 
     Clean regimes use ``data`` itself (with ``limit``), so a run on the same file is reused as it is; the
@@ -213,7 +235,11 @@ def vision_regime_source(data: Path, work: Path, regime: str, seed: int, limit: 
     out = work / f"regime-{regime}-seed{seed}.npz"
     key = {"data_sha256": sha256_file(data), "regime": regime, "seed": seed, "limit": limit}
     work.mkdir(parents=True, exist_ok=True)
-    return out, None, _cached(out, key, lambda: write_vision_regime(data, out, regime, seed, limit), also=(truth_path(out),))
+    return (
+        out,
+        None,
+        _cached(out, key, lambda: write_vision_regime(data, out, regime, seed, limit), also=(truth_path(out),)),
+    )
 
 
 def prepare_newsgroups(work: Path) -> tuple[Path, Path]:
@@ -240,7 +266,9 @@ def text_test_features(work: Path, encoder: str, regime: str) -> Path:
     return work / (f"test-features-fine-{encoder}" if regime in FINE_REGIMES else f"test-features-{encoder}")
 
 
-def text_regime_source(work: Path, encoder: str, regime: str, seed: int, limit: int | None) -> tuple[Path, ExtractConfig, dict[str, Any]]:
+def text_regime_source(
+    work: Path, encoder: str, regime: str, seed: int, limit: int | None
+) -> tuple[Path, ExtractConfig, dict[str, Any]]:
     """Training JSONL for ``regime`` and its extract settings; the test split's features are extracted too."""
     from dynsel_cli.extract import extract
 
@@ -259,7 +287,9 @@ def text_regime_source(work: Path, encoder: str, regime: str, seed: int, limit: 
     return out, dataclasses.replace(config, limit=None), info
 
 
-def fine_text_source(work: Path, config: ExtractConfig, regime: str, seed: int) -> tuple[Path, ExtractConfig, dict[str, Any]]:
+def fine_text_source(
+    work: Path, config: ExtractConfig, regime: str, seed: int
+) -> tuple[Path, ExtractConfig, dict[str, Any]]:
     """The fine regimes (benchmarks/fine_labels.py): relabel by per-class k-means, then the base transform."""
     import shutil
 
@@ -277,14 +307,31 @@ def fine_text_source(work: Path, config: ExtractConfig, regime: str, seed: int) 
             extract(train_path, clean_train_dir, config)
         train, test = read_features(clean_train_dir), read_features(test_dir)
         train_y, test_y, info = refine_labels(train.vectors, train.labels, test.vectors, test.labels, seed)
-        for rows, labels, path in ((read_jsonl(train_path)[: limit or None], train_y, fine_train), (read_jsonl(test_path), test_y, fine_test)):
+        for rows, labels, path in (
+            (read_jsonl(train_path)[: limit or None], train_y, fine_train),
+            (read_jsonl(test_path), test_y, fine_test),
+        ):
             if len(rows) != len(labels):
                 raise SystemExit(f"{path}: {len(rows)} rows but {len(labels)} features; use a fresh --work")
-            path.write_text("".join(json.dumps({"text": r["text"], "label": int(v)}) + "\n" for r, v in zip(rows, labels.tolist()) if v >= 0), encoding="utf-8")
+            path.write_text(
+                "".join(
+                    json.dumps({"text": r["text"], "label": int(v)}) + "\n"
+                    for r, v in zip(rows, labels.tolist())
+                    if v >= 0
+                ),
+                encoding="utf-8",
+            )
         shutil.rmtree(fine_test_dir, ignore_errors=True)  # made from the previous labels
         return info
 
-    key = {"train_sha256": sha256_file(train_path), "test_sha256": sha256_file(test_path), "seed": seed, "limit": limit, "encoder": encoder, "subclasses": SUBCLASSES}
+    key = {
+        "train_sha256": sha256_file(train_path),
+        "test_sha256": sha256_file(test_path),
+        "seed": seed,
+        "limit": limit,
+        "encoder": encoder,
+        "subclasses": SUBCLASSES,
+    }
     fine_info = _cached(fine_train, key, build, also=(fine_test,))
     if not (fine_test_dir / "_manifest.json").exists():
         extract(fine_test, fine_test_dir, dataclasses.replace(config, limit=None))
@@ -299,7 +346,9 @@ def fine_text_source(work: Path, config: ExtractConfig, regime: str, seed: int) 
 
 def text_task(run: Path, work: Path, encoder: str, test_dir: Path | None = None) -> Task:
     """MLP on sentence embeddings: the run's training features, the test split's (default: the clean one's)."""
-    return feature_task("text", run / "features", test_dir if test_dir is not None else work / f"test-features-{encoder}")
+    return feature_task(
+        "text", run / "features", test_dir if test_dir is not None else work / f"test-features-{encoder}"
+    )
 
 
 def feature_task(name: str, train_dir: Path, test_dir: Path) -> Task:
@@ -314,7 +363,16 @@ def feature_task(name: str, train_dir: Path, test_dir: Path) -> Task:
     x_test = torch.from_numpy(((test.vectors - mean) / std).astype(np.float32))
     classes = int(max(train.labels.max(), test.labels.max())) + 1
     dim = x_train.shape[1]
-    return Task(name, x_train, torch.from_numpy(train.labels.astype(np.int64)), x_test, torch.from_numpy(test.labels.astype(np.int64)), lambda: Mlp(dim, classes), lr=0.05, batch_size=128)
+    return Task(
+        name,
+        x_train,
+        torch.from_numpy(train.labels.astype(np.int64)),
+        x_test,
+        torch.from_numpy(test.labels.astype(np.int64)),
+        lambda: Mlp(dim, classes),
+        lr=0.05,
+        batch_size=128,
+    )
 
 
 def vision_feature_task(run: Path, source: Path, test_dir: Path, image_size: int) -> Task:
@@ -339,10 +397,16 @@ def class_metrics(predictions: torch.Tensor, labels: torch.Tensor) -> dict[str, 
     hit = predictions == labels
     classes = np.unique(labels)
     recall = np.array([hit[labels == c].mean() for c in classes])
-    return {"acc": 100.0 * float(hit.mean()), "balanced_acc": 100.0 * float(recall.mean()), "worst_class_recall": 100.0 * float(recall.min())}
+    return {
+        "acc": 100.0 * float(hit.mean()),
+        "balanced_acc": 100.0 * float(recall.mean()),
+        "worst_class_recall": 100.0 * float(recall.min()),
+    }
 
 
-def train_and_evaluate(task: Task, epochs: list[np.ndarray], total_steps: int, seed: int) -> tuple[dict[str, float], float]:
+def train_and_evaluate(
+    task: Task, epochs: list[np.ndarray], total_steps: int, seed: int
+) -> tuple[dict[str, float], float]:
     """Train on the plan's epochs (ids index task.x_train); returns (test metrics, training seconds)."""
     torch.manual_seed(seed)
     model = task.make_model()
@@ -441,15 +505,27 @@ def _memoised_probe_trust() -> None:
 _memoised_probe_trust()
 
 
-def plan_for(tables: Any, variant: str, ratio: float, seed: int, epochs: int, batch_size: int) -> tuple[list[np.ndarray], int, float]:
+def plan_for(
+    tables: Any, variant: str, ratio: float, seed: int, epochs: int, batch_size: int
+) -> tuple[list[np.ndarray], int, float]:
     epochs_ids, steps, seconds, _ = plan_with_signals(tables, variant, ratio, seed, epochs, batch_size)
     return epochs_ids, steps, seconds
 
 
-def plan_with_signals(tables: Any, variant: str, ratio: float, seed: int, epochs: int, batch_size: int) -> tuple[list[np.ndarray], int, float, Any]:
+def plan_with_signals(
+    tables: Any, variant: str, ratio: float, seed: int, epochs: int, batch_size: int
+) -> tuple[list[np.ndarray], int, float, Any]:
     """A plan variant's epochs, steps, planning seconds and signals table (None unless dynsel)."""
     overrides = VARIANTS[variant]
-    config = dataclasses.replace(PlanConfig(), epochs=epochs, ratio=1.0 if variant == "full" else ratio, seed=seed, batch_size=batch_size, device="cpu", **overrides)
+    config = dataclasses.replace(
+        PlanConfig(),
+        epochs=epochs,
+        ratio=1.0 if variant == "full" else ratio,
+        seed=seed,
+        batch_size=batch_size,
+        device="cpu",
+        **overrides,
+    )
     start = time.perf_counter()
     result = compute_plan(tables, config)
     seconds = time.perf_counter() - start
@@ -457,12 +533,18 @@ def plan_with_signals(tables: Any, variant: str, ratio: float, seed: int, epochs
     return result.epochs, steps, seconds, getattr(result, "signals", None)
 
 
-def anchor_plan(work: Path, name: str, labels: np.ndarray, ratio: float, seed: int, epochs: int, batch_size: int) -> tuple[list[np.ndarray], int, float, Any]:
+def anchor_plan(
+    work: Path, name: str, labels: np.ndarray, ratio: float, seed: int, epochs: int, batch_size: int
+) -> tuple[list[np.ndarray], int, float, Any]:
     """An anchor's epochs over its kept rows (decision cached in ``work``), steps, seconds and decision."""
     from dynsel_cli.formats.features import read_features
 
     features_dir = work / RUN_DIR / "features"
-    key = {"anchor": name, "features_manifest_sha256": sha256_file(features_dir / "_manifest.json"), "labels_sha256": _sha256_array(labels)}
+    key = {
+        "anchor": name,
+        "features_manifest_sha256": sha256_file(features_dir / "_manifest.json"),
+        "labels_sha256": _sha256_array(labels),
+    }
     start = time.perf_counter()
     cache = work / f"anchor-{name.replace('+', '-')}.npz"
     decision = anchor_decision(name, read_features(features_dir).vectors, labels, cache, key)
@@ -500,7 +582,13 @@ def summarise(runs: list[dict[str, Any]], precompute_s: float | dict[str, float]
     rows = []
     keys = sorted(
         {(regime_of(r), r["method"], r["ratio"]) for r in runs},
-        key=lambda k: (REGIMES.index(k[0]) if k[0] in REGIMES else len(REGIMES), k[0], k[2], order.index(k[1]) if k[1] in order else len(order), k[1]),
+        key=lambda k: (
+            REGIMES.index(k[0]) if k[0] in REGIMES else len(REGIMES),
+            k[0],
+            k[2],
+            order.index(k[1]) if k[1] in order else len(order),
+            k[1],
+        ),
     )
     for regime, method, ratio in keys:
         in_regime = [r for r in runs if regime_of(r) == regime]
@@ -544,19 +632,29 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _recorded_runs(json_path: Path | None, regime: str, regime_seed: int, epochs: int, vision_model: str = "cnn") -> dict[tuple[str, float, int], dict[str, Any]]:
+def _recorded_runs(
+    json_path: Path | None, regime: str, regime_seed: int, epochs: int, vision_model: str = "cnn"
+) -> dict[tuple[str, float, int], dict[str, Any]]:
     """Runs already in ``json_path``'s .runs.jsonl for this regime, keyed by (method, ratio, seed)."""
     if json_path is None or not json_path.with_suffix(".runs.jsonl").exists():
         return {}
     done = {}
     for line in json_path.with_suffix(".runs.jsonl").read_text(encoding="utf-8").splitlines():
         run = json.loads(line) if line.strip() else None
-        if run and run.get("regime") == regime and run.get("regime_seed") == regime_seed and run.get("epochs") == epochs and run.get("vision_model", "cnn") == vision_model:
+        if (
+            run
+            and run.get("regime") == regime
+            and run.get("regime_seed") == regime_seed
+            and run.get("epochs") == epochs
+            and run.get("vision_model", "cnn") == vision_model
+        ):
             done[(run["method"], float(run["ratio"]), int(run["seed"]))] = run
     return done
 
 
-def run_regime(args: argparse.Namespace, regime: str, work: Path, sae_config: SaeConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run_regime(
+    args: argparse.Namespace, regime: str, work: Path, sae_config: SaeConfig
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Precompute and train every (ratio, method, seed) of one regime in ``work``; returns runs and details."""
     print(f"regime {regime}: {work}", file=sys.stderr, flush=True)
     epochs = args.epochs if args.epochs is not None else DEFAULT_EPOCHS[(args.quick, regime == "long")]
@@ -569,7 +667,11 @@ def run_regime(args: argparse.Namespace, regime: str, work: Path, sae_config: Sa
         else:
             timings = precompute(source, work, ExtractConfig(image_size=args.image_size, limit=limit), sae_config)
         if args.vision_model == "mlp":
-            test_dir = args.test_features if args.test_features is not None else work / f"test-features-vision-{args.image_size}"
+            test_dir = (
+                args.test_features
+                if args.test_features is not None
+                else work / f"test-features-vision-{args.image_size}"
+            )
             task = vision_feature_task(work / RUN_DIR, source, test_dir, args.image_size)
         else:
             task = vision_task(source, limit)
@@ -581,7 +683,9 @@ def run_regime(args: argparse.Namespace, regime: str, work: Path, sae_config: Sa
     print(f"  regime data: {json.dumps(info)}", file=sys.stderr)
     tables = read_factor_tables(work / RUN_DIR / "factors")
     if tables.n_samples != len(task.y_train):
-        raise SystemExit(f"{work / RUN_DIR}: factors cover {tables.n_samples} samples, the training data {len(task.y_train)}; use a fresh --work")
+        raise SystemExit(
+            f"{work / RUN_DIR}: factors cover {tables.n_samples} samples, the training data {len(task.y_train)}; use a fresh --work"
+        )
     truth_source, truth_flipped = read_truth(source, len(task.y_train))
     labels = task.y_train.numpy()
     runs: list[dict[str, Any]] = []
@@ -598,16 +702,22 @@ def run_regime(args: argparse.Namespace, regime: str, work: Path, sae_config: Sa
                     continue
                 extra: dict[str, Any] = {}
                 if method in ANCHORS:
-                    plan_epochs, steps, plan_s, decision = anchor_plan(work, method, labels, ratio, seed, epochs, task.batch_size)
+                    plan_epochs, steps, plan_s, decision = anchor_plan(
+                        work, method, labels, ratio, seed, epochs, task.batch_size
+                    )
                     detected = detection_metrics(
-                        plan_epochs, truth_source, truth_flipped,
+                        plan_epochs,
+                        truth_source,
+                        truth_flipped,
                         duplicate=decision.duplicate if method.startswith("semdedup") else None,
                         issue=decision.issue if method.endswith("cleanlab") else None,
                         anchor_group=decision.group,
                     )
                     extra = {"anchor_s": decision.seconds, "kept_share": float(decision.kept.mean())}
                 else:
-                    plan_epochs, steps, plan_s, signals = plan_with_signals(tables, method, ratio, seed, epochs, task.batch_size)
+                    plan_epochs, steps, plan_s, signals = plan_with_signals(
+                        tables, method, ratio, seed, epochs, task.batch_size
+                    )
                     detected = detection_metrics(plan_epochs, truth_source, truth_flipped, signals=signals)
                 metrics, train_s = train_and_evaluate(task, plan_epochs, steps, seed)
                 run = {
@@ -639,22 +749,62 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("task", choices=["vision", "text"])
     parser.add_argument("--encoder", default="wordllama", help="text task: the sentence encoder (wordllama or minilm)")
-    parser.add_argument("--quick", action="store_true", help="defaults: sample_data, 1 seed, ratio 0.5, 2 epochs, methods full, rs2, dynsel")
-    parser.add_argument("--regime", default="clean", choices=[*ALL_REGIMES, "all"], help="training-data regime (benchmarks/regimes.py; fine*: text only, benchmarks/fine_labels.py); all: every regimes.py regime in turn, in WORK/NAME (--quick only)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="defaults: sample_data, 1 seed, ratio 0.5, 2 epochs, methods full, rs2, dynsel",
+    )
+    parser.add_argument(
+        "--regime",
+        default="clean",
+        choices=[*ALL_REGIMES, "all"],
+        help="training-data regime (benchmarks/regimes.py; fine*: text only, benchmarks/fine_labels.py); all: every regimes.py regime in turn, in WORK/NAME (--quick only)",
+    )
     parser.add_argument("--regime-seed", type=int, default=0, help="seed of the regime transform")
     parser.add_argument("--data", type=Path, default=SAMPLE)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "evidence")
-    parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS), help="default: every plan variant (--quick: full rs2 dynsel); the anchors semdedup, cleanlab, semdedup+cleanlab only when named")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        choices=list(METHODS),
+        help="default: every plan variant (--quick: full rs2 dynsel); the anchors semdedup, cleanlab, semdedup+cleanlab only when named",
+    )
     parser.add_argument("--ratios", nargs="+", type=float, default=None, help="default: 0.3 0.5 0.7 (--quick: 0.5)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2 (--quick: 0)")
     parser.add_argument("--epochs", type=int, default=None, help="default: 8, regime long 30 (--quick: 2, long 8)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N training samples (taken before the regime transform)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="use only the first N training samples (taken before the regime transform)",
+    )
     parser.add_argument("--image-size", type=int, default=112)
-    parser.add_argument("--vision-model", default="cnn", choices=["cnn", "mlp"], help="vision: the CNN on pixels, or the MLP on the extracted efficientnet features")
-    parser.add_argument("--test-features", type=Path, default=None, help="vision --vision-model mlp: where the test split's features are (extracted there when missing; default WORK/test-features-vision-SIZE)")
+    parser.add_argument(
+        "--vision-model",
+        default="cnn",
+        choices=["cnn", "mlp"],
+        help="vision: the CNN on pixels, or the MLP on the extracted efficientnet features",
+    )
+    parser.add_argument(
+        "--test-features",
+        type=Path,
+        default=None,
+        help="vision --vision-model mlp: where the test split's features are (extracted there when missing; default WORK/test-features-vision-SIZE)",
+    )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--features", type=Path, default=None, help="vision, clean regimes: use features extracted earlier (skips extract)")
-    parser.add_argument("--extract-seconds", type=float, default=0.0, help="with --features: the measured extract time, for the precompute cost")
+    parser.add_argument(
+        "--features",
+        type=Path,
+        default=None,
+        help="vision, clean regimes: use features extracted earlier (skips extract)",
+    )
+    parser.add_argument(
+        "--extract-seconds",
+        type=float,
+        default=0.0,
+        help="with --features: the measured extract time, for the precompute cost",
+    )
     parser.add_argument("--sae-epochs", type=int, default=None, help="override fit-sae's epoch cap")
     parser.add_argument("--json", type=Path, default=None, help="write all runs and the summary here")
     args = parser.parse_args(argv)
@@ -675,15 +825,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     details: dict[str, Any] = {}
     for regime in regimes:
-        regime_runs, details[regime] = run_regime(args, regime, args.work / regime if args.regime == "all" else args.work, sae_config)
+        regime_runs, details[regime] = run_regime(
+            args, regime, args.work / regime if args.regime == "all" else args.work, sae_config
+        )
         runs += regime_runs
-    precompute_s = {r: sum(d["precompute_s"].get(s, 0.0) for s in ("extract", "fit-sae", "factors")) for r, d in details.items()}
+    precompute_s = {
+        r: sum(d["precompute_s"].get(s, 0.0) for s in ("extract", "fit-sae", "factors")) for r, d in details.items()
+    }
     rows = summarise(runs, precompute_s)
     table = markdown(rows)
     print(table)
     result = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "precompute_s": details[regimes[0]]["precompute_s"] if len(regimes) == 1 else {r: d["precompute_s"] for r, d in details.items()},
+        "precompute_s": details[regimes[0]]["precompute_s"]
+        if len(regimes) == 1
+        else {r: d["precompute_s"] for r, d in details.items()},
         "regimes": details,
         "runs": runs,
         "summary": rows,

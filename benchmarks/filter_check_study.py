@@ -36,7 +36,9 @@ def study(work: Path) -> dict[str, object]:
     tables = read_factor_tables(work / "run" / "factors")
     labels = np.unique(tables.samples.labels.astype(np.int64), return_inverse=True)[1]
     start = time.perf_counter()
-    verdict = label_trust(tables.samples.units, tables.samples.acts, int(tables.manifest["width"]), labels, check_filter=True)
+    verdict = label_trust(
+        tables.samples.units, tables.samples.acts, int(tables.manifest["width"]), labels, check_filter=True
+    )
     record: dict[str, object] = {
         "work": work.name,
         "rows": len(labels),
@@ -49,7 +51,13 @@ def study(work: Path) -> dict[str, object]:
     }
     start = time.perf_counter()
     cut, share = held_out_cut(tables.samples.units, tables.samples.acts, int(tables.manifest["width"]), labels)
-    record.update({"cut_share": round(share, 3), "cut_accuracy": None if cut.filtered_accuracy is None else round(cut.filtered_accuracy, 4), "cut_seconds": round(time.perf_counter() - start, 1)})
+    record.update(
+        {
+            "cut_share": round(share, 3),
+            "cut_accuracy": None if cut.filtered_accuracy is None else round(cut.filtered_accuracy, 4),
+            "cut_seconds": round(time.perf_counter() - start, 1),
+        }
+    )
     flips = planted_flips(work, tables.samples.ids.astype(np.int64))
     for name, removed in (("checked", verdict.suspects), ("cut", cut.suspects)):
         if flips is not None and removed.any():

@@ -78,7 +78,11 @@ def main(run: str) -> None:
         start = time.perf_counter()
         verdict = label_trust(tables.samples.units, tables.samples.acts, int(tables.manifest["width"]), labels)
         seconds = time.perf_counter() - start
-        print(describe(f"{name}, dynsel probe ({seconds:.0f} s, accuracy {verdict.accuracy:.3f})", verdict.suspects, flipped))
+        print(
+            describe(
+                f"{name}, dynsel probe ({seconds:.0f} s, accuracy {verdict.accuracy:.3f})", verdict.suspects, flipped
+            )
+        )
         issues = find_label_issues(labels, feature_probabilities(x, labels, classes))
         print(describe(f"{name}, cleanlab", issues, flipped), flush=True)
 

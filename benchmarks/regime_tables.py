@@ -20,8 +20,19 @@ from pathlib import Path
 from typing import Any
 
 ORDER = [
-    "full", "random", "rs2", "rs2-balanced", "dynsel", "dynsel-balanced", "dynsel-no-dedup", "dynsel-no-trust",
-    "dynsel-trust-0.5", "dynsel-trust-0.5-no-dedup", "dynsel-trust-0.5-balanced", "dynsel-trust-0.25", "score",
+    "full",
+    "random",
+    "rs2",
+    "rs2-balanced",
+    "dynsel",
+    "dynsel-balanced",
+    "dynsel-no-dedup",
+    "dynsel-no-trust",
+    "dynsel-trust-0.5",
+    "dynsel-trust-0.5-no-dedup",
+    "dynsel-trust-0.5-balanced",
+    "dynsel-trust-0.25",
+    "score",
 ]
 
 
@@ -37,20 +48,29 @@ def tables(runs: list[dict[str, Any]]) -> str:
     modality_of = {}
     for run in runs:
         modality = run.get("modality", "?")
-        by_key[(modality, run["regime"], float(run["ratio"]), run["method"])][int(run["seed"])] = run  # a rerun of a seed replaces it
+        by_key[(modality, run["regime"], float(run["ratio"]), run["method"])][int(run["seed"])] = (
+            run  # a rerun of a seed replaces it
+        )
         modality_of[run["regime"]] = modality
     out = []
     for modality, regime in sorted({(k[0], k[1]) for k in by_key}):
-        keys = sorted((k for k in by_key if k[0] == modality and k[1] == regime), key=lambda k: (k[2] if k[3] != "full" else 0.0, ORDER.index(k[3]) if k[3] in ORDER else 99))
+        keys = sorted(
+            (k for k in by_key if k[0] == modality and k[1] == regime),
+            key=lambda k: (k[2] if k[3] != "full" else 0.0, ORDER.index(k[3]) if k[3] in ORDER else 99),
+        )
         out.append(f"#### {modality}: {regime}\n")
-        out.append("| ratio | method | seeds | steps | top-1 % | vs rs2 (paired) | balanced acc % | worst-class recall % |")
+        out.append(
+            "| ratio | method | seeds | steps | top-1 % | vs rs2 (paired) | balanced acc % | worst-class recall % |"
+        )
         out.append("|---|---|---|---|---|---|---|---|")
         for key in keys:
             seeds = by_key[key]
             base = by_key.get((modality, regime, key[2], "rs2"), {})
             common = sorted(set(seeds) & set(base))
-            delta = "–" if key[3] in ("rs2", "full") or not common else _signed(
-                [seeds[s]["acc"] - base[s]["acc"] for s in common]
+            delta = (
+                "–"
+                if key[3] in ("rs2", "full") or not common
+                else _signed([seeds[s]["acc"] - base[s]["acc"] for s in common])
             )
             rows = list(seeds.values())
             out.append(

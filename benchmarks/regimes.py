@@ -101,26 +101,50 @@ import argparse
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 REGIMES: tuple[str, ...] = (
-    "clean", "long", "redundant", "noisy", "imbalanced",
-    "redundant-exact", "redundant-uniform", "noisy-pair", "redundant-noisy", "imbalanced-redundant", "paraphrase",
+    "clean",
+    "long",
+    "redundant",
+    "noisy",
+    "imbalanced",
+    "redundant-exact",
+    "redundant-uniform",
+    "noisy-pair",
+    "redundant-noisy",
+    "imbalanced-redundant",
+    "paraphrase",
 )
 #: Regimes whose training rows are the input rows unchanged.
 IDENTITY_REGIMES: tuple[str, ...] = ("clean", "long")
 #: Regimes that replace labels (their ``flipped`` marks rows).
 NOISY_REGIMES: tuple[str, ...] = ("noisy", "noisy-pair", "redundant-noisy")
 #: Regimes whose rows share sources (several rows per input row).
-COPY_REGIMES: tuple[str, ...] = ("redundant", "redundant-exact", "redundant-uniform", "redundant-noisy", "imbalanced-redundant", "paraphrase")
+COPY_REGIMES: tuple[str, ...] = (
+    "redundant",
+    "redundant-exact",
+    "redundant-uniform",
+    "redundant-noisy",
+    "imbalanced-redundant",
+    "paraphrase",
+)
 #: The second entry of each regime's ``default_rng([seed, STREAM])``.
 STREAMS: dict[str, int] = {
-    "redundant": 7_301, "noisy": 7_302, "imbalanced": 7_303, "redundant-exact": 7_304, "redundant-uniform": 7_305,
-    "noisy-pair": 7_306, "redundant-noisy": 7_307, "imbalanced-redundant": 7_308, "paraphrase": 7_309,
+    "redundant": 7_301,
+    "noisy": 7_302,
+    "imbalanced": 7_303,
+    "redundant-exact": 7_304,
+    "redundant-uniform": 7_305,
+    "noisy-pair": 7_306,
+    "redundant-noisy": 7_307,
+    "imbalanced-redundant": 7_308,
+    "paraphrase": 7_309,
 }
 
 DISTINCT_SHARE = 0.3  # redundant: share of distinct items
@@ -138,7 +162,7 @@ SIGNATURES: tuple[str, ...] = (
     "\n\n-- \nThis message was scanned for viruses.",
     "\n--\nreply-to: nobody@example.invalid",
     "\n\n~ posted via the mail-news gateway ~",
-    "\n--\n\"The map is not the territory.\"",
+    '\n--\n"The map is not the territory."',
 )
 
 Samples = np.ndarray | list[str]
@@ -190,13 +214,27 @@ def make_regime(name: str, x: Samples | Sequence[str], y: np.ndarray, seed: int)
 def _then(name: str, seed: int, first: RegimeData, second: RegimeData) -> RegimeData:
     """``second`` applied to ``first``'s rows, with provenance back to the input rows."""
     info = {"regime": name, "seed": int(seed), "n": len(second.y), "steps": [first.info, second.info]}
-    return RegimeData(second.x, second.y, info, first.source_index[second.source_index], second.flipped | first.flipped[second.source_index])
+    return RegimeData(
+        second.x,
+        second.y,
+        info,
+        first.source_index[second.source_index],
+        second.flipped | first.flipped[second.source_index],
+    )
 
 
 # ------------------------------------------------------------------------------------------- transforms
 
 
-def _redundant(x: Samples, y: np.ndarray, rng: np.random.Generator, seed: int, exact: bool = False, uniform: bool = False, name: str = "redundant") -> RegimeData:
+def _redundant(
+    x: Samples,
+    y: np.ndarray,
+    rng: np.random.Generator,
+    seed: int,
+    exact: bool = False,
+    uniform: bool = False,
+    name: str = "redundant",
+) -> RegimeData:
     n = len(y)
     distinct = max(1, round(DISTINCT_SHARE * n))
     items = rng.permutation(n)[:distinct].astype(np.int64)
@@ -239,11 +277,18 @@ def _redundant(x: Samples, y: np.ndarray, rng: np.random.Generator, seed: int, e
 
 
 def _perturb_image(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    shifts = [(dy, dx) for dy in range(-MAX_SHIFT, MAX_SHIFT + 1) for dx in range(-MAX_SHIFT, MAX_SHIFT + 1) if (dy, dx) != (0, 0)]
+    shifts = [
+        (dy, dx)
+        for dy in range(-MAX_SHIFT, MAX_SHIFT + 1)
+        for dx in range(-MAX_SHIFT, MAX_SHIFT + 1)
+        if (dy, dx) != (0, 0)
+    ]
     dy, dx = shifts[int(rng.integers(len(shifts)))]
     h, w = image.shape[:2]
     shifted = np.zeros_like(image)
-    shifted[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+    shifted[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[
+        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
     noisy = shifted.astype(np.float64) + rng.normal(0.0, PIXEL_NOISE, size=image.shape)
     copy = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
     if np.array_equal(copy, image):
@@ -273,7 +318,9 @@ def _perturb_text(text: str, rng: np.random.Generator) -> str:
     return edited if edited != text and edited.strip() else signature()  # never the original, never blank
 
 
-def _noisy(x: Samples, y: np.ndarray, rng: np.random.Generator, seed: int, pair: bool = False, name: str = "noisy") -> RegimeData:
+def _noisy(
+    x: Samples, y: np.ndarray, rng: np.random.Generator, seed: int, pair: bool = False, name: str = "noisy"
+) -> RegimeData:
     n = len(y)
     classes = int(y.max()) + 1
     if classes < 2:
@@ -296,7 +343,9 @@ def _imbalanced(x: Samples, y: np.ndarray, rng: np.random.Generator, seed: int) 
     keep = np.zeros(len(y), dtype=bool)
     for c in range(classes):
         rows = np.flatnonzero(y == c)
-        target = len(rows) if classes == 1 else min(len(rows), max(1, round(len(rows) * IMBALANCE ** (-c / (classes - 1)))))
+        target = (
+            len(rows) if classes == 1 else min(len(rows), max(1, round(len(rows) * IMBALANCE ** (-c / (classes - 1)))))
+        )
         keep[rng.choice(rows, size=target, replace=False)] = True
     index = np.flatnonzero(keep).astype(np.int64)
     after = np.bincount(y[index], minlength=classes)
@@ -318,7 +367,13 @@ def _paraphrase(x: Samples, y: np.ndarray, rng: np.random.Generator, seed: int) 
     distinct = max(1, round(DISTINCT_SHARE * n))
     items = rng.permutation(n)[:distinct].astype(np.int64)
     if isinstance(x, np.ndarray):
-        combos = [(dy, dx, m) for dy in range(-VIEW_SHIFT, VIEW_SHIFT + 1) for dx in range(-VIEW_SHIFT, VIEW_SHIFT + 1) for m in (False, True) if (dy, dx, m) != (0, 0, False)]
+        combos = [
+            (dy, dx, m)
+            for dy in range(-VIEW_SHIFT, VIEW_SHIFT + 1)
+            for dx in range(-VIEW_SHIFT, VIEW_SHIFT + 1)
+            for m in (False, True)
+            if (dy, dx, m) != (0, 0, False)
+        ]
         room = np.full(distinct, len(combos), dtype=np.int64)
     else:
         candidates = [_text_views(x[i]) for i in items.tolist()]
@@ -388,7 +443,9 @@ def _even_fill(room: np.ndarray, total: int) -> np.ndarray:
 def _shifted(image: np.ndarray, dy: int, dx: int, mirror: bool) -> np.ndarray:
     h, w = image.shape[:2]
     out = np.zeros_like(image)
-    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = image[
+        max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
     return out[:, ::-1].copy() if mirror else out
 
 
@@ -434,7 +491,14 @@ def write_vision_regime(data: Path, out: Path, regime: str, seed: int, limit: in
         raise ValueError(f"{data}: missing arrays {missing} (keys: {sorted(arrays)})")
     n_train = len(arrays["y_train"])
     keep = n_train if not limit else min(limit, n_train)
-    train_like = [k for k in arrays if k.endswith("_train") and k not in ("x_train", "y_train") and len(arrays[k].shape) and arrays[k].shape[0] == n_train]
+    train_like = [
+        k
+        for k in arrays
+        if k.endswith("_train")
+        and k not in ("x_train", "y_train")
+        and len(arrays[k].shape)
+        and arrays[k].shape[0] == n_train
+    ]
     result = make_regime(regime, arrays["x_train"][:keep], arrays["y_train"][:keep], seed)
     out_arrays = dict(arrays)
     out_arrays["x_train"], out_arrays["y_train"] = result.x, result.y
@@ -516,7 +580,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for p in (vision, text):
         p.add_argument("--regime", required=True, choices=REGIMES)
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--limit", type=int, default=None, help="keep only the first N training rows, before the transform")
+        p.add_argument(
+            "--limit", type=int, default=None, help="keep only the first N training rows, before the transform"
+        )
     args = parser.parse_args(argv)
     if args.kind == "vision":
         info = write_vision_regime(args.data, args.out, args.regime, args.seed, args.limit)

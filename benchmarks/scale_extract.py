@@ -32,7 +32,11 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY = re.compile(r"features: (\d+) × (\d+) .* in ([\d.]+) s \(([\d,.]+) samples/s\)")
-RUNS = (("ray-1", ["--executor", "ray", "--workers", "1"]), ("ray-2", ["--executor", "ray", "--workers", "2"]), ("local", []))
+RUNS = (
+    ("ray-1", ["--executor", "ray", "--workers", "1"]),
+    ("ray-2", ["--executor", "ray", "--workers", "2"]),
+    ("local", []),
+)
 
 
 def _env(threads: int | None) -> dict[str, str]:
@@ -70,7 +74,7 @@ class ActorMemory:
         while not self._stop.wait(0.5):
             self.peak_mib = max([self.peak_mib, *actor_rss_mib()])
 
-    def __enter__(self) -> "ActorMemory":
+    def __enter__(self) -> ActorMemory:
         self._thread.start()
         return self
 
@@ -81,7 +85,20 @@ class ActorMemory:
 
 def run_extract(data: Path, out: Path, limit: int, extra: list[str], threads: int | None) -> dict[str, Any]:
     """One `dynsel extract` child process: wall and loop seconds, loop rate, fingerprint."""
-    command = [sys.executable, "-m", "dynsel_cli", "extract", str(data), "--out", str(out), "--limit", str(limit), "--device", "cpu", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "dynsel_cli",
+        "extract",
+        str(data),
+        "--out",
+        str(out),
+        "--limit",
+        str(limit),
+        "--device",
+        "cpu",
+        *extra,
+    ]
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     with ActorMemory() as memory:
@@ -111,12 +128,17 @@ def bench_extract(args: argparse.Namespace) -> dict[str, Any]:
     """Ray with 1 worker, Ray with 2 workers and local on the same images; returns (and writes) the results."""
     data = Path(args.data)
     if not data.exists():
-        raise SystemExit(f"{data}: missing; make it with python benchmarks/fashion_mnist.py --out {data} (needs apt package dataset-fashion-mnist)")
+        raise SystemExit(
+            f"{data}: missing; make it with python benchmarks/fashion_mnist.py --out {data} (needs apt package dataset-fashion-mnist)"
+        )
     runs: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as tmp:
         for name, extra in RUNS:
             runs[name] = run_extract(data, Path(tmp) / name, args.limit, extra, args.threads)
-            print(f"{name}: wall {runs[name]['wall_s']:.1f} s, loop {runs[name]['loop_s']:.1f} s ({runs[name]['loop_samples_per_s']:,.0f} samples/s)", file=sys.stderr)
+            print(
+                f"{name}: wall {runs[name]['wall_s']:.1f} s, loop {runs[name]['loop_s']:.1f} s ({runs[name]['loop_samples_per_s']:,.0f} samples/s)",
+                file=sys.stderr,
+            )
     result = {
         "data": str(data),
         "limit": args.limit,
@@ -138,5 +160,7 @@ def bench_extract(args: argparse.Namespace) -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="/work/bench/fashion_mnist.npz", help="an .npz of images (x_train)")
     parser.add_argument("--limit", type=int, default=10_000)
-    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the child processes (default: torch's own)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="OMP_NUM_THREADS for the child processes (default: torch's own)"
+    )
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "scale-extract.json"))

@@ -35,16 +35,43 @@ from pathlib import Path
 from typing import Any
 
 ANCHORS = ("semdedup", "cleanlab", "semdedup+cleanlab")
-ORDER = ["full", "random", "rs2", "rs2-balanced", "dynsel", "dynsel-balanced", "dynsel-no-dedup", "dynsel-no-trust", *ANCHORS]
+ORDER = [
+    "full",
+    "random",
+    "rs2",
+    "rs2-balanced",
+    "dynsel",
+    "dynsel-balanced",
+    "dynsel-no-dedup",
+    "dynsel-no-trust",
+    *ANCHORS,
+]
 CLEAN_REGIMES = ("clean", "long", "paraphrase", "fine")
 IMBALANCED_REGIMES = ("imbalanced", "imbalanced-redundant")
 REGIME_ORDER = [
-    "clean", "long", "paraphrase", "fine", "noisy", "noisy-pair", "redundant", "redundant-exact", "redundant-uniform",
-    "redundant-noisy", "imbalanced", "imbalanced-redundant", "fine-noisy", "fine-redundant",
+    "clean",
+    "long",
+    "paraphrase",
+    "fine",
+    "noisy",
+    "noisy-pair",
+    "redundant",
+    "redundant-exact",
+    "redundant-uniform",
+    "redundant-noisy",
+    "imbalanced",
+    "imbalanced-redundant",
+    "fine-noisy",
+    "fine-redundant",
 ]
 DETECTION = [
-    ("grouped_share", "grouped"), ("flagged_share", "flagged"), ("suspect_precision", "suspect P"), ("suspect_recall", "suspect R"),
-    ("flipped_draw_share", "draws on flipped"), ("copy_pair_precision", "copy-pair P"), ("copy_pair_recall", "copy-pair R"),
+    ("grouped_share", "grouped"),
+    ("flagged_share", "flagged"),
+    ("suspect_precision", "suspect P"),
+    ("suspect_recall", "suspect R"),
+    ("flipped_draw_share", "draws on flipped"),
+    ("copy_pair_precision", "copy-pair P"),
+    ("copy_pair_recall", "copy-pair R"),
 ]
 MESSY_VS_ANCHOR, MESSY_VS_RS2, CLEAN_VS_RS2 = -0.2, 2.0, -0.1
 
@@ -73,7 +100,11 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def paired(a: Seeds, b: Seeds, metric: str) -> tuple[float, float, int] | None:
     """Mean and std of (a − b) over the seeds both have, and their number; None without common seeds."""
     common = sorted(set(a) & set(b))
-    diffs = [float(a[s][metric]) - float(b[s][metric]) for s in common if a[s].get(metric) is not None and b[s].get(metric) is not None]
+    diffs = [
+        float(a[s][metric]) - float(b[s][metric])
+        for s in common
+        if a[s].get(metric) is not None and b[s].get(metric) is not None
+    ]
     if not diffs:
         return None
     mean, std = _mean_std(diffs)
@@ -94,10 +125,22 @@ def targets(regime: str, methods: dict[str, Seeds]) -> list[tuple[str, tuple[flo
         out.append(("dynsel − rs2 >= −0.1", paired(dynsel, rs2, metric), CLEAN_VS_RS2))
     elif regime != "imbalanced":
         anchor = best_anchor(methods, metric)
-        out.append((f"dynsel − best anchor ({anchor or '–'}) >= −0.2", paired(dynsel, methods[anchor], metric) if anchor else None, MESSY_VS_ANCHOR))
+        out.append(
+            (
+                f"dynsel − best anchor ({anchor or '–'}) >= −0.2",
+                paired(dynsel, methods[anchor], metric) if anchor else None,
+                MESSY_VS_ANCHOR,
+            )
+        )
         out.append(("dynsel − rs2 >= +2.0", paired(dynsel, rs2, metric), MESSY_VS_RS2))
     if regime in IMBALANCED_REGIMES:
-        out.append(("dynsel-balanced − rs2-balanced >= 0 (balanced acc)", paired(methods.get("dynsel-balanced", {}), methods.get("rs2-balanced", {}), "balanced_acc"), 0.0))
+        out.append(
+            (
+                "dynsel-balanced − rs2-balanced >= 0 (balanced acc)",
+                paired(methods.get("dynsel-balanced", {}), methods.get("rs2-balanced", {}), "balanced_acc"),
+                0.0,
+            )
+        )
     return out
 
 
@@ -144,7 +187,11 @@ def tables(runs: list[dict[str, Any]]) -> str:
 
 
 def _detection(methods: dict[str, Seeds]) -> list[str]:
-    columns = [(key, title) for key, title in DETECTION if any(r.get(key) is not None for seeds in methods.values() for r in seeds.values())]
+    columns = [
+        (key, title)
+        for key, title in DETECTION
+        if any(r.get(key) is not None for seeds in methods.values() for r in seeds.values())
+    ]
     if not columns:
         return []
     lines = ["| method | " + " | ".join(title for _, title in columns) + " |", "|---" * (len(columns) + 1) + "|"]

@@ -18,14 +18,14 @@ import dataclasses
 import functools
 import inspect
 import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import click
+import typer
 
 from .errors import DynselError
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
-
-import typer
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,17 @@ def _panel(spec: ConfigSpec, help_text: str) -> str | None:
 
 def _option_type(annotation: Any) -> Any:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", ())) and len(args) == 1:
-        return Optional[args[0]]
+    if (
+        typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", ()))
+        and len(args) == 1
+    ):
+        return Optional[args[0]]  # noqa: UP045 (a runtime annotation for Typer)
     return annotation
 
 
-def _option(name: str, field: dataclasses.Field, annotation: Any, help_text: str, panel: str | None) -> inspect.Parameter:
+def _option(
+    name: str, field: dataclasses.Field, annotation: Any, help_text: str, panel: str | None
+) -> inspect.Parameter:
     flag = "--" + name.replace("_", "-")
     decls = [f"{flag}/--no-{flag[2:]}"] if annotation is bool else [flag]
     extra = {"metavar": ""} if annotation is bool else {}  # a flag pair needs no "<bool>" beside it
@@ -82,7 +87,9 @@ def _plan_names(specs: tuple[ConfigSpec, ...], shared: tuple[str, ...]) -> dict[
     return taken
 
 
-def with_configs(*specs: ConfigSpec, shared: tuple[str, ...] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def with_configs(
+    *specs: ConfigSpec, shared: tuple[str, ...] = ()
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate a command so that it takes one option per config field and receives the configs built."""
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -111,7 +118,10 @@ def with_configs(*specs: ConfigSpec, shared: tuple[str, ...] = ()) -> Callable[[
                 raise click.BadParameter(str(exc)) from None
             return command(**kwargs, **configs)
 
-        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD else p for p in own]
+        params = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD else p
+            for p in own
+        ]
         wrapper.__signature__ = inspect.Signature(params + generated)  # type: ignore[attr-defined]
         return wrapper
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -40,9 +40,16 @@ class ProgressDisplay:
         self._tasks: dict[str, Any] = {}
         self._bar: Progress | None = None
 
-    def __enter__(self) -> "ProgressDisplay":
+    def __enter__(self) -> ProgressDisplay:
         if self.console.is_terminal:
-            columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn())
+            columns = (
+                TextColumn("{task.description:>8}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
             self._bar = Progress(*columns, console=self.console, transient=True)
             self._bar.__enter__()
         return self
@@ -51,14 +58,16 @@ class ProgressDisplay:
         if self._bar is not None:
             self._bar.__exit__(*exc)
 
-    def __call__(self, task: str, done: int, total: Optional[int]) -> None:
+    def __call__(self, task: str, done: int, total: int | None) -> None:
         now = time.perf_counter()
         clock = self._clocks.setdefault(task, _Clock(first=now, first_done=done, last_print=now))
         clock.done = done
         rate = f"{clock.rate(now):,.1f}/s" if done > clock.first_done else ""
         if self._bar is not None:
             if task not in self._tasks:
-                self._tasks[task] = self._bar.add_task(escape(printable(task)), total=total, rate="")  # the description is markup
+                self._tasks[task] = self._bar.add_task(
+                    escape(printable(task)), total=total, rate=""
+                )  # the description is markup
             self._bar.update(self._tasks[task], completed=done, total=total, rate=rate)
             return
         finished = total is not None and done >= total
@@ -66,7 +75,11 @@ class ProgressDisplay:
             return
         clock.last_print = now
         of_total = f"/{total}" if total is not None else ""
-        self.console.print(f"{escape(printable(task))}: {done}{of_total} ({rate + ', ' if rate else ''}{now - clock.first:.0f}s)", highlight=False, soft_wrap=True)
+        self.console.print(
+            f"{escape(printable(task))}: {done}{of_total} ({rate + ', ' if rate else ''}{now - clock.first:.0f}s)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
     def throughput(self, task: str) -> tuple[float, float]:
         """(seconds since the task's first report, units per second over that time) for a summary line."""

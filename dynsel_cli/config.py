@@ -56,15 +56,37 @@ class ExtractConfig(_FiniteNumbers):
     encoder: str = _opt("auto", encoder_help())
     allow_user_code: bool = _opt(False, "Allow --encoder MODULE:FACTORY, which imports and runs your Python code.")
     array: str | None = _opt(None, "Key of the sample array in an .npz (default: x_train, x, data or the only array).")
-    labels: str | None = _opt(None, "Key of the label array in an .npz (default: y_train for x_train, y for x; none if absent).")
+    labels: str | None = _opt(
+        None, "Key of the label array in an .npz (default: y_train for x_train, y for x; none if absent)."
+    )
     text_column: str = _opt("text", "Table sources: the column holding the text.")
-    label_column: str | None = _opt(None, "Table sources: the label column (default: 'label' when present). Integers are class ids; strings are class names, numbered in sorted order.")
-    id_column: str | None = _opt(None, "Table sources: a column of unique non-negative integer sample ids (default: ids are row positions 0, 1, 2, ...).")
-    vector_column: str | None = _opt(None, "Table sources: a column of ready-made embeddings (lists of numbers) to pass through (default: 'vector' or 'embedding' when there is no text column).")
-    split: str | None = _opt(None, "Which split to read: of a Hugging Face DatasetDict directory (needed when it has several), or of a table with a 'split' column (only rows whose 'split' equals it; ids are positions after this filter).")
-    labels_csv: str | None = _opt(None, "Flat image folders: a CSV with columns 'file' (path relative to the folder) and 'label' (default: labels.csv in the folder, if any).")
-    image_size: int = _opt(112, "Side in pixels images are resized to before the image encoder (224 is ImageNet's; 112 is 4x cheaper).")
-    mixed_sizes: str = _opt("error", "Image folders whose images differ in size: error (a bad sample, see --on-error) or resize (each image is resized to --image-size on its own).")
+    label_column: str | None = _opt(
+        None,
+        "Table sources: the label column (default: 'label' when present). Integers are class ids; strings are class names, numbered in sorted order.",
+    )
+    id_column: str | None = _opt(
+        None,
+        "Table sources: a column of unique non-negative integer sample ids (default: ids are row positions 0, 1, 2, ...).",
+    )
+    vector_column: str | None = _opt(
+        None,
+        "Table sources: a column of ready-made embeddings (lists of numbers) to pass through (default: 'vector' or 'embedding' when there is no text column).",
+    )
+    split: str | None = _opt(
+        None,
+        "Which split to read: of a Hugging Face DatasetDict directory (needed when it has several), or of a table with a 'split' column (only rows whose 'split' equals it; ids are positions after this filter).",
+    )
+    labels_csv: str | None = _opt(
+        None,
+        "Flat image folders: a CSV with columns 'file' (path relative to the folder) and 'label' (default: labels.csv in the folder, if any).",
+    )
+    image_size: int = _opt(
+        112, "Side in pixels images are resized to before the image encoder (224 is ImageNet's; 112 is 4x cheaper)."
+    )
+    mixed_sizes: str = _opt(
+        "error",
+        "Image folders whose images differ in size: error (a bad sample, see --on-error) or resize (each image is resized to --image-size on its own).",
+    )
     batch_size: int = _opt(64, "Samples per encoder forward pass.")
     shard_size: int = _opt(8192, "Samples per Parquet shard; a shard is also the unit a killed run resumes from.")
     dtype: str = _opt("float32", "Stored vector dtype: float32 or float16.")
@@ -76,7 +98,10 @@ class ExtractConfig(_FiniteNumbers):
         "batches with its own copy of the encoder (default: the cluster's CPUs, or its GPUs / --gpus-per-worker).",
         artifact=False,
     )
-    on_error: str = _opt("stop", "Bad samples (corrupt images, empty or non-UTF-8 text, NaN/Inf vectors, ...): stop with an error naming the file and row, or skip them and record them in the manifest.")
+    on_error: str = _opt(
+        "stop",
+        "Bad samples (corrupt images, empty or non-UTF-8 text, NaN/Inf vectors, ...): stop with an error naming the file and row, or skip them and record them in the manifest.",
+    )
     limit: int | None = _opt(None, "Read only the first N samples (for quick trials).")
     executor: str = _opt(
         "local",
@@ -92,17 +117,30 @@ class ExtractConfig(_FiniteNumbers):
 class SaeConfig(_FiniteNumbers):
     width: int = _opt(0, "Number of SAE units (factors); 0 = auto: the power of two nearest N/4, within [256, 4096].")
     k: int = _opt(32, "Active units per sample (TopK).")
-    epochs: int | None = _opt(None, "Maximum passes over the training split (default: 30, or fewer so that about 1.75M samples are seen; at least 1).")
-    batch_size: int | None = _opt(None, "Samples per optimiser step (default: the power of two nearest N/64, within [128, 1024]).")
-    lr: float | None = _opt(None, "Adam learning rate (default: 2e-4 / sqrt(width / 16384) (Gao et al. 2024) x sqrt(batch / 256)).")
+    epochs: int | None = _opt(
+        None,
+        "Maximum passes over the training split (default: 30, or fewer so that about 1.75M samples are seen; at least 1).",
+    )
+    batch_size: int | None = _opt(
+        None, "Samples per optimiser step (default: the power of two nearest N/64, within [128, 1024])."
+    )
+    lr: float | None = _opt(
+        None, "Adam learning rate (default: 2e-4 / sqrt(width / 16384) (Gao et al. 2024) x sqrt(batch / 256))."
+    )
     lr_warmup: float = _opt(0.0, "Share of the steps over which the learning rate warms up linearly from 0.")
     lr_decay: float = _opt(0.3, "Share of the last steps over which the learning rate decays linearly to 0.")
     auxk_coef: float = _opt(1 / 32, "Weight of the AuxK loss that revives dead units (0 = off).")
     k_aux: int = _opt(0, "Dead units AuxK reconstructs the residual with; 0 = half the input dimension (Gao et al.).")
-    dead_samples: int = _opt(0, "A unit that has not fired for this many training samples counts as dead for AuxK; 0 = one epoch, at most 10M.")
+    dead_samples: int = _opt(
+        0,
+        "A unit that has not fired for this many training samples counts as dead for AuxK; 0 = one epoch, at most 10M.",
+    )
     holdout: float = _opt(0.05, "Share of samples held out to measure FVU and stop early (at most 65,536 samples).")
     patience: int = _opt(3, "Stop after this many epochs without held-out FVU improving by 0.1%.")
-    buffer_rows: int = _opt(262_144, "Training rows held in memory: a training split this small is loaded once; a larger one streams from disk, shuffled within a buffer of this many rows.")
+    buffer_rows: int = _opt(
+        262_144,
+        "Training rows held in memory: a training split this small is loaded once; a larger one streams from disk, shuffled within a buffer of this many rows.",
+    )
     seed: int = _opt(0, "Seed for initialisation, batching and the held-out split.")
     device: str = _opt("auto", "Where training runs: auto, cpu or cuda.", artifact=False)
 
@@ -130,25 +168,57 @@ class FactorsConfig(_FiniteNumbers):
 @dataclass(frozen=True)
 class PlanConfig(_FiniteNumbers):
     epochs: int = _opt(10, "Training epochs the plan covers (including --full-epochs).")
-    ratio: float = _opt(0.5, "Share of the data set selected per epoch, in (0, 1]; each epoch holds exactly ceil(ratio*N).")
-    seed: int = _opt(0, "Seed of every random choice: the rotation order (dynsel, rs2), the samples drawn (random), the order within each epoch, and score's Gumbel noise.")
-    method: str = _opt("dynsel", "Selection method: dynsel (rotation weighted by near-duplicate groups and label trust), rs2 (a fresh permutation walked ratio*N at a time), score (the paper's representativeness/rarity score with a usage penalty), full, random, static-random, static-top, knn-density, kcenter (the last two need --features).")
+    ratio: float = _opt(
+        0.5, "Share of the data set selected per epoch, in (0, 1]; each epoch holds exactly ceil(ratio*N)."
+    )
+    seed: int = _opt(
+        0,
+        "Seed of every random choice: the rotation order (dynsel, rs2), the samples drawn (random), the order within each epoch, and score's Gumbel noise.",
+    )
+    method: str = _opt(
+        "dynsel",
+        "Selection method: dynsel (rotation weighted by near-duplicate groups and label trust), rs2 (a fresh permutation walked ratio*N at a time), score (the paper's representativeness/rarity score with a usage penalty), full, random, static-random, static-top, knn-density, kcenter (the last two need --features).",
+    )
     dedup: bool = _opt(True, "dynsel: near-duplicates (factor-code cosine >= --dup-cosine) share one sample's turn.")
-    trust: bool = _opt(True, "dynsel: samples whose factor neighbours carry another label come around less often, as far as the data's own separability allows.")
-    trust_full: float = _opt(1.0, "dynsel: separability at or above which a suspect's turn rate is its relative label support alone; below it the hold-back shrinks in proportion (1 = in proportion to separability, the default; 0.5 holds suspects back harder: more gain on noisy labels, a small loss on clean text, see docs/results.md).")
-    label_trust: str = _opt("vote", "dynsel: how suspected mislabels are found: vote (factor-neighbour vote; a suspect comes around less often) probe (confident learning on a cross-validated linear probe of the SAE codes; a suspect leaves the rotation) probe-odds (the same suspects keep turns in proportion to the odds of their label against the probe's best class) probe-checked (probe's suspects leave the rotation only if probes trained without them predict held-out labels at least as well; else nobody is a suspect) or probe-heldout (the rows least likely under their label leave it, as many as help a probe trained without them predict held-out labels best; none if none helps). See docs/method.md.")
-    dup_rule: str = _opt("fixed", "dynsel: which close pairs are near-duplicates: fixed (every pair at code cosine >= --dup-cosine) or gap (such a pair must also stand out: the next neighbour of the row at least 3x farther, so a cloud of paraphrases forms no group; see docs/method.md).")
+    trust: bool = _opt(
+        True,
+        "dynsel: samples whose factor neighbours carry another label come around less often, as far as the data's own separability allows.",
+    )
+    trust_full: float = _opt(
+        1.0,
+        "dynsel: separability at or above which a suspect's turn rate is its relative label support alone; below it the hold-back shrinks in proportion (1 = in proportion to separability, the default; 0.5 holds suspects back harder: more gain on noisy labels, a small loss on clean text, see docs/results.md).",
+    )
+    label_trust: str = _opt(
+        "vote",
+        "dynsel: how suspected mislabels are found: vote (factor-neighbour vote; a suspect comes around less often) probe (confident learning on a cross-validated linear probe of the SAE codes; a suspect leaves the rotation) probe-odds (the same suspects keep turns in proportion to the odds of their label against the probe's best class) probe-checked (probe's suspects leave the rotation only if probes trained without them predict held-out labels at least as well; else nobody is a suspect) or probe-heldout (the rows least likely under their label leave it, as many as help a probe trained without them predict held-out labels best; none if none helps). See docs/method.md.",
+    )
+    dup_rule: str = _opt(
+        "fixed",
+        "dynsel: which close pairs are near-duplicates: fixed (every pair at code cosine >= --dup-cosine) or gap (such a pair must also stand out: the next neighbour of the row at least 3x farther, so a cloud of paraphrases forms no group; see docs/method.md).",
+    )
     dup_cosine: float = _opt(0.9, "dynsel: factor-code cosine at or above which two samples count as near-duplicates.")
-    neighbours: str = _opt("auto", "dynsel: how the factor neighbours are searched: exact (O(N^2) time), ivf (approximate: inverted lists, scanning the 16 of about 4*sqrt(N) cells nearest each sample; cosines stay exact, a few true neighbours can be missed) or auto (exact up to 200,000 samples, ivf above; see docs/method.md).")
+    neighbours: str = _opt(
+        "auto",
+        "dynsel: how the factor neighbours are searched: exact (O(N^2) time), ivf (approximate: inverted lists, scanning the 16 of about 4*sqrt(N) cells nearest each sample; cosines stay exact, a few true neighbours can be missed) or auto (exact up to 200,000 samples, ivf above; see docs/method.md).",
+    )
     normalise: str = _opt("rank", "score: how representativeness and rarity are scaled to [0, 1]: rank or minmax.")
-    schedule: str = _opt("constant", "score: scheduler shape of the weight on rarity: constant (default, chosen by docs/results.md), cosine, linear or step.")
-    lambda_start: float = _opt(0.5, "score: weight on rarity at the first selection epoch (0 = representativeness only); the weight throughout with --schedule constant.")
+    schedule: str = _opt(
+        "constant",
+        "score: scheduler shape of the weight on rarity: constant (default, chosen by docs/results.md), cosine, linear or step.",
+    )
+    lambda_start: float = _opt(
+        0.5,
+        "score: weight on rarity at the first selection epoch (0 = representativeness only); the weight throughout with --schedule constant.",
+    )
     lambda_end: float = _opt(1.0, "score: weight on rarity at the last selection epoch (cosine, linear, step).")
     penalty: str = _opt("additive", "score: usage-frequency penalty form: additive, multiplicative or none.")
     beta: float = _opt(1.0, "score: usage-frequency penalty strength.")
     decay: float = _opt(1.0, "score: usage counts decay per epoch (1 = plain counts).")
     tau: float = _opt(0.0, "score: Gumbel temperature (0 = deterministic top-k; > 0 = sampling without replacement).")
-    class_quota: str = _opt("proportional", "With labels, per-class budgets of every epoch: proportional (each class its share of the data), balanced (equal shares, capped by class size; see docs/method.md for when), content (dynsel: each class its share of the exposure mass, distinct trusted content, so a class of copies or suspects gets less) or none.")
+    class_quota: str = _opt(
+        "proportional",
+        "With labels, per-class budgets of every epoch: proportional (each class its share of the data), balanced (equal shares, capped by class size; see docs/method.md for when), content (dynsel: each class its share of the exposure mass, distinct trusted content, so a class of copies or suspects gets less) or none.",
+    )
     full_epochs: int = _opt(0, "Final epochs that train on all samples (annealing), counted within --epochs.")
     batch_size: int = _opt(128, "Trainer batch size, for steps per epoch in the manifest.")
     world_size: int = _opt(1, "Trainer data-parallel ranks, for steps per epoch in the manifest.")

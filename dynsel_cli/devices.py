@@ -41,13 +41,17 @@ def resolve_device(name: str, *, needs_triton: bool = False) -> str:
     if name == "auto":
         return "cuda" if cuda and (not needs_triton or triton_importable()) else "cpu"
     if not cuda:
-        raise DeviceError("--device cuda: torch sees no CUDA GPU here (none present, or a CPU-only torch build); use --device cpu or auto")
+        raise DeviceError(
+            "--device cuda: torch sees no CUDA GPU here (none present, or a CPU-only torch build); use --device cpu or auto"
+        )
     if needs_triton and not triton_importable():
-        raise DeviceError("--device cuda: the fused scoring kernel needs the triton package (pip install triton); use --device cpu or auto")
+        raise DeviceError(
+            "--device cuda: the fused scoring kernel needs the triton package (pip install triton); use --device cpu or auto"
+        )
     return "cuda"
 
 
-def torch_device(name: str) -> "torch.device":
+def torch_device(name: str) -> torch.device:
     import torch
 
     return torch.device(resolve_device(name))

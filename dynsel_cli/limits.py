@@ -22,7 +22,9 @@ def check_epochs(epochs: int, option: str = "--epochs") -> None:
     if epochs < 1:
         raise DynselError(f"{option} {epochs}: must be at least 1")
     if epochs > MAX_EPOCHS:
-        raise DynselError(f"{option} {epochs}: must be at most {MAX_EPOCHS:,} (a plan holds a manifest entry per epoch)")
+        raise DynselError(
+            f"{option} {epochs}: must be at most {MAX_EPOCHS:,} (a plan holds a manifest entry per epoch)"
+        )
 
 
 def check_image_size(image_size: int) -> None:

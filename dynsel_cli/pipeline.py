@@ -13,9 +13,10 @@ local cache once), not rebuilt (:mod:`dynsel_cli.formats.storage`).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .config import ExtractConfig, FactorsConfig, PlanConfig, SaeConfig
 from .errors import ArtifactError, DynselError
@@ -109,7 +110,9 @@ class RemoteRun:
 
     def publish(self, stage: Stage, *, force: bool = False) -> Path:
         built = self.root / stage.artifact
-        return storage.adopt(built, storage.publish_artifact(built, self.loc.child(stage.artifact), stage.kind, force=force))
+        return storage.adopt(
+            built, storage.publish_artifact(built, self.loc.child(stage.artifact), stage.kind, force=force)
+        )
 
 
 @contextlib.contextmanager
@@ -171,7 +174,9 @@ def run_pipeline(
         _clean_up(destination.root, stages)
     for command, status in stages.items():
         log(f"{command}: {status}")
-    return RunResult(out=destination.out, stages=stages, artifacts={stage.artifact: paths[stage.artifact] for stage in STAGES})
+    return RunResult(
+        out=destination.out, stages=stages, artifacts={stage.artifact: paths[stage.artifact] for stage in STAGES}
+    )
 
 
 def _clean_up(build_root: Path, stages: dict[str, str]) -> None:

@@ -12,7 +12,15 @@ from __future__ import annotations
 _ESCAPES = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
 # C0, DEL and C1 controls; line/paragraph separators and the bidirectional overrides and isolates, which
 # reorder what a terminal shows (a name can then display as another)
-_CONTROLS = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_CONTROLS = [
+    *range(0x00, 0x20),
+    0x7F,
+    *range(0x80, 0xA0),
+    0x2028,
+    0x2029,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+]
 _TABLE = {code: _ESCAPES.get(code, f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}") for code in _CONTROLS}
 
 

@@ -6,7 +6,8 @@ and library users pass nothing. Keeping rich out of the stages lets them run any
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 
 class ProgressFn(Protocol):

@@ -15,5 +15,9 @@ from .config import artifact_settings
 
 def provenance(command: str, config: Any, inputs: dict[str, str]) -> dict[str, Any]:
     """The manifest fields of an artifact made by ``dynsel COMMAND`` with ``config`` from ``inputs``."""
-    return {"dynsel_version": __version__, "created_by": f"dynsel {command}", "inputs": dict(inputs), "settings": artifact_settings(config)}
-
+    return {
+        "dynsel_version": __version__,
+        "created_by": f"dynsel {command}",
+        "inputs": dict(inputs),
+        "settings": artifact_settings(config),
+    }

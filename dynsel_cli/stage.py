@@ -17,14 +17,15 @@ do the same without the CLI.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from . import __version__
 from .config import artifact_settings
 from .errors import ArtifactError
 from .progress import LogFn, ProgressFn, null_log
-from . import __version__
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,13 @@ class Stage:
     input_fingerprints: Callable[[dict[str, Path], Any], dict[str, str]]
     recorded_inputs: Callable[[dict[str, Any]], dict[str, Any]]
     build: Callable[[dict[str, Path], Path, Any, ProgressFn, BuildOptions], dict[str, Any]]
-    has_options: Callable[[dict[str, Any], BuildOptions], bool] = lambda manifest, options: True  # e.g. the plan's --formats
+    has_options: Callable[[dict[str, Any], BuildOptions], bool] = lambda manifest, options: (
+        True
+    )  # e.g. the plan's --formats
 
-    def current(self, out: Path, inputs: dict[str, Path], config: Any, options: BuildOptions = BuildOptions()) -> dict[str, Any] | None:
+    def current(
+        self, out: Path, inputs: dict[str, Path], config: Any, options: BuildOptions = BuildOptions()
+    ) -> dict[str, Any] | None:
         """The manifest of the artifact at ``out`` if it is current for these inputs, settings and options, else None."""
         if not Path(out).exists():
             return None
@@ -61,14 +66,18 @@ class Stage:
             return None
         return manifest if self.current_manifest(manifest, inputs, config, options) else None
 
-    def current_manifest(self, manifest: dict[str, Any], inputs: dict[str, Path], config: Any, options: BuildOptions = BuildOptions()) -> bool:
+    def current_manifest(
+        self, manifest: dict[str, Any], inputs: dict[str, Path], config: Any, options: BuildOptions = BuildOptions()
+    ) -> bool:
         """Whether an artifact with this manifest is current for these inputs, settings and options; its files
         are not looked at (so a published artifact can be judged before it is downloaded)."""
         if manifest.get("dynsel_version") != __version__ or manifest.get("settings") != artifact_settings(config):
             return False
         recorded = self.recorded_inputs(manifest)
         wanted = self.input_fingerprints(inputs, config)
-        return all(recorded.get(name) == value for name, value in wanted.items()) and self.has_options(manifest, options)
+        return all(recorded.get(name) == value for name, value in wanted.items()) and self.has_options(
+            manifest, options
+        )
 
 
 def recorded_inputs(manifest: dict[str, Any]) -> dict[str, Any]:

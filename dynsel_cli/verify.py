@@ -22,9 +22,10 @@ need them for ``reproduced``. A plan that cannot be recomputed from the inputs g
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,8 +34,8 @@ import pyarrow.parquet as pq
 from .config import PlanConfig
 from .errors import ArtifactError, DynselError
 from .formats.common import check_manifest_kind, listed_files, read_json, safe_child, sha256_file
-from .formats.features import Features, read_features
 from .formats.factors import FactorTables, read_factor_tables
+from .formats.features import Features, read_features
 from .formats.plan import KIND, WHAT, Plan, read_plan, steps_for
 
 
@@ -179,14 +180,22 @@ def _checksums(plan_dir: Path, manifest: dict[str, Any]) -> Check:
             mismatched.append(name)
     problems = [
         _named(mismatched, "checksum mismatch (modified or truncated)"),
-        _named(sorted(required - on_disk) + [n for n in gone if n not in required], "missing (a plan always has indices.bin and offsets.bin, and every file of each form it holds)"),
+        _named(
+            sorted(required - on_disk) + [n for n in gone if n not in required],
+            "missing (a plan always has indices.bin and offsets.bin, and every file of each form it holds)",
+        ),
         _named(sorted(on_disk - set(listed)), "not listed in the manifest's files, so no checksum vouches for it"),
-        _named(sorted(n for n in known if n.startswith(f"{_TEXT_DIR}/") and n not in texts), f"not a file of a plan of {n_epochs} epochs"),
+        _named(
+            sorted(n for n in known if n.startswith(f"{_TEXT_DIR}/") and n not in texts),
+            f"not a file of a plan of {n_epochs} epochs",
+        ),
     ]
     if "weights.bin" in known and not manifest.get("has_weights"):
         problems.append("weights.bin: present, but the manifest says the plan has no weights")
     if "indices.bin" in digests and manifest.get("sha256") != digests["indices.bin"]:
-        problems.append(f"the manifest's sha256 {str(manifest.get('sha256'))[:16]}… is not that of indices.bin ({digests['indices.bin'][:16]}…)")
+        problems.append(
+            f"the manifest's sha256 {str(manifest.get('sha256'))[:16]}… is not that of indices.bin ({digests['indices.bin'][:16]}…)"
+        )
     problems = [p for p in problems if p]
     if problems:
         return Check("checksums", False, f"{plan_dir}: {'; '.join(problems)}; rebuild the {WHAT}")
@@ -229,7 +238,11 @@ def _budget(plan: Plan, epochs: list[np.ndarray]) -> Check:
     bad = [e for e, ids in enumerate(epochs) if len(ids) != expected[e]]
     if bad:
         e = bad[0]
-        return Check("budget", False, f"epoch {e} holds {len(epochs[e])} ids, expected {expected[e]} ({len(bad)} epoch(s) off budget)")
+        return Check(
+            "budget",
+            False,
+            f"epoch {e} holds {len(epochs[e])} ids, expected {expected[e]} ({len(bad)} epoch(s) off budget)",
+        )
     return Check("budget", True, f"every epoch holds its budget ({budget} of {n})")
 
 
@@ -240,7 +253,9 @@ def _distinct(plan: Plan, epochs: list[np.ndarray]) -> Check:
             return Check("distinct", False, f"epoch {e} lists {len(ids) - len(unique)} id(s) more than once")
     used = np.unique(np.concatenate(epochs)) if epochs else np.zeros(0, np.int64)
     if len(used) > plan.n_samples:
-        return Check("distinct", False, f"the plan names {len(used)} distinct ids but the data set has {plan.n_samples} samples")
+        return Check(
+            "distinct", False, f"the plan names {len(used)} distinct ids but the data set has {plan.n_samples} samples"
+        )
     return Check("distinct", True, f"no duplicates within an epoch; {len(used)} distinct ids used")
 
 
@@ -294,13 +309,19 @@ def _copies(plan: Plan, epochs: list[np.ndarray]) -> Check:
         if not same:
             return Check("copies", False, "plan.parquet differs from indices.bin")
         compared.append("parquet")
-    return Check("copies", True, f"{', '.join(compared)} agree with indices.bin" if compared else "no other forms written")
+    return Check(
+        "copies", True, f"{', '.join(compared)} agree with indices.bin" if compared else "no other forms written"
+    )
 
 
 def _inputs(plan: Plan, tables: FactorTables) -> Check:
     named = (plan.manifest.get("inputs") or {}).get("factors")
     if named != tables.fingerprint:
-        return Check("inputs", False, f"the plan was made from factor tables {str(named)[:16]}…, not {tables.path} ({tables.fingerprint[:16]}…)")
+        return Check(
+            "inputs",
+            False,
+            f"the plan was made from factor tables {str(named)[:16]}…, not {tables.path} ({tables.fingerprint[:16]}…)",
+        )
     if tables.n_samples != plan.n_samples:
         return Check("inputs", False, f"the plan covers {plan.n_samples} samples, the factor tables {tables.n_samples}")
     return Check("inputs", True, f"made from {tables.path} (fingerprint {tables.fingerprint[:16]}…)")
@@ -310,14 +331,20 @@ def _ids_in(epochs: list[np.ndarray], known: np.ndarray, what: str) -> Check:
     used = np.unique(np.concatenate(epochs)) if epochs else np.zeros(0, np.int64)
     missing = np.setdiff1d(used, known)
     if len(missing):
-        return Check("ids", False, f"{len(missing)} id(s) in the plan are not sample ids of {what} (first: {int(missing[0])})")
+        return Check(
+            "ids", False, f"{len(missing)} id(s) in the plan are not sample ids of {what} (first: {int(missing[0])})"
+        )
     return Check("ids", True, f"every id is a sample id of {what}")
 
 
 def _features(plan: Plan, features: Features) -> Check:
     named = (plan.manifest.get("inputs") or {}).get("features") or plan.manifest.get("dataset_fingerprint")
     if named != features.fingerprint:
-        return Check("features", False, f"the plan's data set has fingerprint {str(named)[:16]}…, {features.path} has {features.fingerprint[:16]}…")
+        return Check(
+            "features",
+            False,
+            f"the plan's data set has fingerprint {str(named)[:16]}…, {features.path} has {features.fingerprint[:16]}…",
+        )
     return Check("features", True, f"made from the data set in {features.path}")
 
 
@@ -351,11 +378,23 @@ def _reproduced(plan: Plan, epochs: list[np.ndarray], tables: FactorTables, feat
     except (TypeError, DynselError) as exc:
         return cannot(f"the manifest's settings are not usable ({exc})")
     if len(recomputed.epochs) != len(epochs):
-        return Check("reproduced", False, f"recomputing from the factor tables gives {len(recomputed.epochs)} epochs, indices.bin holds {len(epochs)}")
+        return Check(
+            "reproduced",
+            False,
+            f"recomputing from the factor tables gives {len(recomputed.epochs)} epochs, indices.bin holds {len(epochs)}",
+        )
     for e, (again, on_disk) in enumerate(zip(recomputed.epochs, epochs)):
         if not np.array_equal(np.asarray(again, dtype=np.int64), on_disk.astype(np.int64)):
-            return Check("reproduced", False, f"recomputing from the factor tables gives another epoch {e} than indices.bin (edited, or made by another dynsel version: {plan.manifest.get('dynsel_version')})")
+            return Check(
+                "reproduced",
+                False,
+                f"recomputing from the factor tables gives another epoch {e} than indices.bin (edited, or made by another dynsel version: {plan.manifest.get('dynsel_version')})",
+            )
     for name in _RECOMPUTED_FIELDS:
         if recomputed.manifest_extra.get(name) != plan.manifest.get(name):
-            return Check("reproduced", False, f"recomputing gives {name} {recomputed.manifest_extra.get(name)!r}, the manifest says {plan.manifest.get(name)!r}")
+            return Check(
+                "reproduced",
+                False,
+                f"recomputing gives {name} {recomputed.manifest_extra.get(name)!r}, the manifest says {plan.manifest.get(name)!r}",
+            )
     return Check("reproduced", True, f"recomputed from the factor tables: the same {len(epochs)} epochs as indices.bin")

@@ -31,8 +31,8 @@ import gzip
 import hashlib
 import io
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -50,7 +50,7 @@ README: str = "README.md"
 LICENSE_FASHION: str = "LICENSE-fashion-mnist.txt"
 LICENSE_SMS: str = "LICENSE-sms-spam.txt"
 
-FASHION_CLASS_NAMES: Tuple[str, ...] = (
+FASHION_CLASS_NAMES: tuple[str, ...] = (
     "T-shirt/top",
     "Trouser",
     "Pullover",
@@ -64,7 +64,7 @@ FASHION_CLASS_NAMES: Tuple[str, ...] = (
 )
 FASHION_TRAIN_PER_CLASS: int = 200
 FASHION_TEST_PER_CLASS: int = 50
-FASHION_FILES: Dict[str, str] = {
+FASHION_FILES: dict[str, str] = {
     "train_images": "train-images-idx3-ubyte.gz",
     "train_labels": "train-labels-idx1-ubyte.gz",
     "test_images": "t10k-images-idx3-ubyte.gz",
@@ -75,10 +75,10 @@ IDX_MAGIC_IMAGES: int = 2051  # 0x00000803: unsigned byte, 3 dimensions
 IDX_MAGIC_LABELS: int = 2049  # 0x00000801: unsigned byte, 1 dimension
 
 SMS_SAMPLE_SIZE: int = 1000
-SMS_LABELS: Tuple[str, ...] = ("ham", "spam")
+SMS_LABELS: tuple[str, ...] = ("ham", "spam")
 
 # Fixed zip member timestamp (the earliest date a zip entry can hold).
-ZIP_DATE_TIME: Tuple[int, int, int, int, int, int] = (1980, 1, 1, 0, 0, 0)
+ZIP_DATE_TIME: tuple[int, int, int, int, int, int] = (1980, 1, 1, 0, 0, 0)
 
 FASHION_MIT_NOTICE: str = """\
 The MIT License (MIT)
@@ -154,7 +154,7 @@ def read_idx(path: Path, expected_magic: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(shape).copy()
 
 
-def load_fashion_split(fashion_dir: Path, split: str) -> Tuple[np.ndarray, np.ndarray]:
+def load_fashion_split(fashion_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Load one Fashion-MNIST split (``"train"`` or ``"test"``) as (images, labels)."""
     images = read_idx(fashion_dir / FASHION_FILES[f"{split}_images"], IDX_MAGIC_IMAGES)
     labels = read_idx(fashion_dir / FASHION_FILES[f"{split}_labels"], IDX_MAGIC_LABELS)
@@ -170,7 +170,7 @@ def load_fashion_split(fashion_dir: Path, split: str) -> Tuple[np.ndarray, np.nd
 
 def balanced_indices(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
     """Draw ``per_class`` row indices of every class without replacement, sorted ascending."""
-    chosen: List[np.ndarray] = []
+    chosen: list[np.ndarray] = []
     for cls in range(len(FASHION_CLASS_NAMES)):
         pool = np.flatnonzero(labels == cls)
         if pool.size < per_class:
@@ -179,7 +179,7 @@ def balanced_indices(labels: np.ndarray, per_class: int, rng: np.random.Generato
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-def build_fashion_arrays(fashion_dir: Path, seed: int = SEED) -> Dict[str, np.ndarray]:
+def build_fashion_arrays(fashion_dir: Path, seed: int = SEED) -> dict[str, np.ndarray]:
     """Build the arrays stored in ``fashion_mnist_2k.npz``."""
     rng = np.random.default_rng(seed)
     x_tr, y_tr = load_fashion_split(fashion_dir, "train")
@@ -222,9 +222,9 @@ def write_deterministic_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Non
 # --------------------------------------------------------------------------- #
 
 
-def read_sms(path: Path) -> List[Tuple[str, str]]:
+def read_sms(path: Path) -> list[tuple[str, str]]:
     """Read the gzip TSV (``label<TAB>text`` per line, no header) as (label, text) pairs."""
-    rows: List[Tuple[str, str]] = []
+    rows: list[tuple[str, str]] = []
     with gzip.open(path, "rt", encoding="utf-8", newline="\n") as fh:
         for lineno, line in enumerate(fh):
             if not line.endswith("\n"):
@@ -236,7 +236,7 @@ def read_sms(path: Path) -> List[Tuple[str, str]]:
     return rows
 
 
-def stratified_quotas(counts: Mapping[str, int], total: int) -> Dict[str, int]:
+def stratified_quotas(counts: Mapping[str, int], total: int) -> dict[str, int]:
     """Split ``total`` over the labels in proportion to ``counts`` (largest remainder)."""
     n = sum(counts.values())
     exact = {lab: total * c / n for lab, c in counts.items()}
@@ -247,20 +247,20 @@ def stratified_quotas(counts: Mapping[str, int], total: int) -> Dict[str, int]:
     return quotas
 
 
-def sample_sms(rows: Sequence[Tuple[str, str]], total: int, seed: int = SEED) -> List[int]:
+def sample_sms(rows: Sequence[tuple[str, str]], total: int, seed: int = SEED) -> list[int]:
     """Stratified sample of source row indices, returned in ascending order."""
     rng = np.random.default_rng(seed)
     labels = np.array([lab for lab, _ in rows])
     counts = {lab: int((labels == lab).sum()) for lab in SMS_LABELS}
     quotas = stratified_quotas(counts, total)
-    chosen: List[np.ndarray] = []
+    chosen: list[np.ndarray] = []
     for lab in SMS_LABELS:
         pool = np.flatnonzero(labels == lab)
         chosen.append(rng.choice(pool, size=quotas[lab], replace=False))
     return [int(i) for i in np.sort(np.concatenate(chosen))]
 
 
-def write_sms_csv(path: Path, rows: Sequence[Tuple[str, str]], indices: Sequence[int]) -> None:
+def write_sms_csv(path: Path, rows: Sequence[tuple[str, str]], indices: Sequence[int]) -> None:
     """Write ``id,text,label`` rows as UTF-8 CSV with ``\\n`` line endings."""
     with open(path, "w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
@@ -336,13 +336,13 @@ Load with `np.load("sample_data/{FASHION_NPZ}")` (no pickle needed).
 
 | array | dtype | shape | meaning |
 |---|---|---|---|
-| `x_train` | uint8 | {list(fashion['x_train'].shape)} | 28x28 grayscale images, 0 = background |
-| `y_train` | int64 | {list(fashion['y_train'].shape)} | class index 0..9 |
-| `x_test` | uint8 | {list(fashion['x_test'].shape)} | images from the official t10k (test) split |
-| `y_test` | int64 | {list(fashion['y_test'].shape)} | class index 0..9 |
-| `class_names` | {fashion['class_names'].dtype.str} (unicode) | {list(fashion['class_names'].shape)} | name of each class index |
-| `source_index_train` | int64 | {list(fashion['source_index_train'].shape)} | row of each `x_train` image in the 60,000-image train split |
-| `source_index_test` | int64 | {list(fashion['source_index_test'].shape)} | row of each `x_test` image in the 10,000-image t10k split |
+| `x_train` | uint8 | {list(fashion["x_train"].shape)} | 28x28 grayscale images, 0 = background |
+| `y_train` | int64 | {list(fashion["y_train"].shape)} | class index 0..9 |
+| `x_test` | uint8 | {list(fashion["x_test"].shape)} | images from the official t10k (test) split |
+| `y_test` | int64 | {list(fashion["y_test"].shape)} | class index 0..9 |
+| `class_names` | {fashion["class_names"].dtype.str} (unicode) | {list(fashion["class_names"].shape)} | name of each class index |
+| `source_index_train` | int64 | {list(fashion["source_index_train"].shape)} | row of each `x_train` image in the 60,000-image train split |
+| `source_index_test` | int64 | {list(fashion["source_index_test"].shape)} | row of each `x_test` image in the 10,000-image t10k split |
 
 Rows are in ascending source-row order (not grouped by class), so shuffle
 before mini-batching. Per-class counts ({n_tr} train, {n_te} test):

@@ -17,9 +17,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -158,7 +159,15 @@ def sample_arrays() -> dict[str, np.ndarray]:
         return {k: archive[k] for k in archive.keys()}
 
 
-def sparse_dictionary_data(n: int, d: int = 32, atoms: int = 64, active: int = 3, noise: float = 0.01, seed: int = 0, dictionary_seed: int = 123) -> np.ndarray:
+def sparse_dictionary_data(
+    n: int,
+    d: int = 32,
+    atoms: int = 64,
+    active: int = 3,
+    noise: float = 0.01,
+    seed: int = 0,
+    dictionary_seed: int = 123,
+) -> np.ndarray:
     """Vectors that truly are sparse: each a positive combination of ``active`` of ``atoms`` unit directions.
 
     ``dictionary_seed`` fixes the directions, ``seed`` the draws, so fresh samples of the same
@@ -174,7 +183,9 @@ def sparse_dictionary_data(n: int, d: int = 32, atoms: int = 64, active: int = 3
     return x.astype(np.float32)
 
 
-def write_features_dir(path: Path, vectors: np.ndarray, labels: np.ndarray | None = None, classes: list[str] | None = None) -> dict[str, Any]:
+def write_features_dir(
+    path: Path, vectors: np.ndarray, labels: np.ndarray | None = None, classes: list[str] | None = None
+) -> dict[str, Any]:
     """A features directory written with the format's own writer (no encoder involved)."""
     from dynsel_cli.formats.common import atomic_directory
     from dynsel_cli.formats.features import FeatureShardWriter
@@ -208,5 +219,7 @@ def write_random_plan(
     path = root / name
     with atomic_directory(path) as tmp:
         ids = {"id_min": 0, "id_max": n_samples - 1, "ids_dense": True}  # as in a plan of dense features
-        write_plan(tmp, epochs, n_samples, batch_size, world_size, drop_last, {"ratio": ratio, "seed": seed, **ids}, weights=w)
+        write_plan(
+            tmp, epochs, n_samples, batch_size, world_size, drop_last, {"ratio": ratio, "seed": seed, **ids}, weights=w
+        )
     return read_plan(path)

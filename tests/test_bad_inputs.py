@@ -18,17 +18,24 @@ import json
 import os
 import re
 import shutil
-import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from conftest import REPO, SAMPLE, PipelineRun, assert_one_line_error, invoke, tree_digests, tree_mtimes, write_features_dir
+from conftest import (
+    REPO,
+    SAMPLE,
+    PipelineRun,
+    assert_one_line_error,
+    invoke,
+    tree_digests,
+    tree_mtimes,
+    write_features_dir,
+)
 
 DOC = REPO / "docs" / "reliability.md"
 BEGIN, END = "<!-- bad-inputs:begin -->", "<!-- bad-inputs:end -->"
@@ -100,7 +107,9 @@ def _huge_label_features(work: Path, run: PipelineRun) -> Path:
     dim = json.loads((run.features / "_manifest.json").read_text())["dim"]
     labels = np.zeros(64, dtype=np.int64)
     labels[5] = 10**8
-    write_features_dir(work / "labelled-features", np.random.default_rng(3).normal(size=(64, dim)).astype(np.float32), labels)
+    write_features_dir(
+        work / "labelled-features", np.random.default_rng(3).normal(size=(64, dim)).astype(np.float32), labels
+    )
     return work / "labelled-features"
 
 
@@ -132,90 +141,588 @@ OUT = "OUTPUT"  # stands for the output path; each case's output is work/"out"
 
 CASES: list[Case] = [
     # extract: sources
-    Case("extract-missing-source", "source path does not exist", lambda w, r: ["extract", w / "nope.npz", "--out", OUT], "nope.npz"),
-    Case("extract-unknown-suffix", "source file of an unknown kind (`.xyz`)", lambda w, r: ["extract", _write(w / "d.xyz", b"1,2\n"), "--out", OUT], "d.xyz"),
-    Case("extract-truncated-npy", "truncated `.npy` file", lambda w, r: ["extract", _truncate(_vectors(w, "v.npy", np.ones((50, 8), np.float32)), 100), "--out", OUT, "--encoder", "identity"], "v.npy"),
-    Case("extract-pickled-npy", "`.npy` holding pickled Python objects (never unpickled)", lambda w, r: ["extract", _pickled_npy(w), "--out", OUT, "--encoder", "identity"], "obj.npy"),
-    Case("extract-not-parquet", "a `.parquet` file that is not Parquet", lambda w, r: ["extract", _write(w / "t.parquet", b"id,text\n1,hello\n"), "--out", OUT], "t.parquet"),
-    Case("extract-missing-text-column", "table without the text column", lambda w, r: ["extract", _table(w, "t.parquet", pa.table({"body": ["a", "b"]})), "--out", OUT, "--encoder", "wordllama"], "text"),
-    Case("extract-missing-named-column", "`--label-column` that is not in the table", lambda w, r: ["extract", _table(w, "t.parquet", pa.table({"text": ["a", "b"]})), "--out", OUT, "--encoder", "wordllama", "--label-column", "topic"], "topic"),
-    Case("extract-empty-table", "table with no rows", lambda w, r: ["extract", _write(w / "e.csv", b"text,label\n"), "--out", OUT, "--encoder", "wordllama"], "e.csv"),
-    Case("extract-empty-text", "empty text in a row", lambda w, r: ["extract", _write(w / "t.csv", b"text,label\nhello,0\n,1\n"), "--out", OUT, "--encoder", "wordllama"], "row 1"),
-    Case("extract-many-bad-rows", "JSONL with empty posts and a missing label (found before encoding)", lambda w, r: ["extract", _posts(w), "--out", OUT, "--encoder", "wordllama"], "rows have empty text"),
-    Case("extract-split-no-column", "`--split` on a table without a `split` column", lambda w, r: ["extract", _write(w / "t.csv", b"text\nhello\n"), "--out", OUT, "--encoder", "wordllama", "--split", "train"], "--split train"),
-    Case("extract-dataset-dict-no-split", "Hugging Face DatasetDict directory without `--split`", lambda w, r: ["extract", _dataset_dict(w), "--out", OUT], "--split"),
-    Case("extract-non-utf8", "text file that is not UTF-8", lambda w, r: ["extract", _write(w / "t.jsonl", b'{"text": "caf\xe9"}\n'), "--out", OUT, "--encoder", "wordllama"], "t.jsonl"),
-    Case("extract-nan-vectors", "NaN in ready-made embeddings", lambda w, r: ["extract", _vectors(w, "v.npy", _with(np.ones((20, 4), np.float32), (5, 2), np.nan)), "--out", OUT, "--encoder", "identity"], "NaN"),
-    Case("extract-inf-vectors", "Inf in an embeddings column", lambda w, r: ["extract", _table(w, "e.parquet", pa.table({"vector": [[1.0, 2.0], [np.inf, 0.0]]})), "--out", OUT, "--encoder", "identity"], "Inf"),
-    Case("extract-ragged-vectors", "embeddings of different widths", lambda w, r: ["extract", _table(w, "e.parquet", pa.table({"vector": [[1.0, 2.0], [1.0, 2.0, 3.0]]})), "--out", OUT, "--encoder", "identity"], "e.parquet"),
-    Case("extract-duplicate-ids", "duplicate ids in `--id-column`", lambda w, r: ["extract", _table(w, "e.parquet", pa.table({"id": [3, 3], "vector": [[1.0, 2.0], [3.0, 4.0]]})), "--out", OUT, "--encoder", "identity", "--id-column", "id"], "id"),
-    Case("extract-zero-width-vectors", "ready-made embeddings of width 0 (shape [N, 0])", lambda w, r: ["extract", _vectors(w, "v.npy", np.ones((8, 0), np.float32)), "--out", OUT, "--encoder", "identity"], "at least one value"),
-    Case("extract-duplicate-column", "CSV whose header names a column twice", lambda w, r: ["extract", _write(w / "t.csv", b"text,text,label\na,b,0\nc,d,1\n"), "--out", OUT, "--encoder", "wordllama"], "more than once"),
-    Case("extract-id-beyond-int64", "an id of 2^70 in `--id-column`", lambda w, r: ["extract", _write(w / "t.jsonl", b'{"text": "a", "id": 1180591620717411303424}\n{"text": "b", "id": 1}\n'), "--out", OUT, "--encoder", "wordllama", "--id-column", "id"], "64-bit"),
-    Case("extract-label-beyond-int64", "a label of 2^70", lambda w, r: ["extract", _write(w / "t.jsonl", b'{"text": "a", "label": 1180591620717411303424}\n{"text": "b", "label": 0}\n'), "--out", OUT, "--encoder", "wordllama"], "64-bit"),
-    Case("extract-deeply-nested-json", "a JSON line nested 100,000 deep", lambda w, r: ["extract", _write(w / "t.jsonl", b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"), "--out", OUT, "--encoder", "wordllama"], "nested too deeply"),
-    Case("extract-corrupt-image", "corrupt image in a folder", lambda w, r: ["extract", _images(w, [(32, 32), (32, 32)], corrupt=True), "--out", OUT], "broken.png"),
-    Case("extract-mixed-sizes", "image folder with mixed image sizes", lambda w, r: ["extract", _images(w, [(32, 32), (48, 40)]), "--out", OUT], "--mixed-sizes"),
-    Case("extract-decompression-bomb", "image claiming 225 M pixels (decompression bomb)", lambda w, r: ["extract", _bomb(w), "--out", OUT], "bomb.png"),
-    Case("extract-unknown-encoder", "unknown `--encoder`", lambda w, r: ["extract", SAMPLE, "--out", OUT, "--encoder", "clip"], "--encoder"),
-    Case("extract-image-size-too-large", "`--image-size 20000` (above 4096)", lambda w, r: ["extract", SAMPLE, "--out", OUT, "--image-size", "20000"], "--image-size"),
-    Case("extract-batch-too-many-pixels", "`--image-size 4096` at the default `--batch-size 64` (1.07 G pixels a batch)", lambda w, r: ["extract", SAMPLE, "--out", OUT, "--image-size", "4096"], "--batch-size"),
-    Case("extract-user-code-no-flag", "user Python encoder without `--allow-user-code`", lambda w, r: ["extract", SAMPLE, "--out", OUT, "--encoder", "os:getcwd"], "--allow-user-code"),
-    Case("extract-unwritable-out", "`--out` under a regular file", lambda w, r: ["extract", _vectors(w, "v.npy", np.ones((8, 4), np.float32)), "--out", _unwritable_parent(w), "--encoder", "identity"], "--out"),
+    Case(
+        "extract-missing-source",
+        "source path does not exist",
+        lambda w, r: ["extract", w / "nope.npz", "--out", OUT],
+        "nope.npz",
+    ),
+    Case(
+        "extract-unknown-suffix",
+        "source file of an unknown kind (`.xyz`)",
+        lambda w, r: ["extract", _write(w / "d.xyz", b"1,2\n"), "--out", OUT],
+        "d.xyz",
+    ),
+    Case(
+        "extract-truncated-npy",
+        "truncated `.npy` file",
+        lambda w, r: [
+            "extract",
+            _truncate(_vectors(w, "v.npy", np.ones((50, 8), np.float32)), 100),
+            "--out",
+            OUT,
+            "--encoder",
+            "identity",
+        ],
+        "v.npy",
+    ),
+    Case(
+        "extract-pickled-npy",
+        "`.npy` holding pickled Python objects (never unpickled)",
+        lambda w, r: ["extract", _pickled_npy(w), "--out", OUT, "--encoder", "identity"],
+        "obj.npy",
+    ),
+    Case(
+        "extract-not-parquet",
+        "a `.parquet` file that is not Parquet",
+        lambda w, r: ["extract", _write(w / "t.parquet", b"id,text\n1,hello\n"), "--out", OUT],
+        "t.parquet",
+    ),
+    Case(
+        "extract-missing-text-column",
+        "table without the text column",
+        lambda w, r: [
+            "extract",
+            _table(w, "t.parquet", pa.table({"body": ["a", "b"]})),
+            "--out",
+            OUT,
+            "--encoder",
+            "wordllama",
+        ],
+        "text",
+    ),
+    Case(
+        "extract-missing-named-column",
+        "`--label-column` that is not in the table",
+        lambda w, r: [
+            "extract",
+            _table(w, "t.parquet", pa.table({"text": ["a", "b"]})),
+            "--out",
+            OUT,
+            "--encoder",
+            "wordllama",
+            "--label-column",
+            "topic",
+        ],
+        "topic",
+    ),
+    Case(
+        "extract-empty-table",
+        "table with no rows",
+        lambda w, r: ["extract", _write(w / "e.csv", b"text,label\n"), "--out", OUT, "--encoder", "wordllama"],
+        "e.csv",
+    ),
+    Case(
+        "extract-empty-text",
+        "empty text in a row",
+        lambda w, r: [
+            "extract",
+            _write(w / "t.csv", b"text,label\nhello,0\n,1\n"),
+            "--out",
+            OUT,
+            "--encoder",
+            "wordllama",
+        ],
+        "row 1",
+    ),
+    Case(
+        "extract-many-bad-rows",
+        "JSONL with empty posts and a missing label (found before encoding)",
+        lambda w, r: ["extract", _posts(w), "--out", OUT, "--encoder", "wordllama"],
+        "rows have empty text",
+    ),
+    Case(
+        "extract-split-no-column",
+        "`--split` on a table without a `split` column",
+        lambda w, r: [
+            "extract",
+            _write(w / "t.csv", b"text\nhello\n"),
+            "--out",
+            OUT,
+            "--encoder",
+            "wordllama",
+            "--split",
+            "train",
+        ],
+        "--split train",
+    ),
+    Case(
+        "extract-dataset-dict-no-split",
+        "Hugging Face DatasetDict directory without `--split`",
+        lambda w, r: ["extract", _dataset_dict(w), "--out", OUT],
+        "--split",
+    ),
+    Case(
+        "extract-non-utf8",
+        "text file that is not UTF-8",
+        lambda w, r: [
+            "extract",
+            _write(w / "t.jsonl", b'{"text": "caf\xe9"}\n'),
+            "--out",
+            OUT,
+            "--encoder",
+            "wordllama",
+        ],
+        "t.jsonl",
+    ),
+    Case(
+        "extract-nan-vectors",
+        "NaN in ready-made embeddings",
+        lambda w, r: [
+            "extract",
+            _vectors(w, "v.npy", _with(np.ones((20, 4), np.float32), (5, 2), np.nan)),
+            "--out",
+            OUT,
+            "--encoder",
+            "identity",
+        ],
+        "NaN",
+    ),
+    Case(
+        "extract-inf-vectors",
+        "Inf in an embeddings column",
+        lambda w, r: [
+            "extract",
+            _table(w, "e.parquet", pa.table({"vector": [[1.0, 2.0], [np.inf, 0.0]]})),
+            "--out",
+            OUT,
+            "--encoder",
+            "identity",
+        ],
+        "Inf",
+    ),
+    Case(
+        "extract-ragged-vectors",
+        "embeddings of different widths",
+        lambda w, r: [
+            "extract",
+            _table(w, "e.parquet", pa.table({"vector": [[1.0, 2.0], [1.0, 2.0, 3.0]]})),
+            "--out",
+            OUT,
+            "--encoder",
+            "identity",
+        ],
+        "e.parquet",
+    ),
+    Case(
+        "extract-duplicate-ids",
+        "duplicate ids in `--id-column`",
+        lambda w, r: [
+            "extract",
+            _table(w, "e.parquet", pa.table({"id": [3, 3], "vector": [[1.0, 2.0], [3.0, 4.0]]})),
+            "--out",
+            OUT,
+            "--encoder",
+            "identity",
+            "--id-column",
+            "id",
+        ],
+        "id",
+    ),
+    Case(
+        "extract-zero-width-vectors",
+        "ready-made embeddings of width 0 (shape [N, 0])",
+        lambda w, r: [
+            "extract",
+            _vectors(w, "v.npy", np.ones((8, 0), np.float32)),
+            "--out",
+            OUT,
+            "--encoder",
+            "identity",
+        ],
+        "at least one value",
+    ),
+    Case(
+        "extract-duplicate-column",
+        "CSV whose header names a column twice",
+        lambda w, r: [
+            "extract",
+            _write(w / "t.csv", b"text,text,label\na,b,0\nc,d,1\n"),
+            "--out",
+            OUT,
+            "--encoder",
+            "wordllama",
+        ],
+        "more than once",
+    ),
+    Case(
+        "extract-id-beyond-int64",
+        "an id of 2^70 in `--id-column`",
+        lambda w, r: [
+            "extract",
+            _write(w / "t.jsonl", b'{"text": "a", "id": 1180591620717411303424}\n{"text": "b", "id": 1}\n'),
+            "--out",
+            OUT,
+            "--encoder",
+            "wordllama",
+            "--id-column",
+            "id",
+        ],
+        "64-bit",
+    ),
+    Case(
+        "extract-label-beyond-int64",
+        "a label of 2^70",
+        lambda w, r: [
+            "extract",
+            _write(w / "t.jsonl", b'{"text": "a", "label": 1180591620717411303424}\n{"text": "b", "label": 0}\n'),
+            "--out",
+            OUT,
+            "--encoder",
+            "wordllama",
+        ],
+        "64-bit",
+    ),
+    Case(
+        "extract-deeply-nested-json",
+        "a JSON line nested 100,000 deep",
+        lambda w, r: [
+            "extract",
+            _write(w / "t.jsonl", b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"),
+            "--out",
+            OUT,
+            "--encoder",
+            "wordllama",
+        ],
+        "nested too deeply",
+    ),
+    Case(
+        "extract-corrupt-image",
+        "corrupt image in a folder",
+        lambda w, r: ["extract", _images(w, [(32, 32), (32, 32)], corrupt=True), "--out", OUT],
+        "broken.png",
+    ),
+    Case(
+        "extract-mixed-sizes",
+        "image folder with mixed image sizes",
+        lambda w, r: ["extract", _images(w, [(32, 32), (48, 40)]), "--out", OUT],
+        "--mixed-sizes",
+    ),
+    Case(
+        "extract-decompression-bomb",
+        "image claiming 225 M pixels (decompression bomb)",
+        lambda w, r: ["extract", _bomb(w), "--out", OUT],
+        "bomb.png",
+    ),
+    Case(
+        "extract-unknown-encoder",
+        "unknown `--encoder`",
+        lambda w, r: ["extract", SAMPLE, "--out", OUT, "--encoder", "clip"],
+        "--encoder",
+    ),
+    Case(
+        "extract-image-size-too-large",
+        "`--image-size 20000` (above 4096)",
+        lambda w, r: ["extract", SAMPLE, "--out", OUT, "--image-size", "20000"],
+        "--image-size",
+    ),
+    Case(
+        "extract-batch-too-many-pixels",
+        "`--image-size 4096` at the default `--batch-size 64` (1.07 G pixels a batch)",
+        lambda w, r: ["extract", SAMPLE, "--out", OUT, "--image-size", "4096"],
+        "--batch-size",
+    ),
+    Case(
+        "extract-user-code-no-flag",
+        "user Python encoder without `--allow-user-code`",
+        lambda w, r: ["extract", SAMPLE, "--out", OUT, "--encoder", "os:getcwd"],
+        "--allow-user-code",
+    ),
+    Case(
+        "extract-unwritable-out",
+        "`--out` under a regular file",
+        lambda w, r: [
+            "extract",
+            _vectors(w, "v.npy", np.ones((8, 4), np.float32)),
+            "--out",
+            _unwritable_parent(w),
+            "--encoder",
+            "identity",
+        ],
+        "--out",
+    ),
     # fit-sae
-    Case("fit-sae-not-features", "input is not a features directory", lambda w, r: ["fit-sae", r.sae, "--out", OUT], "features directory"),
-    Case("fit-sae-truncated-shard", "features shard truncated", lambda w, r: ["fit-sae", _truncated_shard(w, r), "--out", OUT], "part-00000.parquet"),
-    Case("fit-sae-nan-features", "features with NaN written by another tool", lambda w, r: ["fit-sae", _nan_features(w), "--out", OUT], "NaN"),
-    Case("fit-sae-zero-epochs", "`--epochs 0`", lambda w, r: ["fit-sae", r.features, "--out", OUT, "--epochs", "0"], "--epochs"),
-    Case("fit-sae-k-too-large", "`--k` larger than `--width`", lambda w, r: ["fit-sae", r.features, "--out", OUT, "--width", "64", "--k", "100"], "--k"),
+    Case(
+        "fit-sae-not-features",
+        "input is not a features directory",
+        lambda w, r: ["fit-sae", r.sae, "--out", OUT],
+        "features directory",
+    ),
+    Case(
+        "fit-sae-truncated-shard",
+        "features shard truncated",
+        lambda w, r: ["fit-sae", _truncated_shard(w, r), "--out", OUT],
+        "part-00000.parquet",
+    ),
+    Case(
+        "fit-sae-nan-features",
+        "features with NaN written by another tool",
+        lambda w, r: ["fit-sae", _nan_features(w), "--out", OUT],
+        "NaN",
+    ),
+    Case(
+        "fit-sae-zero-epochs",
+        "`--epochs 0`",
+        lambda w, r: ["fit-sae", r.features, "--out", OUT, "--epochs", "0"],
+        "--epochs",
+    ),
+    Case(
+        "fit-sae-k-too-large",
+        "`--k` larger than `--width`",
+        lambda w, r: ["fit-sae", r.features, "--out", OUT, "--width", "64", "--k", "100"],
+        "--k",
+    ),
     # factors
-    Case("factors-other-width", "SAE of another width than the features", lambda w, r: ["factors", _narrow_features(w), "--sae", r.sae, "--out", OUT], "dimension"),
-    Case("factors-foreign-sae", "SAE trained on another data set (fingerprint mismatch)", lambda w, r: ["factors", _other_features(w, r), "--sae", r.sae, "--out", OUT], "--allow-foreign-sae"),
-    Case("factors-tampered-sae", "SAE weights modified after training", lambda w, r: ["factors", r.features, "--sae", _tampered_sae(w, r), "--out", OUT], "sae.safetensors"),
-    Case("factors-not-sae", "`--sae` is not an SAE checkpoint", lambda w, r: ["factors", r.features, "--sae", r.factors, "--out", OUT], "SAE"),
-    Case("factors-label-too-large", "a label of 10^8 (per-class statistics are indexed by class id)", lambda w, r: ["factors", _huge_label_features(w, r), "--sae", r.sae, "--allow-foreign-sae", "--out", OUT], "label 100000000"),
+    Case(
+        "factors-other-width",
+        "SAE of another width than the features",
+        lambda w, r: ["factors", _narrow_features(w), "--sae", r.sae, "--out", OUT],
+        "dimension",
+    ),
+    Case(
+        "factors-foreign-sae",
+        "SAE trained on another data set (fingerprint mismatch)",
+        lambda w, r: ["factors", _other_features(w, r), "--sae", r.sae, "--out", OUT],
+        "--allow-foreign-sae",
+    ),
+    Case(
+        "factors-tampered-sae",
+        "SAE weights modified after training",
+        lambda w, r: ["factors", r.features, "--sae", _tampered_sae(w, r), "--out", OUT],
+        "sae.safetensors",
+    ),
+    Case(
+        "factors-not-sae",
+        "`--sae` is not an SAE checkpoint",
+        lambda w, r: ["factors", r.features, "--sae", r.factors, "--out", OUT],
+        "SAE",
+    ),
+    Case(
+        "factors-label-too-large",
+        "a label of 10^8 (per-class statistics are indexed by class id)",
+        lambda w, r: ["factors", _huge_label_features(w, r), "--sae", r.sae, "--allow-foreign-sae", "--out", OUT],
+        "label 100000000",
+    ),
     # plan
     Case("plan-ratio-zero", "`--ratio 0`", lambda w, r: ["plan", r.factors, "--out", OUT, "--ratio", "0"], "--ratio"),
-    Case("plan-ratio-above-one", "`--ratio 1.5`", lambda w, r: ["plan", r.factors, "--out", OUT, "--ratio", "1.5"], "--ratio"),
-    Case("plan-zero-epochs", "`--epochs 0`", lambda w, r: ["plan", r.factors, "--out", OUT, "--epochs", "0"], "--epochs"),
-    Case("plan-negative-epochs", "`--epochs -3`", lambda w, r: ["plan", r.factors, "--out", OUT, "--epochs", "-3"], "--epochs"),
-    Case("plan-too-many-epochs", "`--epochs 2147483648` (above 100,000)", lambda w, r: ["plan", r.factors, "--out", OUT, "--epochs", "2147483648"], "--epochs"),
-    Case("plan-unknown-method", "unknown `--method`", lambda w, r: ["plan", r.factors, "--out", OUT, "--method", "coreset"], "--method"),
-    Case("plan-unknown-format", "unknown `--formats`", lambda w, r: ["plan", r.factors, "--out", OUT, "--formats", "csv"], "--formats"),
-    Case("plan-truncated-table", "factor table truncated", lambda w, r: ["plan", _truncated_table(w, r), "--out", OUT], "samples.parquet"),
-    Case("plan-not-factors", "input is not a factor-tables directory", lambda w, r: ["plan", r.features, "--out", OUT], "factor"),
-    Case("plan-features-other-data", "`--features` of another data set", lambda w, r: ["plan", r.factors, "--out", OUT, "--method", "knn-density", "--features", _other_features(w, r)], "--features"),
-    Case("plan-out-is-file", "`--out` is an existing file", lambda w, r: ["plan", r.factors, "--out", _write(w / "plan.txt", b"keep me\n")], "plan.txt"),
-    Case("plan-manifest-path-escape", "manifest naming a file outside its artifact (`../`)", lambda w, r: ["plan", _escaping_factors(w, r), "--out", OUT], "outside"),
-    Case("plan-unknown-class-quota", "unknown `--class-quota`", lambda w, r: ["plan", r.factors, "--out", OUT, "--class-quota", "equal"], "--class-quota"),
-    Case("plan-bad-dup-cosine", "`--dup-cosine 0`", lambda w, r: ["plan", r.factors, "--out", OUT, "--dup-cosine", "0"], "--dup-cosine"),
-    Case("plan-unknown-neighbours", "`--neighbours annoy`", lambda w, r: ["plan", r.factors, "--out", OUT, "--neighbours", "annoy"], "--neighbours"),
-    Case("plan-unknown-device", "`--device gpu`", lambda w, r: ["plan", r.factors, "--out", OUT, "--device", "gpu"], "--device"),
-    *([Case("plan-cuda-without-gpu", "`--device cuda` on a machine without a usable GPU", lambda w, r: ["plan", r.factors, "--out", OUT, "--device", "cuda"], "--device cuda")] if not _CUDA else []),
-    Case("fit-sae-unknown-device", "`fit-sae --device gpu`", lambda w, r: ["fit-sae", r.features, "--out", OUT, "--device", "gpu"], "--device"),
+    Case(
+        "plan-ratio-above-one",
+        "`--ratio 1.5`",
+        lambda w, r: ["plan", r.factors, "--out", OUT, "--ratio", "1.5"],
+        "--ratio",
+    ),
+    Case(
+        "plan-zero-epochs", "`--epochs 0`", lambda w, r: ["plan", r.factors, "--out", OUT, "--epochs", "0"], "--epochs"
+    ),
+    Case(
+        "plan-negative-epochs",
+        "`--epochs -3`",
+        lambda w, r: ["plan", r.factors, "--out", OUT, "--epochs", "-3"],
+        "--epochs",
+    ),
+    Case(
+        "plan-too-many-epochs",
+        "`--epochs 2147483648` (above 100,000)",
+        lambda w, r: ["plan", r.factors, "--out", OUT, "--epochs", "2147483648"],
+        "--epochs",
+    ),
+    Case(
+        "plan-unknown-method",
+        "unknown `--method`",
+        lambda w, r: ["plan", r.factors, "--out", OUT, "--method", "coreset"],
+        "--method",
+    ),
+    Case(
+        "plan-unknown-format",
+        "unknown `--formats`",
+        lambda w, r: ["plan", r.factors, "--out", OUT, "--formats", "csv"],
+        "--formats",
+    ),
+    Case(
+        "plan-truncated-table",
+        "factor table truncated",
+        lambda w, r: ["plan", _truncated_table(w, r), "--out", OUT],
+        "samples.parquet",
+    ),
+    Case(
+        "plan-not-factors",
+        "input is not a factor-tables directory",
+        lambda w, r: ["plan", r.features, "--out", OUT],
+        "factor",
+    ),
+    Case(
+        "plan-features-other-data",
+        "`--features` of another data set",
+        lambda w, r: ["plan", r.factors, "--out", OUT, "--method", "knn-density", "--features", _other_features(w, r)],
+        "--features",
+    ),
+    Case(
+        "plan-out-is-file",
+        "`--out` is an existing file",
+        lambda w, r: ["plan", r.factors, "--out", _write(w / "plan.txt", b"keep me\n")],
+        "plan.txt",
+    ),
+    Case(
+        "plan-manifest-path-escape",
+        "manifest naming a file outside its artifact (`../`)",
+        lambda w, r: ["plan", _escaping_factors(w, r), "--out", OUT],
+        "outside",
+    ),
+    Case(
+        "plan-unknown-class-quota",
+        "unknown `--class-quota`",
+        lambda w, r: ["plan", r.factors, "--out", OUT, "--class-quota", "equal"],
+        "--class-quota",
+    ),
+    Case(
+        "plan-bad-dup-cosine",
+        "`--dup-cosine 0`",
+        lambda w, r: ["plan", r.factors, "--out", OUT, "--dup-cosine", "0"],
+        "--dup-cosine",
+    ),
+    Case(
+        "plan-unknown-neighbours",
+        "`--neighbours annoy`",
+        lambda w, r: ["plan", r.factors, "--out", OUT, "--neighbours", "annoy"],
+        "--neighbours",
+    ),
+    Case(
+        "plan-unknown-device",
+        "`--device gpu`",
+        lambda w, r: ["plan", r.factors, "--out", OUT, "--device", "gpu"],
+        "--device",
+    ),
+    *(
+        [
+            Case(
+                "plan-cuda-without-gpu",
+                "`--device cuda` on a machine without a usable GPU",
+                lambda w, r: ["plan", r.factors, "--out", OUT, "--device", "cuda"],
+                "--device cuda",
+            )
+        ]
+        if not _CUDA
+        else []
+    ),
+    Case(
+        "fit-sae-unknown-device",
+        "`fit-sae --device gpu`",
+        lambda w, r: ["fit-sae", r.features, "--out", OUT, "--device", "gpu"],
+        "--device",
+    ),
     # output safety: --out replaces only dynsel's own artifacts of the same kind
-    Case("plan-out-user-folder", "`--out` is an existing folder dynsel did not write", lambda w, r: ["plan", r.factors, "--out", _user_folder(w)], "mydata"),
-    Case("plan-out-user-folder-force", "`--out` is a folder dynsel did not write, with `--force`", lambda w, r: ["plan", r.factors, "--out", _user_folder(w), "--force"], "not a dynsel plan"),
-    Case("plan-out-other-kind", "`--out` is a dynsel artifact of another kind (features), no `--force`", lambda w, r: ["plan", r.factors, "--out", _copy(r.features, w, "feats")], "--force"),
-    Case("plan-out-damaged-manifest", "`--out` is a plan whose manifest is unreadable", lambda w, r: ["plan", r.factors, "--out", _damaged_plan(w, r)], "not a dynsel plan"),
-    Case("plan-out-current-dir", "`--out .` (the current directory)", lambda w, r: ["plan", r.factors, "--out", "."], "current directory"),
-    Case("plan-out-parent-dir", "`--out ..` (a directory holding the current one)", lambda w, r: ["plan", r.factors, "--out", ".."], "current directory"),
-    Case("plan-out-is-input", "`--out` is the command's own input", lambda w, r: ["plan", _copy(r.factors, w, "factors"), "--out", w / "factors"], "input"),
-    Case("plan-out-holds-input", "`--out` is a folder holding the input", lambda w, r: ["plan", _nested_factors(w, r), "--out", w / "data"], "holds the input"),
-    Case("plan-out-inside-input", "`--out` inside the input directory", lambda w, r: ["plan", r.factors, "--out", r.factors / "plan"], "inside the input"),
-    Case("factors-out-user-folder", "`factors --out` is an existing folder dynsel did not write", lambda w, r: ["factors", r.features, "--sae", r.sae, "--out", _user_folder(w)], "mydata"),
-    Case("fit-sae-out-other-kind", "`fit-sae --out` is a plan, no `--force`", lambda w, r: ["fit-sae", r.features, "--out", _copy(r.plan, w, "a-plan")], "--force"),
-    Case("extract-out-inside-source", "`extract --out` inside the image folder it reads", lambda w, r: ["extract", _images(w, [(32, 32), (32, 32)]), "--out", w / "images" / "feats"], "inside the input"),
-    Case("run-out-user-folder", "`run --out` is an existing folder dynsel did not write", lambda w, r: ["run", SAMPLE, "--out", _user_folder(w)], "notes.txt"),
-    Case("report-html-user-file", "`report --html` is an existing file dynsel did not write", lambda w, r: ["report", r.plan, "--html", _write(w / "notes.html", b"<html>mine</html>\n")], "notes.html"),
+    Case(
+        "plan-out-user-folder",
+        "`--out` is an existing folder dynsel did not write",
+        lambda w, r: ["plan", r.factors, "--out", _user_folder(w)],
+        "mydata",
+    ),
+    Case(
+        "plan-out-user-folder-force",
+        "`--out` is a folder dynsel did not write, with `--force`",
+        lambda w, r: ["plan", r.factors, "--out", _user_folder(w), "--force"],
+        "not a dynsel plan",
+    ),
+    Case(
+        "plan-out-other-kind",
+        "`--out` is a dynsel artifact of another kind (features), no `--force`",
+        lambda w, r: ["plan", r.factors, "--out", _copy(r.features, w, "feats")],
+        "--force",
+    ),
+    Case(
+        "plan-out-damaged-manifest",
+        "`--out` is a plan whose manifest is unreadable",
+        lambda w, r: ["plan", r.factors, "--out", _damaged_plan(w, r)],
+        "not a dynsel plan",
+    ),
+    Case(
+        "plan-out-current-dir",
+        "`--out .` (the current directory)",
+        lambda w, r: ["plan", r.factors, "--out", "."],
+        "current directory",
+    ),
+    Case(
+        "plan-out-parent-dir",
+        "`--out ..` (a directory holding the current one)",
+        lambda w, r: ["plan", r.factors, "--out", ".."],
+        "current directory",
+    ),
+    Case(
+        "plan-out-is-input",
+        "`--out` is the command's own input",
+        lambda w, r: ["plan", _copy(r.factors, w, "factors"), "--out", w / "factors"],
+        "input",
+    ),
+    Case(
+        "plan-out-holds-input",
+        "`--out` is a folder holding the input",
+        lambda w, r: ["plan", _nested_factors(w, r), "--out", w / "data"],
+        "holds the input",
+    ),
+    Case(
+        "plan-out-inside-input",
+        "`--out` inside the input directory",
+        lambda w, r: ["plan", r.factors, "--out", r.factors / "plan"],
+        "inside the input",
+    ),
+    Case(
+        "factors-out-user-folder",
+        "`factors --out` is an existing folder dynsel did not write",
+        lambda w, r: ["factors", r.features, "--sae", r.sae, "--out", _user_folder(w)],
+        "mydata",
+    ),
+    Case(
+        "fit-sae-out-other-kind",
+        "`fit-sae --out` is a plan, no `--force`",
+        lambda w, r: ["fit-sae", r.features, "--out", _copy(r.plan, w, "a-plan")],
+        "--force",
+    ),
+    Case(
+        "extract-out-inside-source",
+        "`extract --out` inside the image folder it reads",
+        lambda w, r: ["extract", _images(w, [(32, 32), (32, 32)]), "--out", w / "images" / "feats"],
+        "inside the input",
+    ),
+    Case(
+        "run-out-user-folder",
+        "`run --out` is an existing folder dynsel did not write",
+        lambda w, r: ["run", SAMPLE, "--out", _user_folder(w)],
+        "notes.txt",
+    ),
+    Case(
+        "report-html-user-file",
+        "`report --html` is an existing file dynsel did not write",
+        lambda w, r: ["report", r.plan, "--html", _write(w / "notes.html", b"<html>mine</html>\n")],
+        "notes.html",
+    ),
     # report and verify
-    Case("report-tampered-plan", "plan whose `indices.bin` was modified", lambda w, r: ["report", _tampered_plan(w, r)], "indices.bin"),
+    Case(
+        "report-tampered-plan",
+        "plan whose `indices.bin` was modified",
+        lambda w, r: ["report", _tampered_plan(w, r)],
+        "indices.bin",
+    ),
     Case("report-not-plan", "report of a directory that is not a plan", lambda w, r: ["report", r.factors], "plan"),
     Case("verify-not-plan", "verify of a directory that is not a plan", lambda w, r: ["verify", r.sae], "plan"),
     # run
-    Case("run-missing-source", "`run` on a missing source", lambda w, r: ["run", w / "nope.npz", "--out", OUT], "nope.npz"),
-    Case("run-out-is-file", "`run --out` is an existing file", lambda w, r: ["run", SAMPLE, "--out", _write(w / "runs.txt", b"keep me\n")], "runs.txt"),
-    Case("run-bad-ratio", "`run --ratio 0` (refused before any stage starts)", lambda w, r: ["run", SAMPLE, "--out", OUT, "--ratio", "0"], "--ratio"),
+    Case(
+        "run-missing-source",
+        "`run` on a missing source",
+        lambda w, r: ["run", w / "nope.npz", "--out", OUT],
+        "nope.npz",
+    ),
+    Case(
+        "run-out-is-file",
+        "`run --out` is an existing file",
+        lambda w, r: ["run", SAMPLE, "--out", _write(w / "runs.txt", b"keep me\n")],
+        "runs.txt",
+    ),
+    Case(
+        "run-bad-ratio",
+        "`run --ratio 0` (refused before any stage starts)",
+        lambda w, r: ["run", SAMPLE, "--out", OUT, "--ratio", "0"],
+        "--ratio",
+    ),
 ]
 
 
@@ -225,7 +732,10 @@ def _write(path: Path, data: bytes) -> Path:
 
 
 def _posts(work: Path) -> Path:
-    rows = [{"text": "" if i in (3, 9, 10, 17, 22, 40) else f"post {i}", "label": None if i == 30 else i % 2} for i in range(50)]
+    rows = [
+        {"text": "" if i in (3, 9, 10, 17, 22, 40) else f"post {i}", "label": None if i == 30 else i % 2}
+        for i in range(50)
+    ]
     return _write(work / "posts.jsonl", "".join(json.dumps(row) + "\n" for row in rows).encode())
 
 
@@ -327,7 +837,9 @@ def test_there_are_at_least_thirty_cases_with_unique_ids() -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_bad_input_exits_2_with_one_line_and_changes_nothing(case: Case, pipeline_run: PipelineRun, tmp_path: Path) -> None:
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(
+    case: Case, pipeline_run: PipelineRun, tmp_path: Path
+) -> None:
     work = tmp_path / "work"
     work.mkdir()
     out = work / "out"

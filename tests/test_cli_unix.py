@@ -7,14 +7,15 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, PipelineRun, subprocess_env
 
 
 def _dynsel(*args: str, columns: int = 100) -> subprocess.CompletedProcess[str]:
     env = subprocess_env()
     env["COLUMNS"] = str(columns)
-    return subprocess.run([sys.executable, "-m", "dynsel_cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "dynsel_cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.parametrize(
@@ -38,7 +39,9 @@ def test_usage_errors_are_one_line_with_a_pointer_to_help(args: list[str], fragm
 def _pipe_into_head(args: list[str], head_bytes: int) -> tuple[int, str]:
     """Run ``dynsel ARGS | head -c N``; returns dynsel's exit code and its stderr."""
     env = subprocess_env()
-    dynsel = subprocess.Popen([sys.executable, "-m", "dynsel_cli", *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    dynsel = subprocess.Popen(
+        [sys.executable, "-m", "dynsel_cli", *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     head = subprocess.run(["head", "-c", str(head_bytes)], stdin=dynsel.stdout, capture_output=True, timeout=300)
     assert dynsel.stdout is not None
     dynsel.stdout.close()
@@ -49,7 +52,9 @@ def _pipe_into_head(args: list[str], head_bytes: int) -> tuple[int, str]:
 
 def test_a_closed_pipe_ends_plan_and_report_quietly(pipeline_run: PipelineRun) -> None:
     # 300 epochs of ids are far more than a pipe buffer: the write fails once head has gone
-    code, err = _pipe_into_head(["plan", str(pipeline_run.factors), "--out", "-", "--epochs", "300", "--ratio", "0.9", "--method", "rs2"], 200)
+    code, err = _pipe_into_head(
+        ["plan", str(pipeline_run.factors), "--out", "-", "--epochs", "300", "--ratio", "0.9", "--method", "rs2"], 200
+    )
     assert code == 141 and "error" not in err and "Traceback" not in err, err
     code, err = _pipe_into_head(["report", str(pipeline_run.plan)], 100)
     assert code in (0, 141) and "error" not in err and "Traceback" not in err, err
@@ -63,11 +68,25 @@ def test_run_accepts_every_option_of_the_stages_it_runs() -> None:
     result = _dynsel("run", "--help", columns=250)
     assert result.returncode == 0
     help_text = result.stdout
-    for cls, prefix in ((PlanConfig, ""), (ExtractConfig, "extract-"), (SaeConfig, "sae-"), (FactorsConfig, "factors-")):
+    for cls, prefix in (
+        (PlanConfig, ""),
+        (ExtractConfig, "extract-"),
+        (SaeConfig, "sae-"),
+        (FactorsConfig, "factors-"),
+    ):
         for field in dataclasses.fields(cls):
             flag = field.name.replace("_", "-")
             assert f"--{flag}" in help_text or f"--{prefix}{flag}" in help_text, f"run lacks --{flag} of {cls.__name__}"
-    for flag in ("--formats", "--restart", "--force", "--sae-epochs", "--extract-batch-size", "--on-error", "--text-column", "--label-column"):
+    for flag in (
+        "--formats",
+        "--restart",
+        "--force",
+        "--sae-epochs",
+        "--extract-batch-size",
+        "--on-error",
+        "--text-column",
+        "--label-column",
+    ):
         assert flag in help_text
     for kind in ("image folder", ".npy/.npz", "Parquet/CSV/TSV/JSONL"):
         assert kind in help_text, kind

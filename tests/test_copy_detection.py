@@ -23,7 +23,9 @@ def paraphrase_cloud(rows: int, rng: np.random.Generator) -> tuple[np.ndarray, n
     return units, acts
 
 
-def items_with_copies(items: int, copies: int, copied: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def items_with_copies(
+    items: int, copies: int, copied: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct items (random factors), the first ``copied`` of them repeated ``copies`` more times with
     strengths edited by 1%: (units, acts, source item of each row)."""
     units = np.stack([rng.choice(WIDTH, size=K, replace=False) for _ in range(items)])

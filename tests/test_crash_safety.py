@@ -38,14 +38,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
-
 from conftest import REPO, invoke, sha256_of, sparse_dictionary_data, subprocess_env
+
 from dynsel_cli.config import ExtractConfig, FactorsConfig, PlanConfig, SaeConfig
 from dynsel_cli.extract import extract
 from dynsel_cli.extract.work import JOURNAL, work_dir_for
@@ -105,8 +106,20 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
     fit_sae(root / "big_features", root / "sae", SaeConfig(width=64, k=4, epochs=1, seed=0, device="cpu"))
     fit_sae(root / "small_features", root / "small_sae", SaeConfig(width=64, k=4, epochs=2, seed=0, device="cpu"))
     build_factor_tables(root / "big_features", root / "sae", root / "big_factors", FactorsConfig(device="cpu"))
-    build_factor_tables(root / "small_features", root / "small_sae", root / "small_factors", FactorsConfig(device="cpu"))
-    return Inputs(root, root / "big.npy", root / "small.npy", root / "big_features", root / "small_features", root / "sae", root / "big_factors", root / "small_factors", has_exchange(root))
+    build_factor_tables(
+        root / "small_features", root / "small_sae", root / "small_factors", FactorsConfig(device="cpu")
+    )
+    return Inputs(
+        root,
+        root / "big.npy",
+        root / "small.npy",
+        root / "big_features",
+        root / "small_features",
+        root / "sae",
+        root / "big_factors",
+        root / "small_factors",
+        has_exchange(root),
+    )
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -115,14 +128,22 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Inputs:
 def listing(root: Path) -> dict[str, str]:
     """Every entry under ``root``, hidden ones included: files by sha256, directories as '<dir>'."""
     root = Path(root)
-    return {str(p.relative_to(root)): ("<dir>" if p.is_dir() and not p.is_symlink() else sha256_of(p)) for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): ("<dir>" if p.is_dir() and not p.is_symlink() else sha256_of(p))
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def visible(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
 
 
-RUN_READERS: dict[str, Callable[[Path], Any]] = {"features": read_features, "sae": read_sae, "factors": read_factor_tables, "plan": read_plan}
+RUN_READERS: dict[str, Callable[[Path], Any]] = {
+    "features": read_features,
+    "sae": read_sae,
+    "factors": read_factor_tables,
+    "plan": read_plan,
+}
 
 
 @dataclass
@@ -188,8 +209,13 @@ def kill_during(argv: list[str], trigger: Trigger, must_exist: list[Path]) -> bo
     """
     with tempfile.TemporaryFile("w+") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dynsel_cli", *argv], cwd=REPO, env=subprocess_env(), stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+            [sys.executable, "-m", "dynsel_cli", *argv],
+            cwd=REPO,
+            env=subprocess_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
         )
         start, fired, vanished = time.monotonic(), None, set()
         try:
@@ -210,12 +236,22 @@ def kill_during(argv: list[str], trigger: Trigger, must_exist: list[Path]) -> bo
                     pass
             proc.wait()
         stderr.seek(0)
-        assert not vanished, f"{sorted(vanished)[0]} disappeared while `dynsel {argv[0]}` ran (killed at: {trigger.what})"
-        assert proc.returncode in (0, -signal.SIGKILL), f"dynsel {argv[0]} failed (exit {proc.returncode}):\n{stderr.read()[-3000:]}"
+        assert not vanished, (
+            f"{sorted(vanished)[0]} disappeared while `dynsel {argv[0]}` ran (killed at: {trigger.what})"
+        )
+        assert proc.returncode in (0, -signal.SIGKILL), (
+            f"dynsel {argv[0]} failed (exit {proc.returncode}):\n{stderr.read()[-3000:]}"
+        )
     return proc.returncode == -signal.SIGKILL
 
 
-def check_artifacts(parent: Path, allowed: dict[str, list[dict[str, str] | None]], readers: dict[str, Callable[[Path], Any]], trigger: Trigger, exchange: bool) -> None:
+def check_artifacts(
+    parent: Path,
+    allowed: dict[str, list[dict[str, str] | None]],
+    readers: dict[str, Callable[[Path], Any]],
+    trigger: Trigger,
+    exchange: bool,
+) -> None:
     """Every visible entry of ``parent`` is a known artifact, complete in one of its allowed versions (None: absent).
 
     Without an atomic exchange, a kill between the two renames of a replacement leaves the old version
@@ -224,18 +260,29 @@ def check_artifacts(parent: Path, allowed: dict[str, list[dict[str, str] | None]
     if not exchange:
         for name in allowed:
             common.sweep_stale_temporaries(parent / name)
-    assert set(visible(parent)) <= set(allowed), f"unexpected entries in {parent} after a kill at {trigger.what}: {visible(parent)}"
+    assert set(visible(parent)) <= set(allowed), (
+        f"unexpected entries in {parent} after a kill at {trigger.what}: {visible(parent)}"
+    )
     for name, versions in allowed.items():
         path = parent / name
         if not path.exists():
             assert None in versions, f"{path} is gone after a kill at {trigger.what}; the previous version must stay"
             continue
-        assert listing(path) in [v for v in versions if v is not None], f"{path} is neither the previous nor the new complete version after a kill at {trigger.what}"
+        assert listing(path) in [v for v in versions if v is not None], (
+            f"{path} is neither the previous nor the new complete version after a kill at {trigger.what}"
+        )
         readers[name](path)  # and its checksums verify
 
 
 def dynsel_ok(argv: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "dynsel_cli", *argv], cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dynsel_cli", *argv],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     assert proc.returncode == 0, f"rerun of dynsel {argv[0]} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
 
 
@@ -294,7 +341,20 @@ def kill_rerun_compare(
 # --------------------------------------------------------------------------------------- the stages
 
 
-EXTRACT = ["extract", "{big}", "--out", "{out}", "--encoder", "identity", "--shard-size", "2000", "--batch-size", "500", "--device", "cpu"]
+EXTRACT = [
+    "extract",
+    "{big}",
+    "--out",
+    "{out}",
+    "--encoder",
+    "identity",
+    "--shard-size",
+    "2000",
+    "--batch-size",
+    "500",
+    "--device",
+    "cpu",
+]
 
 
 def test_extract_killed_at_random_points_over_an_older_version(inputs: Inputs, tmp_path: Path) -> None:
@@ -316,7 +376,9 @@ def test_extract_killed_at_random_points_over_an_older_version(inputs: Inputs, t
             Trigger("assembly", appears(parent, ".feats.tmp-"), rng.uniform(0, 0.01)),
         ]
 
-    killed = kill_rerun_compare(with_out(argv, out), parent, tmp_path / "ref", {"feats": read_features}, triggers, rng, 3, inputs.exchange)
+    killed = kill_rerun_compare(
+        with_out(argv, out), parent, tmp_path / "ref", {"feats": read_features}, triggers, rng, 3, inputs.exchange
+    )
     assert killed >= 1
     assert not work_dir_for(out).exists()
 
@@ -324,10 +386,44 @@ def test_extract_killed_at_random_points_over_an_older_version(inputs: Inputs, t
 def test_fit_sae_killed_at_random_epochs_over_an_older_version(inputs: Inputs, tmp_path: Path) -> None:
     rng = random.Random(SEED + 2)
     epochs = 12
-    argv = ["fit-sae", str(inputs.small_features), "--out", "{out}", "--width", "64", "--k", "4", "--epochs", str(epochs), "--patience", str(epochs), "--seed", "5", "--device", "cpu"]
+    argv = [
+        "fit-sae",
+        str(inputs.small_features),
+        "--out",
+        "{out}",
+        "--width",
+        "64",
+        "--k",
+        "4",
+        "--epochs",
+        str(epochs),
+        "--patience",
+        str(epochs),
+        "--seed",
+        "5",
+        "--device",
+        "cpu",
+    ]
     reference(with_out(argv, tmp_path / "ref" / "out_sae"))
     parent, out = tmp_path / "killed", tmp_path / "killed" / "out_sae"
-    reference(["fit-sae", str(inputs.small_features), "--out", str(out), "--width", "64", "--k", "4", "--epochs", "2", "--seed", "1", "--device", "cpu"])
+    reference(
+        [
+            "fit-sae",
+            str(inputs.small_features),
+            "--out",
+            str(out),
+            "--width",
+            "64",
+            "--k",
+            "4",
+            "--epochs",
+            "2",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     state = resume_dir(out) / "state.json"
 
     def triggers(rng: random.Random, parent: Path) -> list[Trigger]:
@@ -339,7 +435,9 @@ def test_fit_sae_killed_at_random_epochs_over_an_older_version(inputs: Inputs, t
             Trigger("writing the checkpoint", appears(parent, ".out_sae.tmp-"), rng.uniform(0, 0.01)),
         ]
 
-    killed = kill_rerun_compare(with_out(argv, out), parent, tmp_path / "ref", {"out_sae": read_sae}, triggers, rng, 3, inputs.exchange)
+    killed = kill_rerun_compare(
+        with_out(argv, out), parent, tmp_path / "ref", {"out_sae": read_sae}, triggers, rng, 3, inputs.exchange
+    )
     assert killed >= 1
 
 
@@ -362,25 +460,78 @@ def test_factors_killed_at_random_points_fresh_and_over_an_older_version(inputs:
     reference(with_out(argv, tmp_path / "ref" / "tables"))
     triggers, deck = _write_phase_triggers(".tables.tmp-"), []  # each of the three triggers once
     # no output yet
-    killed = kill_rerun_compare(with_out(argv, tmp_path / "fresh" / "tables"), tmp_path / "fresh", tmp_path / "ref", {"tables": read_factor_tables}, triggers, rng, 1, inputs.exchange, deck)
+    killed = kill_rerun_compare(
+        with_out(argv, tmp_path / "fresh" / "tables"),
+        tmp_path / "fresh",
+        tmp_path / "ref",
+        {"tables": read_factor_tables},
+        triggers,
+        rng,
+        1,
+        inputs.exchange,
+        deck,
+    )
     # an earlier version with other settings
     out = tmp_path / "killed" / "tables"
     reference(with_out(argv, out) + ["--batch-size", "1000"])
-    killed += kill_rerun_compare(with_out(argv, out), tmp_path / "killed", tmp_path / "ref", {"tables": read_factor_tables}, triggers, rng, 2, inputs.exchange, deck)
+    killed += kill_rerun_compare(
+        with_out(argv, out),
+        tmp_path / "killed",
+        tmp_path / "ref",
+        {"tables": read_factor_tables},
+        triggers,
+        rng,
+        2,
+        inputs.exchange,
+        deck,
+    )
     assert killed >= 1
 
 
 @pytest.mark.slow  # about 1 min of SIGKILLed plan processes: CI runs it (.ci/run)
 def test_plan_killed_at_random_points_fresh_and_over_an_older_version(inputs: Inputs, tmp_path: Path) -> None:
     rng = random.Random(SEED + 4)
-    argv = ["plan", str(inputs.big_factors), "--out", "{out}", "--epochs", "6", "--seed", "3", "--formats", "bin,txt,npy,parquet", "--device", "cpu"]
+    argv = [
+        "plan",
+        str(inputs.big_factors),
+        "--out",
+        "{out}",
+        "--epochs",
+        "6",
+        "--seed",
+        "3",
+        "--formats",
+        "bin,txt,npy,parquet",
+        "--device",
+        "cpu",
+    ]
     other = ["plan", str(inputs.big_factors), "--out", "{out}", "--epochs", "4", "--seed", "1", "--device", "cpu"]
     reference(with_out(argv, tmp_path / "ref" / "out_plan"))
     triggers, deck = _write_phase_triggers(".out_plan.tmp-"), []
-    killed = kill_rerun_compare(with_out(argv, tmp_path / "fresh" / "out_plan"), tmp_path / "fresh", tmp_path / "ref", {"out_plan": read_plan}, triggers, rng, 1, inputs.exchange, deck)
+    killed = kill_rerun_compare(
+        with_out(argv, tmp_path / "fresh" / "out_plan"),
+        tmp_path / "fresh",
+        tmp_path / "ref",
+        {"out_plan": read_plan},
+        triggers,
+        rng,
+        1,
+        inputs.exchange,
+        deck,
+    )
     out = tmp_path / "killed" / "out_plan"
     reference(with_out(other, out))
-    killed += kill_rerun_compare(with_out(argv, out), tmp_path / "killed", tmp_path / "ref", {"out_plan": read_plan}, triggers, rng, 2, inputs.exchange, deck)
+    killed += kill_rerun_compare(
+        with_out(argv, out),
+        tmp_path / "killed",
+        tmp_path / "ref",
+        {"out_plan": read_plan},
+        triggers,
+        rng,
+        2,
+        inputs.exchange,
+        deck,
+    )
     assert killed >= 1
 
 
@@ -401,15 +552,33 @@ def test_run_killed_at_random_points_fresh_and_over_an_older_run(inputs: Inputs,
             Trigger("start", started(), rng.uniform(1.0, 5.0)),
             Trigger("extracting", appears(run_dir, ".features.partial"), rng.uniform(0, 0.05)),
             Trigger(f"SAE epoch checkpoint {epochs}", json_count(state, "history", epochs), rng.uniform(0, 0.02)),
-            Trigger("a temporary directory appears", appears(run_dir, f".{rng.choice(stages)}.tmp-"), rng.uniform(0, 0.005)),
-            Trigger("a stage directory is renamed into place", renamed_into_place(run_dir / rng.choice(stages)), rng.uniform(0, 0.02)),
+            Trigger(
+                "a temporary directory appears", appears(run_dir, f".{rng.choice(stages)}.tmp-"), rng.uniform(0, 0.005)
+            ),
+            Trigger(
+                "a stage directory is renamed into place",
+                renamed_into_place(run_dir / rng.choice(stages)),
+                rng.uniform(0, 0.02),
+            ),
         ]
 
-    killed = kill_rerun_compare(with_out(argv, tmp_path / "fresh"), tmp_path / "fresh", tmp_path / "ref", RUN_READERS, triggers, rng, 3, inputs.exchange, deck)
+    killed = kill_rerun_compare(
+        with_out(argv, tmp_path / "fresh"),
+        tmp_path / "fresh",
+        tmp_path / "ref",
+        RUN_READERS,
+        triggers,
+        rng,
+        3,
+        inputs.exchange,
+        deck,
+    )
     # an earlier run with other settings: every stage is rebuilt (--image-size is an extract setting)
     old = tmp_path / "killed"
     reference(["run", str(inputs.small), "--out", str(old), *RUN, "--seed", "1", "--image-size", "96"])
-    killed += kill_rerun_compare(with_out(argv, old), old, tmp_path / "ref", RUN_READERS, triggers, rng, 2, inputs.exchange, deck)
+    killed += kill_rerun_compare(
+        with_out(argv, old), old, tmp_path / "ref", RUN_READERS, triggers, rng, 2, inputs.exchange, deck
+    )
     assert killed >= 1
 
 
@@ -471,7 +640,9 @@ def _instrument(monkeypatch: pytest.MonkeyPatch, kill_after: int | None) -> list
 
 
 @pytest.mark.parametrize("swap", ["exchange", "two-renames"])
-def test_killed_at_every_filesystem_step_of_an_overwrite(inputs: Inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str) -> None:
+def test_killed_at_every_filesystem_step_of_an_overwrite(
+    inputs: Inputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str
+) -> None:
     """`plan` replacing an older plan, stopped right after each single filesystem change (in-process, see _Killed).
 
     ``exchange``: the old plan is swapped out in one atomic step (Linux renameat2), so it is there after
@@ -486,7 +657,9 @@ def test_killed_at_every_filesystem_step_of_an_overwrite(inputs: Inputs, tmp_pat
     formats = ("bin", "txt", "npy", "parquet")
     build_plan(inputs.small_factors, tmp_path / "ref" / "plan", config, formats=formats)
     new = {"plan": "<dir>", **{f"plan/{k}": v for k, v in listing(tmp_path / "ref" / "plan").items()}}
-    build_plan(inputs.small_factors, tmp_path / "old" / "plan", PlanConfig(epochs=2, seed=1, device="cpu"), formats=formats)
+    build_plan(
+        inputs.small_factors, tmp_path / "old" / "plan", PlanConfig(epochs=2, seed=1, device="cpu"), formats=formats
+    )
     old = listing(tmp_path / "old" / "plan")
 
     parent, out = tmp_path / "killed", tmp_path / "killed" / "plan"
@@ -508,7 +681,9 @@ def test_killed_at_every_filesystem_step_of_an_overwrite(inputs: Inputs, tmp_pat
             assert any(p.name.startswith(".plan.old-") for p in parent.iterdir()), f"after {what}: the old plan is lost"
             common.sweep_stale_temporaries(out)  # what the next write does first: the old plan is back
         assert visible(parent) == ["plan"], f"after {what}: {visible(parent)}"
-        assert listing(out) in (old, {k[len("plan/"):]: v for k, v in new.items() if k != "plan"}), f"after {what}: the plan is neither the old nor the new complete version"
+        assert listing(out) in (old, {k[len("plan/") :]: v for k, v in new.items() if k != "plan"}), (
+            f"after {what}: the plan is neither the old nor the new complete version"
+        )
         read_plan(out)
         # the rerun completes and leaves exactly what an uninterrupted run leaves: no temporaries
         build_plan(inputs.small_factors, out, config, formats=formats)

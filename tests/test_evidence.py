@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, PipelineRun, subprocess_env
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -28,7 +27,11 @@ QUICK = {("full", 1.0), ("rs2", 0.5), ("dynsel", 0.5)}
 def evidence(*args: str | Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "evidence.py"), *map(str, args)],
-        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -65,7 +68,21 @@ def test_quick_mode_runs_every_regime(pipeline_run: PipelineRun, tmp_path: Path)
     out_json = tmp_path / "regimes.json"
     # 2 quick epochs are too few on messy data (imbalanced keeps 560 images: 6 steps, chance accuracy), so
     # this sweep trains 15 epochs (each run still takes seconds; --epochs applies to every regime, long too).
-    proc = evidence("vision", "--quick", "--regime", "all", "--epochs", EPOCHS, "--work", work, "--threads", "1", "--json", out_json, timeout=1800)
+    proc = evidence(
+        "vision",
+        "--quick",
+        "--regime",
+        "all",
+        "--epochs",
+        EPOCHS,
+        "--work",
+        work,
+        "--threads",
+        "1",
+        "--json",
+        out_json,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out_json.read_text())
     rows = {(r["regime"], r["method"], r["ratio"]): r for r in result["summary"]}
@@ -96,21 +113,29 @@ def test_regime_data_is_cut_to_limit_first_and_cached(tmp_path: Path) -> None:
     assert info["n"] == 300 and info["n_flipped"] == 90  # --limit: the first 300 images, then the transform
     with np.load(source) as archive, np.load(evidence.SAMPLE) as original:
         assert np.array_equal(archive["x_train"], original["x_train"][:300])
-        assert archive["x_test"].tobytes() == original["x_test"].tobytes() and archive["y_test"].tobytes() == original["y_test"].tobytes()
+        assert (
+            archive["x_test"].tobytes() == original["x_test"].tobytes()
+            and archive["y_test"].tobytes() == original["y_test"].tobytes()
+        )
     task = evidence.vision_task(source, limit)
     assert len(task.y_train) == 300 and len(task.y_test) == 500
     stamp = source.stat().st_mtime_ns
     assert evidence.vision_regime_source(evidence.SAMPLE, tmp_path, "noisy", 0, 300)[2] == info
     assert source.stat().st_mtime_ns == stamp, "same data, regime, seed and limit: the file is reused"
-    assert evidence.vision_regime_source(evidence.SAMPLE, tmp_path, "noisy", 0, 400)[2]["n"] == 400, "another limit: rebuilt"
+    assert evidence.vision_regime_source(evidence.SAMPLE, tmp_path, "noisy", 0, 400)[2]["n"] == 400, (
+        "another limit: rebuilt"
+    )
     # clean data is the input itself, the limit left to extract and the task
-    assert evidence.vision_regime_source(evidence.SAMPLE, tmp_path, "long", 0, 300) == (evidence.SAMPLE, 300, {"regime": "long"})
+    assert evidence.vision_regime_source(evidence.SAMPLE, tmp_path, "long", 0, 300) == (
+        evidence.SAMPLE,
+        300,
+        {"regime": "long"},
+    )
 
 
 def test_metrics_and_summary_tables() -> None:
-    import torch
-
     import evidence
+    import torch
 
     labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])
     predictions = torch.tensor([0, 0, 0, 0, 1, 0, 0, 0])
@@ -118,7 +143,15 @@ def test_metrics_and_summary_tables() -> None:
     assert metrics == pytest.approx({"acc": 62.5, "balanced_acc": 50.0, "worst_class_recall": 0.0})
 
     def run(regime: str | None, method: str, ratio: float, seed: int, acc: float, balanced: float | None) -> dict:
-        r = {"method": method, "ratio": ratio, "seed": seed, "acc": acc, "train_s": 10.0 * ratio, "plan_s": 1.0, "steps": int(100 * ratio)}
+        r = {
+            "method": method,
+            "ratio": ratio,
+            "seed": seed,
+            "acc": acc,
+            "train_s": 10.0 * ratio,
+            "plan_s": 1.0,
+            "steps": int(100 * ratio),
+        }
         if regime is not None:
             r["regime"] = regime
         if balanced is not None:
@@ -134,18 +167,41 @@ def test_metrics_and_summary_tables() -> None:
         run(None, "usage-cycle", 0.5, 0, 85.0, None),  # a removed control: still summarised, no precompute
     ]
     rows = {(r["regime"], r["method"]): r for r in evidence.summarise(runs, {"noisy": 4.0, "clean": 4.0})}
-    assert list(rows) == [("clean", "usage-cycle"), ("clean", "full"), ("noisy", "rs2"), ("noisy", "dynsel"), ("noisy", "full")]  # regime, ratio, VARIANTS order
+    assert list(rows) == [
+        ("clean", "usage-cycle"),
+        ("clean", "full"),
+        ("noisy", "rs2"),
+        ("noisy", "dynsel"),
+        ("noisy", "full"),
+    ]  # regime, ratio, VARIANTS order
     dynsel = rows[("noisy", "dynsel")]
-    assert dynsel["acc_mean"] == 71.0 and dynsel["balanced_acc_mean"] == 62.0 and dynsel["worst_class_recall_mean"] == 31.0
+    assert (
+        dynsel["acc_mean"] == 71.0 and dynsel["balanced_acc_mean"] == 62.0 and dynsel["worst_class_recall_mean"] == 31.0
+    )
     assert dynsel["balanced_acc_std"] == pytest.approx(2.8284271, rel=1e-6)
     assert dynsel["speedup_with_precompute"] == pytest.approx(10.0 / (5.0 + 4.0 + 1.0)), "dynsel pays for the factors"
-    assert rows[("noisy", "rs2")]["speedup_with_precompute"] == rows[("noisy", "rs2")]["speedup_train"] == 2.0, "rs2 needs no factors"
+    assert rows[("noisy", "rs2")]["speedup_with_precompute"] == rows[("noisy", "rs2")]["speedup_train"] == 2.0, (
+        "rs2 needs no factors"
+    )
     assert rows[("clean", "usage-cycle")]["balanced_acc_mean"] is None
     table = evidence.markdown(list(rows.values()))
     assert "| noisy | 0.5 | dynsel | 2 | 71.00 ± 1.41 | 62.00 ± 2.83 | 31.00 ± 1.41 |" in table
     assert "| clean | 0.5 | usage-cycle | 1 | 85.00 ± 0.00 | – | – |" in table
-    assert [evidence.needs_factors(m) for m in ("full", "random", "rs2", "rs2-balanced", "static-random", "random-anneal")] == [False] * 6
-    assert all(evidence.needs_factors(m) for m in ("dynsel", "dynsel-balanced", "dynsel-no-dedup", "dynsel-no-trust", "score", "dynsel-anneal", "static-top"))
+    assert [
+        evidence.needs_factors(m) for m in ("full", "random", "rs2", "rs2-balanced", "static-random", "random-anneal")
+    ] == [False] * 6
+    assert all(
+        evidence.needs_factors(m)
+        for m in (
+            "dynsel",
+            "dynsel-balanced",
+            "dynsel-no-dedup",
+            "dynsel-no-trust",
+            "score",
+            "dynsel-anneal",
+            "static-top",
+        )
+    )
 
 
 def test_regime_all_needs_quick() -> None:
@@ -229,7 +285,9 @@ def test_copy_pairs_match_the_quadratic_count() -> None:
         upper = np.triu(np.ones((150, 150), dtype=bool), 1)
         tp = (same_source & same_group & upper).sum()
         precision, recall = copy_pair_scores(group, source)
-        assert precision == pytest.approx(tp / (same_group & upper).sum()) and recall == pytest.approx(tp / (same_source & upper).sum())
+        assert precision == pytest.approx(tp / (same_group & upper).sum()) and recall == pytest.approx(
+            tp / (same_source & upper).sum()
+        )
     assert copy_pair_scores(np.arange(10), np.arange(10) // 2) == (None, 0.0), "nothing predicted: no precision"
     assert flag_scores(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool)) == (0.5, 0.5)
 
@@ -238,7 +296,14 @@ def test_copy_pairs_match_the_quadratic_count() -> None:
     source = np.array([0, 0, 1, 2, 2, 2])
     flipped = np.array([0, 1, 0, 0, 0, 1], dtype=bool)
     epochs = [np.array([0, 1, 2]), np.array([1, 5, 5])]
-    signals = pa.table({"id": [5, 4, 3, 2, 1, 0], "group": [3, 3, 3, 2, 0, 0], "group_size": [3, 3, 3, 1, 2, 2], "suspect": [True, False, False, False, True, True]})
+    signals = pa.table(
+        {
+            "id": [5, 4, 3, 2, 1, 0],
+            "group": [3, 3, 3, 2, 0, 0],
+            "group_size": [3, 3, 3, 1, 2, 2],
+            "suspect": [True, False, False, False, True, True],
+        }
+    )
     got = detection_metrics(epochs, source, flipped, signals=signals)
     assert got["flipped_draw_share"] == pytest.approx(4 / 6)
     assert got["grouped_share"] == pytest.approx(5 / 6) and got["flagged_share"] == pytest.approx(0.5)
@@ -246,7 +311,9 @@ def test_copy_pairs_match_the_quadratic_count() -> None:
     assert got["copy_pair_precision"] == 1.0 and got["copy_pair_recall"] == 1.0
     partial = detection_metrics(epochs, np.arange(6), np.zeros(6, bool), signals=signals.select(["id", "group_size"]))
     assert partial == {"grouped_share": pytest.approx(5 / 6)}, "missing columns, no flips, no copies: what applies"
-    anchor = detection_metrics(epochs, source, flipped, duplicate=np.array([0, 1, 0, 0, 1, 1], bool), anchor_group=np.array([0, 0, 2, 3, 3, 3]))
+    anchor = detection_metrics(
+        epochs, source, flipped, duplicate=np.array([0, 1, 0, 0, 1, 1], bool), anchor_group=np.array([0, 0, 2, 3, 3, 3])
+    )
     assert anchor["grouped_share"] == 0.5 and anchor["copy_pair_recall"] == 1.0 and "suspect_precision" not in anchor
 
 
@@ -263,7 +330,9 @@ def test_fine_labels_refine_each_class_into_four() -> None:
     assert np.array_equal(train // 4, y) and np.array_equal(test // 4, yt), "a sub-class stays within its class"
     assert info["classes"] == 8 and info["test_classes"] == 8
     for f in range(8):  # each fine label is one true sub-topic, in training and test alike
-        assert len(np.unique(sub[train == f])) == 1 and np.array_equal(np.unique(subt[test == f]), np.unique(sub[train == f]))
+        assert len(np.unique(sub[train == f])) == 1 and np.array_equal(
+            np.unique(subt[test == f]), np.unique(sub[train == f])
+        )
     again = refine_labels(x, y, xt, yt, seed=0)
     assert np.array_equal(again[0], train) and np.array_equal(again[1], test)
 
@@ -272,10 +341,26 @@ def test_vision_mlp_task_with_anchors_records_detection(pipeline_run: PipelineRu
     work = tmp_path / "work"
     shutil.copytree(pipeline_run.out, work / "run")
     out_json = tmp_path / "mlp.json"
-    methods = ["rs2", "dynsel", "semdedup"] + (["cleanlab"] if __import__("importlib").util.find_spec("cleanlab") else [])
+    methods = ["rs2", "dynsel", "semdedup"] + (
+        ["cleanlab"] if __import__("importlib").util.find_spec("cleanlab") else []
+    )
     proc = evidence(
-        "vision", "--quick", "--vision-model", "mlp", "--epochs", 4, "--work", work, "--threads", "1", "--methods", *methods,
-        "--test-features", tmp_path / "test-features", "--json", out_json,
+        "vision",
+        "--quick",
+        "--vision-model",
+        "mlp",
+        "--epochs",
+        4,
+        "--work",
+        work,
+        "--threads",
+        "1",
+        "--methods",
+        *methods,
+        "--test-features",
+        tmp_path / "test-features",
+        "--json",
+        out_json,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = {r["method"]: r for r in map(json.loads, out_json.with_suffix(".runs.jsonl").read_text().splitlines())}
@@ -293,7 +378,15 @@ def test_selection_tables_pair_by_seed_and_judge_the_targets(tmp_path: Path) -> 
     import selection_tables
 
     def run(regime: str, method: str, seed: int, acc: float, ratio: float = 0.5, **extra: float) -> dict:
-        return {"regime": regime, "method": method, "ratio": ratio, "seed": seed, "acc": acc, "balanced_acc": acc - 10, **extra}
+        return {
+            "regime": regime,
+            "method": method,
+            "ratio": ratio,
+            "seed": seed,
+            "acc": acc,
+            "balanced_acc": acc - 10,
+            **extra,
+        }
 
     runs = []
     for seed in range(3):
@@ -316,7 +409,10 @@ def test_selection_tables_pair_by_seed_and_judge_the_targets(tmp_path: Path) -> 
     assert "| text | noisy | 0.5 | dynsel − best anchor (cleanlab) >= −0.2 | +0.60 ± 0.10 (n=3) | yes |" in text
     assert "| text | noisy | 0.5 | dynsel − rs2 >= +2.0 | +2.60 ± 0.10 (n=3) | yes |" in text
     assert "| text | clean | 0.5 | dynsel − rs2 >= −0.1 | -0.20 ± 0.00 (n=3) | no |" in text
-    assert "| text | imbalanced | 0.5 | dynsel-balanced − rs2-balanced >= 0 (balanced acc) | +0.50 ± 0.00 (n=3) | yes |" in text
+    assert (
+        "| text | imbalanced | 0.5 | dynsel-balanced − rs2-balanced >= 0 (balanced acc) | +0.50 ± 0.00 (n=3) | yes |"
+        in text
+    )
     assert "| rs2 | 4 | 78.00 ± 14.02 |" in text and "| cleanlab (best anchor) | 3 |" in text
     assert "balanced accuracy % (mean ± std)" in text.split("### text: imbalanced")[1]
     noisy_detection = text.split("### text: noisy")[1].split("###")[0]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pytest
@@ -34,7 +34,10 @@ def _build_cpp(tmp_path_factory: pytest.TempPathFactory, name: str, *defines: st
     if compiler is None:
         pytest.skip("g++ not installed")
     binary = tmp_path_factory.mktemp(name) / "read_plan"
-    _compile([compiler, "-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror", *defines, "-o", str(binary), str(CPP_SOURCE)], f"C++ example {' '.join(defines)}".strip())
+    _compile(
+        [compiler, "-O2", "-std=c++17", "-Wall", "-Wextra", "-Werror", *defines, "-o", str(binary), str(CPP_SOURCE)],
+        f"C++ example {' '.join(defines)}".strip(),
+    )
     return binary
 
 
@@ -61,7 +64,9 @@ def rust_reader(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return out / "release" / "read_plan"
     if rustc is not None:
         binary = out / "read_plan"
-        _compile([rustc, "-O", "--edition", "2021", "-o", str(binary), str(RUST_PROJECT / "src" / "main.rs")], "Rust example")
+        _compile(
+            [rustc, "-O", "--edition", "2021", "-o", str(binary), str(RUST_PROJECT / "src" / "main.rs")], "Rust example"
+        )
         return binary
     pytest.skip("neither cargo nor rustc installed")
 

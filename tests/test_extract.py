@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import SAMPLE, sha256_of
 
 from dynsel_cli.config import ExtractConfig
 from dynsel_cli.errors import DynselError
 from dynsel_cli.extract import extract
 from dynsel_cli.formats.features import read_features
-
-from conftest import SAMPLE, sha256_of
 
 IDENTITY = ExtractConfig(encoder="identity", device="cpu")
 
@@ -90,7 +89,10 @@ def test_wrong_array_key_lists_the_keys(tmp_path: Path) -> None:
 def test_ambiguous_npz_asks_for_array(tmp_path: Path) -> None:
     path = tmp_path / "data.npz"
     np.savez(path, first=np.zeros((4, 2), np.float32), second=np.zeros((4, 2), np.float32))
-    with pytest.raises(DynselError, match=r"cannot tell which array holds the samples \(keys: \['first', 'second'\]\); pass --array KEY"):
+    with pytest.raises(
+        DynselError,
+        match=r"cannot tell which array holds the samples \(keys: \['first', 'second'\]\); pass --array KEY",
+    ):
         extract(path, tmp_path / "feat", IDENTITY)
     extract(path, tmp_path / "feat", ExtractConfig(encoder="identity", array="second"))
     assert read_features(tmp_path / "feat").vectors.shape == (4, 2)
@@ -121,7 +123,9 @@ def test_limit_reads_a_prefix(tmp_path: Path) -> None:
     np.testing.assert_array_equal(features.labels, y[:4])
     np.testing.assert_array_equal(features.vectors, x[:4])
     # a limit above N reads everything
-    assert extract(tmp_path / "d.npz", tmp_path / "all", ExtractConfig(encoder="identity", limit=1000))["n_samples"] == 10
+    assert (
+        extract(tmp_path / "d.npz", tmp_path / "all", ExtractConfig(encoder="identity", limit=1000))["n_samples"] == 10
+    )
     with pytest.raises(DynselError, match="--limit 0"):
         extract(tmp_path / "d.npz", tmp_path / "none", ExtractConfig(encoder="identity", limit=0))
 
@@ -173,7 +177,7 @@ def test_features_are_deterministic(tmp_path: Path, vectors_npy: tuple[Path, np.
     b = extract(path, tmp_path / "b", ExtractConfig(encoder="identity", batch_size=7))  # batching does not matter
     assert a["fingerprint"] == b["fingerprint"]
     assert sha256_of(tmp_path / "a" / "part-00000.parquet") == sha256_of(tmp_path / "b" / "part-00000.parquet")
-    again = extract(path, tmp_path / "again", IDENTITY)
+    extract(path, tmp_path / "again", IDENTITY)
     assert (tmp_path / "a" / "_manifest.json").read_bytes() == (tmp_path / "again" / "_manifest.json").read_bytes()
     np.save(tmp_path / "other.npy", vectors * 2)
     assert extract(tmp_path / "other.npy", tmp_path / "c", IDENTITY)["fingerprint"] != a["fingerprint"]
@@ -188,12 +192,26 @@ def test_extract_and_the_fixture_writer_write_the_same_features(tmp_path: Path) 
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(40, 5)).astype(np.float32), rng.integers(0, 3, 40)
     np.savez(tmp_path / "d.npz", x=x, y=y)
-    manifest = extract(tmp_path / "d.npz", tmp_path / "extracted", ExtractConfig(encoder="identity", shard_size=16, batch_size=5))
+    manifest = extract(
+        tmp_path / "d.npz", tmp_path / "extracted", ExtractConfig(encoder="identity", shard_size=16, batch_size=5)
+    )
     with atomic_directory(tmp_path / "written") as tmp:
         writer = FeatureShardWriter(tmp, 5, "float32", has_labels=True, shard_rows=16)
         writer.add(np.arange(40), y, x)
         written = writer.finish({})
-    common = ("format", "format_version", "n_samples", "dim", "dtype", "has_labels", "shards", "fingerprint", "id_min", "id_max", "ids_dense")
+    common = (
+        "format",
+        "format_version",
+        "n_samples",
+        "dim",
+        "dtype",
+        "has_labels",
+        "shards",
+        "fingerprint",
+        "id_min",
+        "id_max",
+        "ids_dense",
+    )
     assert {k: manifest[k] for k in common} == {k: written[k] for k in common}
     assert set(written) == set(common)
     for shard in written["shards"]:
@@ -204,7 +222,9 @@ def test_float16_storage(tmp_path: Path, vectors_npy: tuple[Path, np.ndarray]) -
     path, vectors = vectors_npy
     manifest = extract(path, tmp_path / "feat", ExtractConfig(encoder="identity", dtype="float16"))
     assert manifest["dtype"] == "float16"
-    np.testing.assert_array_equal(read_features(tmp_path / "feat").vectors, vectors.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(
+        read_features(tmp_path / "feat").vectors, vectors.astype(np.float16).astype(np.float32)
+    )
     assert str(pq.read_table(tmp_path / "feat").schema.field("vector").type.value_type) == "halffloat"
 
 

@@ -44,13 +44,19 @@ def test_efficientnet_lite0_matches_a_bare_forward(tmp_path: Path) -> None:
 
     manifest = extract(FASHION, tmp_path / "f", _config(limit=8, image_size=32, batch_size=8, workers=0))
     model = EfficientNet.from_name("efficientnet-lite0")
-    model.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True))
+    model.load_state_dict(
+        torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    )
     x = torch.from_numpy(np.load(FASHION)["x_train"][:8]).float().unsqueeze(1).expand(-1, 3, -1, -1)
     x = F.interpolate((x - 127.0) / 128.0, size=(32, 32), mode="bilinear", align_corners=False)
     with torch.inference_mode():
         expected = F.adaptive_avg_pool2d(model.eval().extract_features(x), 1).flatten(1).numpy()
     np.testing.assert_array_equal(read_features(tmp_path / "f").vectors, expected)
-    assert manifest["encoder"] == {"name": "efficientnet-lite0", "image_size": 32, "weights": "efficientnet-lite0-57934424.pth"}
+    assert manifest["encoder"] == {
+        "name": "efficientnet-lite0",
+        "image_size": 32,
+        "weights": "efficientnet-lite0-57934424.pth",
+    }
 
 
 def test_workers_and_float16_keep_the_output(tmp_path: Path) -> None:
@@ -59,7 +65,9 @@ def test_workers_and_float16_keep_the_output(tmp_path: Path) -> None:
     assert again["fingerprint"] == base["fingerprint"] and len(again["shards"]) == 3
     half = extract(FASHION, tmp_path / "c", _config(limit=24, image_size=32, batch_size=8, dtype="float16"))
     assert half["dtype"] == "float16"
-    np.testing.assert_allclose(read_features(tmp_path / "c").vectors, read_features(tmp_path / "a").vectors, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(
+        read_features(tmp_path / "c").vectors, read_features(tmp_path / "a").vectors, rtol=2e-3, atol=2e-3
+    )
 
 
 def test_minilm_equals_sentence_transformers_and_hf_directory(tmp_path: Path) -> None:
@@ -86,7 +94,14 @@ def test_wordllama(tmp_path: Path) -> None:
     # texts under the token limit: the very bytes of WordLlama's own embed (as before truncation existed)
     np.testing.assert_array_equal(read_features(tmp_path / "w").vectors, model.embed(texts, norm=False))
     assert manifest["dim"] == 256
-    assert manifest["encoder"] == {"name": "wordllama", "model": "l2_supercat", "dim": 256, "norm": False, "max_tokens": 256, "max_chars": 8192}
+    assert manifest["encoder"] == {
+        "name": "wordllama",
+        "model": "l2_supercat",
+        "dim": 256,
+        "norm": False,
+        "max_tokens": 256,
+        "max_chars": 8192,
+    }
 
 
 def _sms_texts(n: int) -> list[str]:
@@ -199,7 +214,9 @@ def test_torchscript_file(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated but still the format users have
         torch.jit.save(torch.jit.script(Tiny()), str(tmp_path / "tiny.pt"))
-    manifest = extract(FASHION, tmp_path / "f", _config(encoder=f"torchscript:{tmp_path / 'tiny.pt'}", limit=10, image_size=32))
+    manifest = extract(
+        FASHION, tmp_path / "f", _config(encoder=f"torchscript:{tmp_path / 'tiny.pt'}", limit=10, image_size=32)
+    )
     vectors = read_features(tmp_path / "f").vectors
     x = torch.from_numpy(np.load(FASHION)["x_train"][:10]).float().unsqueeze(1).expand(-1, 3, -1, -1) / 255.0
     expected = Tiny()(torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)).numpy()
@@ -219,7 +236,7 @@ def test_hf_directory_errors(tmp_path: Path) -> None:
         make_encoder(f"hf:{tmp_path}", "text", None, 112, CPU)
 
 
-USER_MODULE = '''
+USER_MODULE = """
 import numpy as np
 
 class Lengths:
@@ -238,7 +255,7 @@ class Lengths:
 def make(device=None):
     assert device is not None
     return Lengths()
-'''
+"""
 
 
 def test_user_code_needs_the_opt_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -247,7 +264,9 @@ def test_user_code_needs_the_opt_in(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.delitem(sys.modules, "my_encoder", raising=False)
     with pytest.raises(DynselError, match="runs your Python code; pass --allow-user-code"):
         extract(SMS, tmp_path / "f", _config(encoder="my_encoder:make", limit=5))
-    manifest = extract(SMS, tmp_path / "f", _config(encoder="my_encoder:make", allow_user_code=True, limit=5, workers=1))
+    manifest = extract(
+        SMS, tmp_path / "f", _config(encoder="my_encoder:make", allow_user_code=True, limit=5, workers=1)
+    )
     texts = __import__("pyarrow.csv", fromlist=["x"]).read_csv(SMS).column("text").to_pylist()[:5]
     np.testing.assert_array_equal(read_features(tmp_path / "f").vectors[:, 0], [len(t) for t in texts])
     assert manifest["encoder"]["features"] == "length, spaces" and len(manifest["encoder"]["module_sha256"]) == 64
@@ -259,12 +278,21 @@ def test_user_code_needs_the_opt_in(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 @pytest.mark.parametrize(
     ("encoder", "module", "extra"),
-    [("minilm", "sentence_transformers", "text"), ("wordllama", "wordllama", "text"), ("efficientnet-lite0", "efficientnet_lite_pytorch", "vision")],
+    [
+        ("minilm", "sentence_transformers", "text"),
+        ("wordllama", "wordllama", "text"),
+        ("efficientnet-lite0", "efficientnet_lite_pytorch", "vision"),
+    ],
 )
-def test_missing_optional_dependency_names_the_extra(encoder: str, module: str, extra: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_optional_dependency_names_the_extra(
+    encoder: str, module: str, extra: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
     kind = "images" if extra == "vision" else "text"
-    with pytest.raises(DynselError, match=rf"^encoder {encoder} needs the {extra} extra: pip install 'dynsel\[{extra}\]' \(in a checkout of dynsel: pip install -e '\.\[{extra}\]'\)$"):
+    with pytest.raises(
+        DynselError,
+        match=rf"^encoder {encoder} needs the {extra} extra: pip install 'dynsel\[{extra}\]' \(in a checkout of dynsel: pip install -e '\.\[{extra}\]'\)$",
+    ):
         make_encoder(encoder, kind, None, 112, CPU)
 
 
@@ -272,17 +300,24 @@ def test_missing_pillow_names_the_vision_extra(tmp_path: Path, monkeypatch: pyte
     (tmp_path / "imgs").mkdir()
     (tmp_path / "imgs" / "a.png").write_bytes(b"")
     monkeypatch.setitem(sys.modules, "PIL", None)
-    with pytest.raises(DynselError, match=r"^image folders need Pillow: pip install 'dynsel\[vision\]' \(in a checkout of dynsel: pip install -e '\.\[vision\]'\)$"):
+    with pytest.raises(
+        DynselError,
+        match=r"^image folders need Pillow: pip install 'dynsel\[vision\]' \(in a checkout of dynsel: pip install -e '\.\[vision\]'\)$",
+    ):
         extract(tmp_path / "imgs", tmp_path / "f")
     result = CliRunner().invoke(app, ["extract", str(tmp_path / "imgs"), "--out", str(tmp_path / "f")])
     assert result.exit_code == 2 and "image folders need Pillow" in result.output
 
 
 def test_device_option(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["extract", str(FASHION), "--out", str(tmp_path / "f"), "--device", "tpu", "--limit", "2"])
+    result = CliRunner().invoke(
+        app, ["extract", str(FASHION), "--out", str(tmp_path / "f"), "--device", "tpu", "--limit", "2"]
+    )
     assert result.exit_code == 2 and "--device 'tpu'" in result.output
     if not torch.cuda.is_available():
-        result = CliRunner().invoke(app, ["extract", str(FASHION), "--out", str(tmp_path / "f"), "--device", "cuda", "--limit", "2"])
+        result = CliRunner().invoke(
+            app, ["extract", str(FASHION), "--out", str(tmp_path / "f"), "--device", "cuda", "--limit", "2"]
+        )
         assert result.exit_code == 2 and "no CUDA GPU" in result.output
 
 

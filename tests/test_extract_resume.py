@@ -26,7 +26,7 @@ FASHION = ROOT / "sample_data" / "fashion_mnist_2k.npz"
 
 # efficientnet-lite0 itself, slowed down per batch (by an environment variable that is not a setting) so
 # the test can reliably kill the process between shards.
-SLOW_ENCODER = '''
+SLOW_ENCODER = """
 import os, time
 import torch
 from dynsel_cli.extract.encoders import EfficientNetLite0Encoder
@@ -38,9 +38,31 @@ class Slow(EfficientNetLite0Encoder):
 
 def make(device, image_size):
     return Slow(image_size, device)
-'''
-SETTINGS = dict(encoder="slow_encoder:make", allow_user_code=True, limit=160, image_size=32, batch_size=8, shard_size=16, device="cpu")
-ARGS = ["--encoder", "slow_encoder:make", "--allow-user-code", "--limit", "160", "--image-size", "32", "--batch-size", "8", "--shard-size", "16", "--device", "cpu"]
+"""
+SETTINGS = dict(
+    encoder="slow_encoder:make",
+    allow_user_code=True,
+    limit=160,
+    image_size=32,
+    batch_size=8,
+    shard_size=16,
+    device="cpu",
+)
+ARGS = [
+    "--encoder",
+    "slow_encoder:make",
+    "--allow-user-code",
+    "--limit",
+    "160",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--shard-size",
+    "16",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture
@@ -130,7 +152,10 @@ def test_interrupted_run_resumes_skips_bad_shards_and_stale_state(tmp_path: Path
     third.write_bytes(third.read_bytes()[:-10])
     logs: list[str] = []
     manifest = extract(tmp_path / "v.npy", out, config, log=logs.append)
-    assert logs == [f"extract: {tmp_path / 'v.npy'}: 2 rows contain NaN or Inf (rows 13, 57); skipping them (--on-error skip)", "extract: resuming after 2 of 10 completed shards (20 of 100 samples)"]
+    assert logs == [
+        f"extract: {tmp_path / 'v.npy'}: 2 rows contain NaN or Inf (rows 13, 57); skipping them (--on-error skip)",
+        "extract: resuming after 2 of 10 completed shards (20 of 100 samples)",
+    ]
     assert manifest["fingerprint"] == reference["fingerprint"] and manifest["skipped"] == reference["skipped"]
     assert (out / "_manifest.json").read_bytes() == (tmp_path / "ref" / "_manifest.json").read_bytes()
 
@@ -138,7 +163,12 @@ def test_interrupted_run_resumes_skips_bad_shards_and_stale_state(tmp_path: Path
     with pytest.raises(KeyboardInterrupt):
         extract(tmp_path / "v.npy", out, config, progress=_interrupt_after(out, 3))
     logs.clear()
-    half = extract(tmp_path / "v.npy", out, ExtractConfig(shard_size=10, batch_size=4, on_error="skip", dtype="float16"), log=logs.append)
+    half = extract(
+        tmp_path / "v.npy",
+        out,
+        ExtractConfig(shard_size=10, batch_size=4, on_error="skip", dtype="float16"),
+        log=logs.append,
+    )
     assert logs[1:] == [f"extract: {work_dir_for(out)} was left by a run with other inputs or settings; starting over"]
     assert half["dtype"] == "float16" and half["n_samples"] == 98
 
@@ -149,10 +179,14 @@ def test_resuming_with_on_error_stop_reports_a_bad_sample_in_a_completed_shard(t
     np.save(tmp_path / "v.npy", vectors)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        extract(tmp_path / "v.npy", out, ExtractConfig(shard_size=10, on_error="skip"), progress=_interrupt_after(out, 2))
+        extract(
+            tmp_path / "v.npy", out, ExtractConfig(shard_size=10, on_error="skip"), progress=_interrupt_after(out, 2)
+        )
     journal = (work_dir_for(out) / JOURNAL).read_bytes()
     # found by the check before any encoding, which leaves the completed shards alone
-    with pytest.raises(DynselError, match=r"v\.npy row 5: the vector contains NaN or Inf \(sample id 5\); fix or remove it"):
+    with pytest.raises(
+        DynselError, match=r"v\.npy row 5: the vector contains NaN or Inf \(sample id 5\); fix or remove it"
+    ):
         extract(tmp_path / "v.npy", out, ExtractConfig(shard_size=10, on_error="stop"))
     assert not out.exists() and (work_dir_for(out) / JOURNAL).read_bytes() == journal
     logs: list[str] = []

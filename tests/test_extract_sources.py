@@ -45,7 +45,7 @@ def _class_folder(root: Path, n: int = 12) -> tuple[list[str], np.ndarray]:
     names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     for i, (image, label) in enumerate(zip(images, labels)):
         _png(root / names[label] / f"img{i:03d}.png", image)
-    files = sorted(f"{names[l]}/img{i:03d}.png" for i, l in enumerate(labels))
+    files = sorted(f"{names[c]}/img{i:03d}.png" for i, c in enumerate(labels))
     return files, labels
 
 
@@ -90,7 +90,9 @@ def test_flat_folder_with_labels_csv(tmp_path: Path) -> None:
     folder = tmp_path / "flat"
     for i, image in enumerate(images):
         _png(folder / f"b{i}.png", image)
-    (folder / "labels.csv").write_text("file,label\n" + "".join(f"b{i}.png,{'cat' if i % 2 else 'dog'}\n" for i in range(6)))
+    (folder / "labels.csv").write_text(
+        "file,label\n" + "".join(f"b{i}.png,{'cat' if i % 2 else 'dog'}\n" for i in range(6))
+    )
     manifest = extract(folder, tmp_path / "feats", _config(**FAST_IMAGES))
     features = read_features(tmp_path / "feats")
     assert manifest["classes"] == ["cat", "dog"] and manifest["source"]["layout"] == "flat"
@@ -101,7 +103,9 @@ def test_flat_folder_with_labels_csv(tmp_path: Path) -> None:
     (folder / "labels.csv").unlink()
     with pytest.raises(DynselError, match=r"b5\.png.*no row"):
         extract(folder, tmp_path / "f2", _config(labels_csv=str(tmp_path / "other.csv"), **FAST_IMAGES))
-    manifest = extract(folder, tmp_path / "f2", _config(labels_csv=str(tmp_path / "other.csv"), on_error="skip", **FAST_IMAGES))
+    manifest = extract(
+        folder, tmp_path / "f2", _config(labels_csv=str(tmp_path / "other.csv"), on_error="skip", **FAST_IMAGES)
+    )
     assert manifest["n_samples"] == 5 and manifest["skipped"][0]["source"] == "b5.png"
     assert read_features(tmp_path / "f2").labels.tolist() == [0, 1, 2, 3, 4]  # type: ignore[union-attr]
 
@@ -152,7 +156,10 @@ def test_embeddings_with_nan_stop_or_skip(tmp_path: Path) -> None:
     vectors = np.ones((10, 4), np.float32)
     vectors[3, 1], vectors[7, 0] = np.nan, np.inf
     np.save(tmp_path / "emb.npy", vectors)
-    with pytest.raises(DynselError, match=r"emb\.npy: 2 rows contain NaN or Inf \(rows 3, 7\); fix or remove them, or pass --on-error skip$"):
+    with pytest.raises(
+        DynselError,
+        match=r"emb\.npy: 2 rows contain NaN or Inf \(rows 3, 7\); fix or remove them, or pass --on-error skip$",
+    ):
         extract(tmp_path / "emb.npy", tmp_path / "out")
     assert not (tmp_path / "out").exists() and not work_dir_for(tmp_path / "out").exists()
     manifest = extract(tmp_path / "emb.npy", tmp_path / "out", _config(on_error="skip"))
@@ -181,33 +188,61 @@ def test_csv_text_with_string_labels_and_ids(tmp_path: Path) -> None:
 def test_parquet_and_jsonl_text_with_named_columns(tmp_path: Path) -> None:
     texts = ["a red apple", "a green pear", "the sea is blue", "stars at night"]
     pq.write_table(pa.table({"body": texts, "topic": [0, 0, 1, 1]}), tmp_path / "t.parquet")
-    with pytest.raises(DynselError, match=r"no column 'text' \(columns: body, topic\); name the text column with --text-column"):
+    with pytest.raises(
+        DynselError, match=r"no column 'text' \(columns: body, topic\); name the text column with --text-column"
+    ):
         extract(tmp_path / "t.parquet", tmp_path / "f", _config(encoder="wordllama"))
     with pytest.raises(DynselError, match="no column 'label'.*--label-column"):
-        extract(tmp_path / "t.parquet", tmp_path / "f", _config(encoder="wordllama", text_column="body", label_column="label"))
-    m1 = extract(tmp_path / "t.parquet", tmp_path / "f1", _config(encoder="wordllama", text_column="body", label_column="topic"))
-    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"body": t, "topic": i // 2}) + "\n" for i, t in enumerate(texts)) + "\n")
-    m2 = extract(tmp_path / "t.jsonl", tmp_path / "f2", _config(encoder="wordllama", text_column="body", label_column="topic"))
+        extract(
+            tmp_path / "t.parquet",
+            tmp_path / "f",
+            _config(encoder="wordllama", text_column="body", label_column="label"),
+        )
+    m1 = extract(
+        tmp_path / "t.parquet", tmp_path / "f1", _config(encoder="wordllama", text_column="body", label_column="topic")
+    )
+    (tmp_path / "t.jsonl").write_text(
+        "".join(json.dumps({"body": t, "topic": i // 2}) + "\n" for i, t in enumerate(texts)) + "\n"
+    )
+    m2 = extract(
+        tmp_path / "t.jsonl", tmp_path / "f2", _config(encoder="wordllama", text_column="body", label_column="topic")
+    )
     assert m1["fingerprint"] == m2["fingerprint"] and m1["classes"] is None
     assert read_features(tmp_path / "f1").labels.tolist() == [0, 0, 1, 1]  # type: ignore[union-attr]
 
 
 def test_bad_text_rows(tmp_path: Path) -> None:
-    raw = b"text,label\nfine,0\n,1\n\"   \",0\nbad \xff\xfe bytes,1\nalso fine,0\n"
+    raw = b'text,label\nfine,0\n,1\n"   ",0\nbad \xff\xfe bytes,1\nalso fine,0\n'
     (tmp_path / "t.csv").write_bytes(raw)
-    with pytest.raises(DynselError, match=r"t\.csv: 3 bad rows: 2 rows have empty text \(rows 1, 2\), 1 row is not valid UTF-8 \(row 3\); fix or remove them, or pass --on-error skip$"):
+    with pytest.raises(
+        DynselError,
+        match=r"t\.csv: 3 bad rows: 2 rows have empty text \(rows 1, 2\), 1 row is not valid UTF-8 \(row 3\); fix or remove them, or pass --on-error skip$",
+    ):
         extract(tmp_path / "t.csv", tmp_path / "f", _config(encoder="wordllama"))
     (tmp_path / "one.csv").write_bytes(b"text,label\nfine,0\nbad \xff bytes,1\n")  # one bad row: its own detail
-    with pytest.raises(DynselError, match=r"one\.csv row 1: the text is not valid UTF-8 \(byte 4\) \(sample id 1\); fix or remove it, or pass --on-error skip$"):
+    with pytest.raises(
+        DynselError,
+        match=r"one\.csv row 1: the text is not valid UTF-8 \(byte 4\) \(sample id 1\); fix or remove it, or pass --on-error skip$",
+    ):
         extract(tmp_path / "one.csv", tmp_path / "f", _config(encoder="wordllama"))
     manifest = extract(tmp_path / "t.csv", tmp_path / "f", _config(encoder="wordllama", on_error="skip"))
-    assert [(s["id"], s["reason"]) for s in manifest["skipped"]] == [(1, "empty-text"), (2, "empty-text"), (3, "non-utf8")]
+    assert [(s["id"], s["reason"]) for s in manifest["skipped"]] == [
+        (1, "empty-text"),
+        (2, "empty-text"),
+        (3, "non-utf8"),
+    ]
     assert manifest["skipped"][2]["source"] == "row 3"
     assert read_features(tmp_path / "f").ids.tolist() == [0, 4]
 
-    (tmp_path / "t.jsonl").write_bytes(b'{"text": "ok"}\n{"text": null}\nnot json\n{"text": "caf\xe9"}\n{"text": "ok too"}\n')
+    (tmp_path / "t.jsonl").write_bytes(
+        b'{"text": "ok"}\n{"text": null}\nnot json\n{"text": "caf\xe9"}\n{"text": "ok too"}\n'
+    )
     manifest = extract(tmp_path / "t.jsonl", tmp_path / "g", _config(encoder="wordllama", on_error="skip"))
-    assert [(s["id"], s["reason"]) for s in manifest["skipped"]] == [(1, "missing-text"), (2, "bad-json"), (3, "non-utf8")]
+    assert [(s["id"], s["reason"]) for s in manifest["skipped"]] == [
+        (1, "missing-text"),
+        (2, "bad-json"),
+        (3, "non-utf8"),
+    ]
     assert manifest["n_samples"] == 2
 
 
@@ -253,18 +288,38 @@ def test_bad_images_stop_with_one_line_or_skip(tmp_path: Path) -> None:
     _png(folder / "5.png", np.zeros((9, 8), np.uint8))  # another size
     (folder / "6.png").symlink_to(tmp_path / "gone.png")  # broken link: unreadable
     runner = CliRunner()
-    result = runner.invoke(app, ["extract", str(tmp_path / "imgs"), "--out", str(tmp_path / "f"), "--image-size", "32", "--workers", "0"])
+    result = runner.invoke(
+        app, ["extract", str(tmp_path / "imgs"), "--out", str(tmp_path / "f"), "--image-size", "32", "--workers", "0"]
+    )
     assert result.exit_code == 2
     line = result.output.strip()
     assert "\n" not in line and "3.png" in line and "not a readable image" in line and "--on-error skip" in line
     assert not (tmp_path / "f").exists()
 
-    result = runner.invoke(app, ["extract", str(tmp_path / "imgs"), "--out", str(tmp_path / "f"), "--image-size", "32", "--on-error", "skip", "--workers", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "extract",
+            str(tmp_path / "imgs"),
+            "--out",
+            str(tmp_path / "f"),
+            "--image-size",
+            "32",
+            "--on-error",
+            "skip",
+            "--workers",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "skipped 4 of 7" in result.output
     manifest = json.loads((tmp_path / "f" / "_manifest.json").read_text())
     assert [(s["source"], s["reason"]) for s in manifest["skipped"]] == [
-        ("a/3.png", "corrupt-image"), ("a/4.png", "corrupt-image"), ("a/5.png", "mixed-size"), ("a/6.png", "unreadable")]
+        ("a/3.png", "corrupt-image"),
+        ("a/4.png", "corrupt-image"),
+        ("a/5.png", "mixed-size"),
+        ("a/6.png", "unreadable"),
+    ]
     assert manifest["skipped_reasons"] == {"corrupt-image": 2, "mixed-size": 1, "unreadable": 1}
     assert pq.read_table(tmp_path / "f").column("id").to_pylist() == [0, 1, 2]
 

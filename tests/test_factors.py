@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import sha256_of, sparse_dictionary_data, tree_digests, write_features_dir
 
 from dynsel_cli.config import FactorsConfig, SaeConfig
 from dynsel_cli.errors import DynselError
@@ -15,8 +16,6 @@ from dynsel_cli.factors import build_factor_tables, encode_codes, unit_statistic
 from dynsel_cli.formats.factors import read_factor_tables
 from dynsel_cli.formats.sae import SaeWeights, read_sae
 from dynsel_cli.sae import fit_sae
-
-from conftest import sha256_of, sparse_dictionary_data, tree_digests, write_features_dir
 
 CPU = FactorsConfig(device="cpu")
 
@@ -70,7 +69,9 @@ def test_unit_statistics_on_a_tiny_example() -> None:
 
 
 def test_unit_statistics_with_an_empty_class() -> None:
-    stats = unit_statistics(np.array([[0], [1]], dtype=np.int32), np.array([[1.0], [2.0]], dtype=np.float32), 2, labels=np.array([0, 2]))
+    stats = unit_statistics(
+        np.array([[0], [1]], dtype=np.int32), np.array([[1.0], [2.0]], dtype=np.float32), 2, labels=np.array([0, 2])
+    )
     np.testing.assert_allclose(stats.class_frequency, [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
 
 
@@ -121,7 +122,9 @@ def test_factors_are_deterministic(small_run: Path, tmp_path: Path) -> None:
     build_factor_tables(small_run / "features", small_run / "sae", tmp_path / "again", CPU)
     assert tree_digests(tmp_path / "again") == tree_digests(small_run / "factors")
     # the batch size is a speed knob: codes agree (to float rounding of the batched product)
-    build_factor_tables(small_run / "features", small_run / "sae", tmp_path / "batched", FactorsConfig(device="cpu", batch_size=7))
+    build_factor_tables(
+        small_run / "features", small_run / "sae", tmp_path / "batched", FactorsConfig(device="cpu", batch_size=7)
+    )
     a, b = read_factor_tables(small_run / "factors"), read_factor_tables(tmp_path / "batched")
     np.testing.assert_allclose(a.samples.acts, b.samples.acts, rtol=1e-5, atol=1e-6)
     assert (a.samples.units == b.samples.units).mean() > 0.99
@@ -135,12 +138,16 @@ def test_sae_of_other_dimension_is_refused(small_run: Path, tmp_path: Path) -> N
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".factors.")] == []
 
 
-def test_sae_trained_on_other_features_is_refused_unless_allowed_and_then_recorded(small_run: Path, tmp_path: Path) -> None:
+def test_sae_trained_on_other_features_is_refused_unless_allowed_and_then_recorded(
+    small_run: Path, tmp_path: Path
+) -> None:
     write_features_dir(tmp_path / "other", sparse_dictionary_data(50, 16, 32, seed=5))
     with pytest.raises(DynselError, match="trained on other features .* --allow-foreign-sae"):
         build_factor_tables(tmp_path / "other", small_run / "sae", tmp_path / "factors", CPU)
     assert not (tmp_path / "factors").exists()
-    manifest = build_factor_tables(tmp_path / "other", small_run / "sae", tmp_path / "factors", CPU, allow_foreign_sae=True)
+    manifest = build_factor_tables(
+        tmp_path / "other", small_run / "sae", tmp_path / "factors", CPU, allow_foreign_sae=True
+    )
     assert manifest["sae_trained_on_these_features"] is False
     assert manifest["n_samples"] == 50 and manifest["has_labels"] is False
 
@@ -173,6 +180,11 @@ def test_sample_run_factor_tables(pipeline_run, factor_tables, sample_arrays) ->
     count = np.bincount(fired, minlength=width)
     np.testing.assert_array_equal(tables.units.count, count)
     np.testing.assert_allclose(tables.units.frequency, count / n)
-    assert tables.manifest["inputs"]["sae"] == json.loads((pipeline_run.sae / "manifest.json").read_text())["fingerprint"]
-    assert tables.manifest["inputs"]["features"] == json.loads((pipeline_run.features / "_manifest.json").read_text())["fingerprint"]
+    assert (
+        tables.manifest["inputs"]["sae"] == json.loads((pipeline_run.sae / "manifest.json").read_text())["fingerprint"]
+    )
+    assert (
+        tables.manifest["inputs"]["features"]
+        == json.loads((pipeline_run.features / "_manifest.json").read_text())["fingerprint"]
+    )
     assert tables.fingerprint == sha256_of(pipeline_run.factors / "samples.parquet")

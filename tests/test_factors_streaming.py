@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import sha256_of, sparse_dictionary_data
 
 import dynsel_cli.formats.factors as factor_format
 from dynsel_cli.config import FactorsConfig
@@ -20,8 +21,6 @@ from dynsel_cli.formats.common import atomic_directory
 from dynsel_cli.formats.factors import SampleTableWriter, UnitStats, read_factor_tables, write_factor_tables
 from dynsel_cli.formats.features import FeatureShardWriter
 from dynsel_cli.formats.sae import SaeWeights, write_sae
-
-from conftest import sha256_of, sparse_dictionary_data
 
 WIDTH, K, DIM = 24, 4, 8
 CPU = FactorsConfig(device="cpu", batch_size=64)
@@ -74,19 +73,35 @@ def reference_statistics(units: np.ndarray, acts: np.ndarray, labels: np.ndarray
         joint = np.bincount(row_labels * WIDTH + ids, minlength=classes * WIDTH).reshape(classes, WIDTH)
         sizes = np.bincount(labels, minlength=classes)[:, None]
         class_frequency = np.divide(joint, sizes, out=np.zeros(joint.shape), where=sizes > 0).T
-    return UnitStats(count, count / len(units), mass, np.divide(mass, count, out=np.zeros(WIDTH), where=count > 0), max_act, class_frequency)
+    return UnitStats(
+        count,
+        count / len(units),
+        mass,
+        np.divide(mass, count, out=np.zeros(WIDTH), where=count > 0),
+        max_act,
+        class_frequency,
+    )
 
 
 @pytest.mark.parametrize("labelled", [True, False])
-def test_a_many_shard_many_row_group_run_equals_the_in_memory_tables(tmp_path: Path, small_row_groups: int, labelled: bool) -> None:
+def test_a_many_shard_many_row_group_run_equals_the_in_memory_tables(
+    tmp_path: Path, small_row_groups: int, labelled: bool
+) -> None:
     sae = random_sae(tmp_path / "sae")
     n = 1037  # 11 row groups, the last one partial
     runs = {}
     for shard_rows in (64, 192, 4096):
         source = features(tmp_path / f"features-{shard_rows}", n, shard_rows, labelled)
-        runs[shard_rows] = build_factor_tables(source, sae, tmp_path / f"factors-{shard_rows}", CPU, allow_foreign_sae=True)
+        runs[shard_rows] = build_factor_tables(
+            source, sae, tmp_path / f"factors-{shard_rows}", CPU, allow_foreign_sae=True
+        )
     # shards of whole batches: the same products, so the tables are the same bytes however the rows arrive
-    digests = {shard_rows: [sha256_of(tmp_path / f"factors-{shard_rows}" / name) for name in ("samples.parquet", "units.parquet")] for shard_rows in runs}
+    digests = {
+        shard_rows: [
+            sha256_of(tmp_path / f"factors-{shard_rows}" / name) for name in ("samples.parquet", "units.parquet")
+        ]
+        for shard_rows in runs
+    }
     assert digests[64] == digests[192] == digests[4096]
 
     tables = read_factor_tables(tmp_path / "factors-64")
@@ -106,11 +121,21 @@ def test_a_many_shard_many_row_group_run_equals_the_in_memory_tables(tmp_path: P
     assert sha256_of(tmp_path / "in-memory" / "units.parquet") == digests[64][1]
 
 
-def test_the_writer_and_the_statistics_are_fed_shard_by_shard(tmp_path: Path, small_row_groups: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_writer_and_the_statistics_are_fed_shard_by_shard(
+    tmp_path: Path, small_row_groups: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fed: list[int] = []
     add = SampleTableWriter.add
-    monkeypatch.setattr(SampleTableWriter, "add", lambda self, samples: (fed.append(len(samples.ids)), add(self, samples))[1])
-    build_factor_tables(features(tmp_path / "features", 1000, 128, True), random_sae(tmp_path / "sae"), tmp_path / "factors", CPU, allow_foreign_sae=True)
+    monkeypatch.setattr(
+        SampleTableWriter, "add", lambda self, samples: (fed.append(len(samples.ids)), add(self, samples))[1]
+    )
+    build_factor_tables(
+        features(tmp_path / "features", 1000, 128, True),
+        random_sae(tmp_path / "sae"),
+        tmp_path / "factors",
+        CPU,
+        allow_foreign_sae=True,
+    )
     assert fed == [128] * 7 + [104]
 
 
@@ -144,6 +169,9 @@ def _peak_bytes(tmp_path: Path, n: int) -> int:
 
 def test_peak_memory_does_not_grow_with_the_number_of_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(factor_format, "SAMPLES_ROW_GROUP", 512)
-    small, large = _peak_bytes(tmp_path, 50_000), _peak_bytes(tmp_path, 150_000)  # both hash samples.parquet through a full 1 MiB buffer
+    small, large = (
+        _peak_bytes(tmp_path, 50_000),
+        _peak_bytes(tmp_path, 150_000),
+    )  # both hash samples.parquet through a full 1 MiB buffer
     codes_growth = (150_000 - 50_000) * (8 + 8 + K * (4 + 4))  # what N × k codes (ids, labels, units, acts) would add
     assert large - small < codes_growth / 4, (small, large, codes_growth)

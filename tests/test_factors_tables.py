@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import assert_one_line_error, invoke, sparse_dictionary_data
 from safetensors.torch import load_file, save_file
 
 from dynsel_cli.config import FactorsConfig, SaeConfig
@@ -24,16 +25,18 @@ from dynsel_cli.formats.features import FeatureShardWriter
 from dynsel_cli.formats.sae import read_sae
 from dynsel_cli.sae import fit_sae
 
-from conftest import assert_one_line_error, invoke, sparse_dictionary_data
-
 CPU = FactorsConfig(device="cpu")
 N, D, WIDTH, K = 500, 16, 40, 3
 CLASSES = ["a", "b", "c", "d"]  # class "d" has no samples
 
 
-def write_sharded(path: Path, vectors: np.ndarray, labels: np.ndarray | None, shard_rows: int, classes: list[str] | None = None) -> Path:
+def write_sharded(
+    path: Path, vectors: np.ndarray, labels: np.ndarray | None, shard_rows: int, classes: list[str] | None = None
+) -> Path:
     with atomic_directory(path) as tmp:
-        writer = FeatureShardWriter(tmp, vectors.shape[1], "float32", has_labels=labels is not None, shard_rows=shard_rows)
+        writer = FeatureShardWriter(
+            tmp, vectors.shape[1], "float32", has_labels=labels is not None, shard_rows=shard_rows
+        )
         writer.add(np.arange(len(vectors)), labels, vectors)
         writer.finish({"classes": classes})
     return path
@@ -58,7 +61,16 @@ def test_table_schemas(run: Path) -> None:
     assert samples.field("acts").type == pa.list_(pa.float32(), K)
     units = pq.read_schema(run / "factors" / "units.parquet")
     assert units.names == ["unit", "count", "frequency", "mass", "mean_act", "max_act", "dead", "class_frequency"]
-    expected = [pa.int32(), pa.int64(), pa.float64(), pa.float64(), pa.float64(), pa.float64(), pa.bool_(), pa.list_(pa.float64(), len(CLASSES))]
+    expected = [
+        pa.int32(),
+        pa.int64(),
+        pa.float64(),
+        pa.float64(),
+        pa.float64(),
+        pa.float64(),
+        pa.bool_(),
+        pa.list_(pa.float64(), len(CLASSES)),
+    ]
     assert [units.field(n).type for n in units.names] == expected
     table = pq.read_table(run / "factors" / "units.parquet")
     assert table.num_rows == WIDTH and table.column("unit").to_pylist() == list(range(WIDTH))
@@ -102,7 +114,19 @@ def test_nan_and_empty_features_are_refused(run: Path, tmp_path: Path) -> None:
         build_factor_tables(tmp_path / "nan", run / "sae", tmp_path / "out", CPU, allow_foreign_sae=True)
     empty = tmp_path / "empty"
     empty.mkdir()
-    write_json(empty / "_manifest.json", {"format": "dynsel.features", "format_version": 1, "n_samples": 0, "dim": D, "dtype": "float32", "has_labels": False, "shards": [], "fingerprint": sha256_bytes(b"")})
+    write_json(
+        empty / "_manifest.json",
+        {
+            "format": "dynsel.features",
+            "format_version": 1,
+            "n_samples": 0,
+            "dim": D,
+            "dtype": "float32",
+            "has_labels": False,
+            "shards": [],
+            "fingerprint": sha256_bytes(b""),
+        },
+    )
     with pytest.raises(DynselError, match="no samples"):
         build_factor_tables(empty, run / "sae", tmp_path / "out", CPU)
     with pytest.raises(DynselError, match="--batch-size 0"):
@@ -139,7 +163,11 @@ def test_inconsistent_checkpoints_are_refused(run: Path, tmp_path: Path) -> None
         cfg["num_latents"] = WIDTH * 2
         write_json(path / "cfg.json", cfg)
 
-    for name, edit, message in (("short", short_decoder, r"W_dec \[39, 16\] \(expected \[40, 16\]\)"), ("bigk", big_k, "exceeds the SAE width"), ("width", other_width, "say width 80")):
+    for name, edit, message in (
+        ("short", short_decoder, r"W_dec \[39, 16\] \(expected \[40, 16\]\)"),
+        ("bigk", big_k, "exceeds the SAE width"),
+        ("width", other_width, "say width 80"),
+    ):
         bad = _tamper(run / "sae", tmp_path / name, edit)
         with pytest.raises(ArtifactError, match=message):
             read_sae(bad)

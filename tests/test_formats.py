@@ -13,17 +13,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import sha256_of
 from safetensors import safe_open
 
 from dynsel_cli import read_plan as public_read_plan
 from dynsel_cli.errors import ArtifactError, DynselError
-from dynsel_cli.formats.common import FORMAT_VERSION, atomic_directory, canonical_json, safe_child, sha256_file, verify_files
+from dynsel_cli.formats.common import (
+    FORMAT_VERSION,
+    atomic_directory,
+    canonical_json,
+    safe_child,
+    sha256_file,
+    verify_files,
+)
 from dynsel_cli.formats.factors import SampleFactors, UnitStats, read_factor_tables, write_factor_tables
 from dynsel_cli.formats.features import FeatureShardWriter, read_features
-from dynsel_cli.formats.plan import index_dtype_for, read_plan, steps_for, write_index_lines, write_plan, write_plan_stream
+from dynsel_cli.formats.plan import (
+    index_dtype_for,
+    read_plan,
+    steps_for,
+    write_index_lines,
+    write_plan,
+    write_plan_stream,
+)
 from dynsel_cli.formats.sae import SaeWeights, read_sae, write_sae
-
-from conftest import sha256_of
 
 
 def leftovers(parent: Path, name: str) -> list[str]:
@@ -34,7 +47,14 @@ def leftovers(parent: Path, name: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------- features
 
 
-def write_features(path: Path, ids: np.ndarray, labels: np.ndarray | None, vectors: np.ndarray, dtype: str = "float32", shard_rows: int = 262_144) -> dict:
+def write_features(
+    path: Path,
+    ids: np.ndarray,
+    labels: np.ndarray | None,
+    vectors: np.ndarray,
+    dtype: str = "float32",
+    shard_rows: int = 262_144,
+) -> dict:
     with atomic_directory(path) as tmp:
         writer = FeatureShardWriter(tmp, vectors.shape[1], dtype, has_labels=labels is not None, shard_rows=shard_rows)
         for start in range(0, len(ids), 7):  # several small batches, as the extract loop does
@@ -66,7 +86,9 @@ def test_features_round_trip(tmp_path: Path, dtype: str) -> None:
     vector_type = table.schema.field("vector").type
     assert pa.types.is_fixed_size_list(vector_type) and vector_type.list_size == dim
     assert vector_type.value_type == (pa.float16() if dtype == "float16" else pa.float32())
-    stored = np.asarray(table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)).reshape(n, dim)
+    stored = np.asarray(table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)).reshape(
+        n, dim
+    )
     np.testing.assert_array_equal(stored.astype(np.float32), vectors.astype(dtype).astype(np.float32))
 
 
@@ -149,7 +171,9 @@ def test_sae_round_trip_and_sparsify_layout(tmp_path: Path) -> None:
         write_sae(tmp, weights, metrics, {"inputs": {"features": "abc"}})
     loaded, manifest = read_sae(tmp_path / "sae")
     for name in ("encoder_weight", "encoder_bias", "decoder_weight", "decoder_bias", "input_mean", "input_scale"):
-        torch.testing.assert_close(getattr(loaded, name), getattr(weights, name).reshape(getattr(loaded, name).shape), rtol=0, atol=0)
+        torch.testing.assert_close(
+            getattr(loaded, name), getattr(weights, name).reshape(getattr(loaded, name).shape), rtol=0, atol=0
+        )
     assert loaded.k == 3 and loaded.width == 12 and loaded.dim == 5
     assert manifest["inputs"] == {"features": "abc"}
     assert manifest["fingerprint"] == sha256_of(tmp_path / "sae" / "sae.safetensors")
@@ -228,9 +252,18 @@ def make_epochs(n: int = 30, counts: tuple[int, ...] = (10, 10, 0, 7, 30), seed:
     return [rng.permutation(n)[:c].astype(np.int64) for c in counts]
 
 
-def write_test_plan(path: Path, epochs: list[np.ndarray], n: int = 30, weights: list[np.ndarray] | None = None, formats=("bin", "txt", "npy", "parquet"), batch_size: int = 4) -> dict:
+def write_test_plan(
+    path: Path,
+    epochs: list[np.ndarray],
+    n: int = 30,
+    weights: list[np.ndarray] | None = None,
+    formats=("bin", "txt", "npy", "parquet"),
+    batch_size: int = 4,
+) -> dict:
     with atomic_directory(path) as tmp:
-        return write_plan(tmp, epochs, n, batch_size, 1, False, {"ratio": 0.5, "seed": 7}, weights=weights, formats=formats)
+        return write_plan(
+            tmp, epochs, n, batch_size, 1, False, {"ratio": 0.5, "seed": 7}, weights=weights, formats=formats
+        )
 
 
 def test_plan_all_formats_agree(tmp_path: Path) -> None:
@@ -342,7 +375,9 @@ def test_plan_manifest_of_wrong_kind_or_version_is_refused(tmp_path: Path) -> No
     original = json.loads(manifest_path.read_text())
 
     manifest_path.write_text(json.dumps({**original, "format": "dynsel.factors"}))
-    with pytest.raises(ArtifactError, match=r"not a dynsel plan directory \(format 'dynsel.factors', expected 'dynsel.plan'\)"):
+    with pytest.raises(
+        ArtifactError, match=r"not a dynsel plan directory \(format 'dynsel.factors', expected 'dynsel.plan'\)"
+    ):
         read_plan(tmp_path / "plan")
 
     manifest_path.write_text(json.dumps({**original, "format_version": FORMAT_VERSION + 1}))

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, assert_one_line_error, invoke, subprocess_env
 from rich.console import Console
 
-from conftest import REPO, assert_one_line_error, invoke, subprocess_env
 from dynsel_cli.errors import DynselError
 from dynsel_cli.factors.statistics import UnitStatsAccumulator
 from dynsel_cli.formats.common import atomic_directory
@@ -36,7 +36,14 @@ SHOWN = ["[/]", "[bold red]x", "[link=http://e]x[/link]", "\\x1b[2J\\x1b]0;t\\x0
 def _run(*args: str | Path, timeout: float = 120, columns: int = 250) -> subprocess.CompletedProcess[str]:
     env = {**subprocess_env(), "COLUMNS": str(columns)}
     try:
-        return subprocess.run([sys.executable, "-m", "dynsel_cli", *map(str, args)], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "dynsel_cli", *map(str, args)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"dynsel {' '.join(map(str, args))} did not finish within {timeout} s")
 
@@ -48,7 +55,14 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     ids = np.arange(8, dtype=np.int64)
     units = np.array([[i % 4, 4 + i % 3] for i in range(8)], dtype=np.int32)
     count = np.bincount(units.ravel(), minlength=8).astype(np.int64)
-    stats = UnitStats(count=count, frequency=count / 8, mass=count.astype(float), mean_act=np.ones(8), max_act=np.ones(8), class_frequency=None)
+    stats = UnitStats(
+        count=count,
+        frequency=count / 8,
+        mass=count.astype(float),
+        mean_act=np.ones(8),
+        max_act=np.ones(8),
+        class_frequency=None,
+    )
     samples = SampleFactors(ids=ids, labels=ids % 4, units=units, acts=np.ones((8, 2), dtype=np.float32))
     with atomic_directory(root / "factors") as tmp:
         write_factor_tables(tmp, samples, stats, {"classes": HOSTILE})
@@ -56,7 +70,16 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     plan = root / "plan[bold]\x1b[2J"
     with atomic_directory(plan) as tmp:
         epochs = [np.array([0, 1, 2, 3]), np.array([4, 5, 6, 0]), np.array([1, 3, 5, 7])]
-        write_plan(tmp, epochs, 8, 2, 1, False, {"ratio": 0.5, "seed": 0, "method": "random", "inputs": {"factors": tables.fingerprint}}, formats=("bin",))
+        write_plan(
+            tmp,
+            epochs,
+            8,
+            2,
+            1,
+            False,
+            {"ratio": 0.5, "seed": 0, "method": "random", "inputs": {"factors": tables.fingerprint}},
+            formats=("bin",),
+        )
     return plan, root / "factors"
 
 
@@ -74,7 +97,10 @@ def test_report_shows_hostile_class_names_as_typed(hostile_run: tuple[Path, Path
 def test_report_on_a_terminal_obeys_no_markup_or_escape_from_the_data(hostile_run: tuple[Path, Path]) -> None:
     plan, factors = hostile_run
     out = io.StringIO()
-    render_terminal(build_report(read_plan(plan), read_factor_tables(factors)), Console(file=out, force_terminal=True, color_system="truecolor", width=250))
+    render_terminal(
+        build_report(read_plan(plan), read_factor_tables(factors)),
+        Console(file=out, force_terminal=True, color_system="truecolor", width=250),
+    )
     text = out.getvalue()
 
     assert "\x1b]8;" not in text, "a class name became a hyperlink"
@@ -113,7 +139,10 @@ def test_a_label_of_ten_to_the_eight_is_refused_by_the_statistics() -> None:
     """Per-class statistics are indexed by class id: label 10^8 would need 10^8 × width counts."""
     stats = UnitStatsAccumulator(16, has_labels=True, source="FEATURES")
     units = np.array([[0, 1], [2, 3]], dtype=np.int32)
-    with pytest.raises(DynselError, match=r"^FEATURES: label 100000000 is above the largest class id 8,388,607 .*number the classes 0\.\.C-1"):
+    with pytest.raises(
+        DynselError,
+        match=r"^FEATURES: label 100000000 is above the largest class id 8,388,607 .*number the classes 0\.\.C-1",
+    ):
         stats.add(units, np.ones((2, 2), dtype=np.float32), np.array([0, 10**8]))
     with pytest.raises(DynselError, match="class names"):
         UnitStatsAccumulator(16, has_labels=True, n_classes=10**8)

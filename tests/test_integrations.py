@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from conftest import write_random_plan
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from dynsel_cli.formats.plan import Plan, steps_for
 from dynsel_cli.integrations import torch as dt
 from dynsel_cli.integrations.torch import PlanBatchSampler, PlanSampler, PlanUsageError, steps_per_epoch, total_steps
-from conftest import write_random_plan
 
 N_SAMPLES = 100
 COUNTS = (10, 7, 1, 0, 12, 5)  # includes an empty epoch and one shorter than any world size
@@ -57,7 +58,11 @@ def test_ranks_cut_like_distributed_sampler(plan: Plan, world_size: int, drop_la
             sampler.set_epoch(e)
             share = list(sampler)
             oracle = DistributedSampler(
-                range(len(ids)), num_replicas=world_size, rank=r, shuffle=False, drop_last=drop_last  # type: ignore[arg-type]
+                range(len(ids)),
+                num_replicas=world_size,
+                rank=r,
+                shuffle=False,
+                drop_last=drop_last,  # type: ignore[arg-type]
             )
             assert share == [int(ids[p]) for p in oracle], (e, r)
             assert len(sampler) == len(oracle) == len(share)

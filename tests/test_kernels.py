@@ -287,8 +287,13 @@ def test_select_class_quota_identical(tau, levels):
     quota = np.minimum(sizes, [400, 0, 300, 250, sizes[4]]).astype(np.int64)  # one empty, one full class
     r, d = _scores(n, 4, levels)
     params = SelectionParams(
-        n_select=int(quota.sum()), lambdas=_lambdas(5), ratio=quota.sum() / n, tau=tau, seed=9,
-        labels=labels, class_quota=quota,
+        n_select=int(quota.sum()),
+        lambdas=_lambdas(5),
+        ratio=quota.sum() / n,
+        tau=tau,
+        seed=9,
+        labels=labels,
+        class_quota=quota,
     )
     cpu = _run(r, d, params, "cpu")
     _assert_same(cpu, _run(r, d, params, "triton-cpu"))
@@ -334,10 +339,14 @@ def _reference_selection(r, d, params):
     return out
 
 
-@pytest.mark.parametrize("levels,tau,penalty", [(None, 0.3, "additive"), (4, 0.0, "additive"), (None, 0.0, "multiplicative")])
+@pytest.mark.parametrize(
+    "levels,tau,penalty", [(None, 0.3, "additive"), (4, 0.0, "additive"), (None, 0.0, "multiplicative")]
+)
 def test_select_matches_plain_reference(levels, tau, penalty):
     r, d = _scores(4000, 3, levels)
-    params = SelectionParams(n_select=1300, lambdas=_lambdas(5), ratio=0.33, tau=tau, penalty=penalty, decay=0.9, seed=4)
+    params = SelectionParams(
+        n_select=1300, lambdas=_lambdas(5), ratio=0.33, tau=tau, penalty=penalty, decay=0.9, seed=4
+    )
     _assert_same(_run(r, d, params, "cpu"), _reference_selection(r, d, params))
 
 
@@ -406,8 +415,17 @@ def test_selection_validation():
         select_epochs(r, d, SelectionParams(**ok, class_quota=np.array([5, 5])))
     with pytest.raises(ValueError, match="class ids"):
         select_epochs(r, d, SelectionParams(**ok, labels=labels + 1, class_quota=np.array([5, 5])))
-    for bad in (dict(ratio=0.0), dict(beta=-1.0), dict(tau=-0.1), dict(decay=1.5), dict(seed=2**32),
-                dict(seed=-1), dict(penalty="log"), dict(lambdas=[float("nan")]), dict(n_select=-1)):
+    for bad in (
+        dict(ratio=0.0),
+        dict(beta=-1.0),
+        dict(tau=-0.1),
+        dict(decay=1.5),
+        dict(seed=2**32),
+        dict(seed=-1),
+        dict(penalty="log"),
+        dict(lambdas=[float("nan")]),
+        dict(n_select=-1),
+    ):
         with pytest.raises(ValueError):
             SelectionParams(**{**ok, **bad})
 

@@ -135,8 +135,12 @@ def test_graded_probe_trust_keeps_ambiguous_suspects_and_drops_confident_ones() 
     labels[:120] = (labels[:120] + 1) % 4
     ambiguous = np.arange(120, 240)
     other = (labels[ambiguous] + 1) % 4
-    units[ambiguous, 2:] = (other[:, None] * 8 + np.stack([rng.choice(8, 2, replace=False) for _ in ambiguous])).astype(np.int32)
-    units[ambiguous, :2] = (labels[ambiguous, None] * 8 + np.stack([rng.choice(8, 2, replace=False) for _ in ambiguous])).astype(np.int32)
+    units[ambiguous, 2:] = (other[:, None] * 8 + np.stack([rng.choice(8, 2, replace=False) for _ in ambiguous])).astype(
+        np.int32
+    )
+    units[ambiguous, :2] = (
+        labels[ambiguous, None] * 8 + np.stack([rng.choice(8, 2, replace=False) for _ in ambiguous])
+    ).astype(np.int32)
     graded = compute_signals(units, acts, WIDTH, labels, dedup=False, label_trust="probe-odds")
     hard = compute_signals(units, acts, WIDTH, labels, dedup=False, label_trust="probe")
     assert graded.suspects is not None and np.array_equal(graded.suspects, hard.suspects)  # same verdicts
@@ -157,10 +161,18 @@ def rare_mode_codes(n: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np
     learns part of the private units; out of fold it still contradicts many of them."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % classes
-    units = np.concatenate([labels[:, None] * 8 + np.stack([rng.choice(8, 3, replace=False) for _ in range(n)]), rng.integers(classes * 8, classes * 8 + 16, size=(n, 1))], axis=1).astype(np.int32)
+    units = np.concatenate(
+        [
+            labels[:, None] * 8 + np.stack([rng.choice(8, 3, replace=False) for _ in range(n)]),
+            rng.integers(classes * 8, classes * 8 + 16, size=(n, 1)),
+        ],
+        axis=1,
+    ).astype(np.int32)
     acts = rng.uniform(0.5, 1.0, size=(n, K)).astype(np.float32)
     hard = rng.random(n) < 0.2
-    units[hard, :3] = ((labels[hard] + 1) % classes)[:, None] * 8 + np.stack([rng.choice(8, 3, replace=False) for _ in range(int(hard.sum()))])
+    units[hard, :3] = ((labels[hard] + 1) % classes)[:, None] * 8 + np.stack(
+        [rng.choice(8, 3, replace=False) for _ in range(int(hard.sum()))]
+    )
     units[hard, 3] = classes * 8 + 16 + labels[hard] * 32 + rng.integers(0, 32, int(hard.sum()))
     acts[hard, 3] = 0.4
     return units, acts, labels.astype(np.int64), classes * 8 + 16 + classes * 32

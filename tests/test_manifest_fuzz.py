@@ -11,13 +11,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import invoke, sparse_dictionary_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import invoke, sparse_dictionary_data
-
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=True) | st.text(max_size=8),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8,
 )
@@ -78,7 +81,20 @@ def mutated(manifest: Any, path: tuple, replacement: Any, delete: bool) -> Any:
 
 
 COMMANDS = {
-    "features": lambda d, out: ("fit-sae", d / "features", "--out", out, "--width", "32", "--k", "4", "--epochs", "1", "--device", "cpu"),
+    "features": lambda d, out: (
+        "fit-sae",
+        d / "features",
+        "--out",
+        out,
+        "--width",
+        "32",
+        "--k",
+        "4",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    ),
     "sae": lambda d, out: ("factors", d / "features", "--sae", d / "sae", "--out", out, "--device", "cpu"),
     "factors": lambda d, out: ("plan", d / "factors", "--out", out, "--epochs", "2", "--device", "cpu"),
     "plan": lambda d, out: ("verify", d / "plan"),
@@ -89,7 +105,9 @@ COMMANDS = {
 @pytest.mark.parametrize("kind", list(COMMANDS))
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_any_manifest_gets_exit_0_or_2(kind: str, artifacts: Path, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+def test_any_manifest_gets_exit_0_or_2(
+    kind: str, artifacts: Path, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
     stage_name = kind.split("-")[0]
     work = tmp_path_factory.mktemp("case")
     for stage in ("features", "sae", "factors", "plan"):
@@ -105,4 +123,6 @@ def test_any_manifest_gets_exit_0_or_2(kind: str, artifacts: Path, tmp_path_fact
         path = data.draw(st.sampled_from(paths_in(manifest)))
         target.write_text(json.dumps(mutated(manifest, path, data.draw(json_values), how == "delete")))
     result = invoke(*COMMANDS[kind](work, work / "out"))
-    assert result.exit_code in (0, 2), f"exit {result.exit_code} for {how} of {target.name}: {result.exception!r}\n{result.output[-2000:]}"
+    assert result.exit_code in (0, 2), (
+        f"exit {result.exit_code} for {how} of {target.name}: {result.exception!r}\n{result.output[-2000:]}"
+    )

@@ -6,10 +6,9 @@ thread) and find what the exact search finds on data whose neighbours are clear.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -88,7 +87,9 @@ def test_ivf_signals_are_identical_run_to_run_and_across_faiss_threads() -> None
         for threads in (1, 1, 4):
             faiss.omp_set_num_threads(threads)
             s = compute_signals(units, acts, 512, labels, neighbours="ivf")
-            runs.append((s.group.tobytes(), s.suspect.tobytes(), s.trust.tobytes(), s.label_support.tobytes(), s.separability))
+            runs.append(
+                (s.group.tobytes(), s.suspect.tobytes(), s.trust.tobytes(), s.label_support.tobytes(), s.separability)
+            )
             assert faiss.omp_get_max_threads() == threads  # restored after the search
     finally:
         faiss.omp_set_num_threads(before)

@@ -17,17 +17,17 @@ import json
 import os
 import shutil
 import signal
-import threading
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
-
 from conftest import REPO, assert_one_line_error, invoke, sparse_dictionary_data, subprocess_env, tree_digests
 
 boto3 = pytest.importorskip("boto3")
@@ -65,14 +65,26 @@ def _wait_for(port: int, process: subprocess.Popen[bytes], seconds: float = 30) 
 def moto() -> Iterator[dict[str, str]]:
     """A moto S3 server that enforces credentials; yields the AWS environment of its one user."""
     port = _free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}  # the three IAM calls below; then every request is checked
+    env = {
+        **os.environ,
+        "INITIAL_NO_AUTH_ACTION_COUNT": "3",
+    }  # the three IAM calls below; then every request is checked
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         _wait_for(port, process)
         endpoint = f"http://127.0.0.1:{port}"
-        iam = boto3.client("iam", endpoint_url=endpoint, aws_access_key_id="setup", aws_secret_access_key="setup", region_name="us-east-1")
+        iam = boto3.client(
+            "iam",
+            endpoint_url=endpoint,
+            aws_access_key_id="setup",
+            aws_secret_access_key="setup",
+            region_name="us-east-1",
+        )
         iam.create_user(UserName="dynsel")
         allow = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
         iam.put_user_policy(UserName="dynsel", PolicyName="s3", PolicyDocument=json.dumps(allow))
@@ -87,10 +99,20 @@ def moto() -> Iterator[dict[str, str]]:
         s3 = _client(aws)
         s3.create_bucket(Bucket=BUCKET)
         s3.create_bucket(Bucket=LOCKED)
-        deny = {"Effect": "Deny", "Principal": "*", "Action": ["s3:PutObject", "s3:DeleteObject"], "Resource": f"arn:aws:s3:::{LOCKED}/*"}
+        deny = {
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": ["s3:PutObject", "s3:DeleteObject"],
+            "Resource": f"arn:aws:s3:::{LOCKED}/*",
+        }
         s3.put_bucket_policy(Bucket=LOCKED, Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]}))
         s3.create_bucket(Bucket=NO_DELETE)
-        deny = {"Effect": "Deny", "Principal": "*", "Action": ["s3:DeleteObject"], "Resource": f"arn:aws:s3:::{NO_DELETE}/*"}
+        deny = {
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": ["s3:DeleteObject"],
+            "Resource": f"arn:aws:s3:::{NO_DELETE}/*",
+        }
         s3.put_bucket_policy(Bucket=NO_DELETE, Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]}))
         yield aws
     finally:
@@ -132,7 +154,14 @@ def upload_dir(s3: Any, local: Path, prefix: str) -> None:
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     """``python -m dynsel_cli ARGS`` as a real process, with this process's (monkeypatched) environment."""
-    return subprocess.run([sys.executable, "-m", "dynsel_cli", *map(str, args)], cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "dynsel_cli", *map(str, args)],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def ok(*args: str | Path) -> Any:
@@ -211,21 +240,50 @@ def test_a_second_read_comes_from_the_cache(s3: Any, local_run: Path, tmp_path: 
     assert storage.fetch_artifact(f"s3://{BUCKET}/cached/plan", "dynsel.plan") == first
 
 
-def test_run_to_a_prefix_publishes_every_stage_and_reruns_reuse_them(s3: Any, vectors: Path, local_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_to_a_prefix_publishes_every_stage_and_reruns_reuse_them(
+    s3: Any, vectors: Path, local_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     s3.put_object(Bucket=BUCKET, Key="runs/data/vectors.npz", Body=vectors.read_bytes())
-    args = ("run", f"s3://{BUCKET}/runs/data/vectors.npz", "--out", f"s3://{BUCKET}/runs/fm", "--width", "32", "--k", "3", "--sae-epochs", "3", "--device", "cpu", *PLAN_ARGS, "--json")
+    args = (
+        "run",
+        f"s3://{BUCKET}/runs/data/vectors.npz",
+        "--out",
+        f"s3://{BUCKET}/runs/fm",
+        "--width",
+        "32",
+        "--k",
+        "3",
+        "--sae-epochs",
+        "3",
+        "--device",
+        "cpu",
+        *PLAN_ARGS,
+        "--json",
+    )
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
-    assert [line for line in first.stderr.splitlines() if line.endswith(": built")] == ["extract: built", "fit-sae: built", "factors: built", "plan: built"]
-    assert json.loads(first.stdout)["counts"] == [30] * 4 and json.loads(first.stdout)["path"] == f"s3://{BUCKET}/runs/fm/plan"
+    assert [line for line in first.stderr.splitlines() if line.endswith(": built")] == [
+        "extract: built",
+        "fit-sae: built",
+        "factors: built",
+        "plan: built",
+    ]
+    assert (
+        json.loads(first.stdout)["counts"] == [30] * 4
+        and json.loads(first.stdout)["path"] == f"s3://{BUCKET}/runs/fm/plan"
+    )
     for artifact in ("sae", "factors", "plan"):
-        assert objects(s3, f"runs/fm/{artifact}") == {n: (local_run / artifact / n).read_bytes() for n in tree_digests(local_run / artifact)}
+        assert objects(s3, f"runs/fm/{artifact}") == {
+            n: (local_run / artifact / n).read_bytes() for n in tree_digests(local_run / artifact)
+        }
 
     again = run_cli(*args)
     assert again.returncode == 0 and again.stdout == first.stdout
     assert "extract: up to date" in again.stderr and "plan: up to date" in again.stderr
 
-    monkeypatch.setenv("DYNSEL_CACHE", str(tmp_path / "another-machine"))  # nothing cached: what is published is fetched and reused
+    monkeypatch.setenv(
+        "DYNSEL_CACHE", str(tmp_path / "another-machine")
+    )  # nothing cached: what is published is fetched and reused
     changed = run_cli(*args[:-5], "--epochs", "4", "--ratio", "0.5", "--json")
     assert changed.returncode == 0, changed.stderr
     status = [line for line in changed.stderr.splitlines() if line.endswith((": built", ": up to date"))]
@@ -256,7 +314,9 @@ def _published(where: str) -> dict[str, str] | None:
         return None
 
 
-def test_publish_deletes_the_manifest_first_uploads_it_last_then_removes_stale_objects(s3: Any, two_plans: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_publish_deletes_the_manifest_first_uploads_it_last_then_removes_stale_objects(
+    s3: Any, two_plans: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     old, new = two_plans
     loc = storage.open_location(f"s3://{BUCKET}/order/plan")
     storage.publish_artifact(old, loc, "dynsel.plan")
@@ -273,7 +333,9 @@ def test_publish_deletes_the_manifest_first_uploads_it_last_then_removes_stale_o
 
     new_files = set(json.loads((new / "manifest.json").read_text())["files"])
     stale = set(json.loads((old / "manifest.json").read_text())["files"]) - new_files
-    assert steps[0][0] == "delete_object" and steps[0][1].startswith(storage.PROBE)  # the test object: written, then deleted
+    assert steps[0][0] == "delete_object" and steps[0][1].startswith(
+        storage.PROBE
+    )  # the test object: written, then deleted
     steps = steps[1:]
     assert steps[0] == ("write_object", storage.MARKER)
     assert steps[1] == ("delete_object", "manifest.json")
@@ -284,7 +346,9 @@ def test_publish_deletes_the_manifest_first_uploads_it_last_then_removes_stale_o
     assert objects(s3, "order/plan") == {n: (new / n).read_bytes() for n in tree_digests(new)}
 
 
-def test_a_crash_after_any_step_never_shows_a_manifest_without_its_files(s3: Any, two_plans: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_crash_after_any_step_never_shows_a_manifest_without_its_files(
+    s3: Any, two_plans: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Publish a plan over another and stop the process at each write or delete in turn; after each stop, a
     fresh reader gets the old plan, the new one, or a refusal; then a rerun publishes the new plan exactly."""
     old, new = two_plans
@@ -301,8 +365,8 @@ def test_a_crash_after_any_step_never_shows_a_manifest_without_its_files(s3: Any
             for name in ("write_object", "delete_object", "upload_file"):
 
                 def stop_at_step(*args: Any, _original: Any = getattr(storage, name)) -> None:
-                    calls["n"] += 1
-                    if calls["n"] == step:
+                    calls["n"] += 1  # noqa: B023 (one counter shared by every patched call)
+                    if calls["n"] == step:  # noqa: B023
                         raise KeyboardInterrupt  # the process dies here: nothing after this step happens
                     _original(*args)
 
@@ -314,7 +378,9 @@ def test_a_crash_after_any_step_never_shows_a_manifest_without_its_files(s3: Any
                 finished = False
         monkeypatch.setenv("DYNSEL_CACHE", str(tmp_path / f"reader-{step}"))  # a fresh reader: no cached copy
         found = _published(where)
-        state = next((name for name, digests in states.items() if digests == found), "refused" if found is None else "mixed")
+        state = next(
+            (name for name, digests in states.items() if digests == found), "refused" if found is None else "mixed"
+        )
         assert state != "mixed", f"stopped at step {step}: a reader saw a mixture of the two plans"
         if state == "refused":
             left = objects(s3, f"crash-{step}/plan")
@@ -341,8 +407,21 @@ def test_out_replaces_an_artifact_of_its_kind_and_another_kind_only_with_force(s
     assert assert_one_line_error(refused.stderr) == BAD_INPUTS["out-other-kind"]
     assert set(objects(s3, "rules/feats")) == {"_manifest.json", "part-00000.parquet"}
     ok("plan", local_run / "factors", "--out", f"s3://{BUCKET}/rules/feats", *PLAN_ARGS, "--force")
-    assert objects(s3, "rules/feats") == {n: (local_run / "plan" / n).read_bytes() for n in tree_digests(local_run / "plan")}
-    ok("plan", local_run / "factors", "--out", f"s3://{BUCKET}/rules/feats", "--epochs", "2", "--ratio", "0.5", "--formats", "bin")
+    assert objects(s3, "rules/feats") == {
+        n: (local_run / "plan" / n).read_bytes() for n in tree_digests(local_run / "plan")
+    }
+    ok(
+        "plan",
+        local_run / "factors",
+        "--out",
+        f"s3://{BUCKET}/rules/feats",
+        "--epochs",
+        "2",
+        "--ratio",
+        "0.5",
+        "--formats",
+        "bin",
+    )
     assert set(objects(s3, "rules/feats")) == {"manifest.json", "indices.bin", "offsets.bin", "signals.parquet"}
 
 
@@ -357,7 +436,9 @@ def test_out_never_replaces_an_artifact_prefix_holding_objects_dynsel_did_not_wr
     assert objects(s3, "foreign") == before
 
 
-def test_run_never_writes_into_a_prefix_holding_objects_dynsel_did_not_write(s3: Any, local_run: Path, vectors: Path) -> None:
+def test_run_never_writes_into_a_prefix_holding_objects_dynsel_did_not_write(
+    s3: Any, local_run: Path, vectors: Path
+) -> None:
     upload_dir(s3, local_run / "plan", "user-run/plan")
     s3.put_object(Bucket=BUCKET, Key="user-run/notes.txt", Body=b"my thesis\n")
     before = objects(s3, "user-run")
@@ -370,7 +451,9 @@ def test_run_never_writes_into_a_prefix_holding_objects_dynsel_did_not_write(s3:
 
 def test_out_may_not_be_an_input(s3: Any, local_run: Path) -> None:
     upload_dir(s3, local_run / "factors", "self/factors")
-    result = invoke("plan", f"s3://{BUCKET}/self/factors", "--out", f"s3://{BUCKET}/self/factors", *PLAN_ARGS, "--force")
+    result = invoke(
+        "plan", f"s3://{BUCKET}/self/factors", "--out", f"s3://{BUCKET}/self/factors", *PLAN_ARGS, "--force"
+    )
     assert result.exit_code == 2
     assert assert_one_line_error(result.stderr) == BAD_INPUTS["out-is-input"]
 
@@ -413,10 +496,14 @@ def _bad(case: str, args: list[str | Path], s3: Any) -> None:
 
 
 def _all(s3: Any, bucket: str) -> dict[str, str]:
-    return {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []) if not o["Key"].endswith("/")}
+    return {
+        o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []) if not o["Key"].endswith("/")
+    }
 
 
-def test_bad_outputs_exit_2_with_one_line_and_write_nothing(s3: Any, local_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_outputs_exit_2_with_one_line_and_write_nothing(
+    s3: Any, local_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plan = [local_run / "factors", *PLAN_ARGS]
     _bad("no-such-bucket", ["plan", *plan, "--out", "s3://no-such-bucket-here/plan"], s3)
     _bad("write-denied", ["plan", *plan, "--out", f"s3://{LOCKED}/plan"], s3)
@@ -453,7 +540,14 @@ def test_the_docs_show_every_object_store_error() -> None:
 
 @pytest.mark.parametrize(
     ("location", "uri"),
-    [("s3://bucket/run", True), ("gs://b/x", True), ("runs/fm", False), ("C:\\runs", False), ("/abs/path", False), ("s3:/one-slash", False)],
+    [
+        ("s3://bucket/run", True),
+        ("gs://b/x", True),
+        ("runs/fm", False),
+        ("C:\\runs", False),
+        ("/abs/path", False),
+        ("s3:/one-slash", False),
+    ],
 )
 def test_is_uri(location: str, uri: bool) -> None:
     assert storage.is_uri(location) is uri
@@ -461,7 +555,9 @@ def test_is_uri(location: str, uri: bool) -> None:
 
 
 def test_messages_never_show_credentials_or_the_query() -> None:
-    assert storage.shown("s3://KEY:SECRET@bucket/run/?endpoint_override=127.0.0.1:9000&scheme=http") == "s3://bucket/run"
+    assert (
+        storage.shown("s3://KEY:SECRET@bucket/run/?endpoint_override=127.0.0.1:9000&scheme=http") == "s3://bucket/run"
+    )
     assert storage.describe("s3://KEY:SECRET@bucket/run?region=eu-west-1") == "s3://bucket/run"
     assert storage.describe("runs/fm/") == "runs/fm"
 
@@ -478,15 +574,25 @@ def test_a_source_folder_is_fetched_once_and_again_when_it_changes(s3: Any) -> N
     assert second != first and (second / "b" / "2.txt").read_bytes() == b"TWO!"
 
 
-def test_query_parameters_set_the_endpoint(s3: Any, moto: dict[str, str], local_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_query_parameters_set_the_endpoint(
+    s3: Any, moto: dict[str, str], local_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL")
     host = moto["AWS_ENDPOINT_URL"].removeprefix("http://")
-    ok("plan", local_run / "factors", "--out", f"s3://{BUCKET}/query/plan?endpoint_override={host}&scheme=http", *PLAN_ARGS)
+    ok(
+        "plan",
+        local_run / "factors",
+        "--out",
+        f"s3://{BUCKET}/query/plan?endpoint_override={host}&scheme=http",
+        *PLAN_ARGS,
+    )
     assert set(objects(s3, "query/plan")) == set(tree_digests(local_run / "plan"))
 
 
 def test_a_failed_command_publishes_nothing(s3: Any, local_run: Path) -> None:
-    result = invoke("plan", local_run / "factors", "--out", f"s3://{BUCKET}/failed/plan", "--epochs", "4", "--ratio", "0")
+    result = invoke(
+        "plan", local_run / "factors", "--out", f"s3://{BUCKET}/failed/plan", "--epochs", "4", "--ratio", "0"
+    )
     assert result.exit_code == 2
     assert objects(s3, "failed/plan") == {}
     with pytest.raises(DynselError, match="no manifest.json"):
@@ -526,7 +632,9 @@ def test_a_source_fetched_a_second_after_its_last_change_is_reused(s3: Any) -> N
 
 
 @pytest.mark.parametrize("change", ["replaced", "deleted"])
-def test_a_source_changed_while_downloading_is_refused(s3: Any, vectors: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+def test_a_source_changed_while_downloading_is_refused(
+    s3: Any, vectors: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
     s3.put_object(Bucket=BUCKET, Key="changing/data.npz", Body=vectors.read_bytes())
     original = storage._download
 
@@ -545,7 +653,9 @@ def test_a_source_changed_while_downloading_is_refused(s3: Any, vectors: Path, t
     assert not (tmp_path / "features").exists() and not list((tmp_path / "cache" / "sources").rglob("data.npz"))
 
 
-def test_an_object_of_a_source_folder_deleted_while_downloading_is_refused(s3: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_object_of_a_source_folder_deleted_while_downloading_is_refused(
+    s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in ("a.txt", "b.txt"):
         s3.put_object(Bucket=BUCKET, Key=f"vanishing/images/{name}", Body=name.encode())
     original = storage._download
@@ -555,14 +665,18 @@ def test_an_object_of_a_source_folder_deleted_while_downloading_is_refused(s3: A
         return original(loc, name, target)
 
     monkeypatch.setattr(storage, "_download", delete_first)
-    with pytest.raises(DynselError, match=r"^s3://dynsel-test/vanishing/images/[ab]\.txt: changed while downloading; rerun$"):
+    with pytest.raises(
+        DynselError, match=r"^s3://dynsel-test/vanishing/images/[ab]\.txt: changed while downloading; rerun$"
+    ):
         storage.fetch_source(f"s3://{BUCKET}/vanishing/images")
 
 
 # ------------------------------------------------------------------------------- review fixes: writing
 
 
-def test_an_interrupted_publish_says_the_prefix_may_stay_unpublished(s3: Any, local_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_publish_says_the_prefix_may_stay_unpublished(
+    s3: Any, local_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def interrupted(*args: Any, **kwargs: Any) -> bytes:
         raise KeyboardInterrupt
 
@@ -595,7 +709,9 @@ def test_the_first_failure_of_parallel_work_cancels_what_has_not_started() -> No
 def test_a_leftover_test_object_is_dynsels_own_and_is_removed(s3: Any, local_run: Path, vectors: Path) -> None:
     s3.put_object(Bucket=BUCKET, Key="leftover/plan/.dynsel-write-check-999", Body=b"")
     ok("plan", local_run / "factors", "--out", f"s3://{BUCKET}/leftover/plan", *PLAN_ARGS)
-    assert objects(s3, "leftover/plan") == {n: (local_run / "plan" / n).read_bytes() for n in tree_digests(local_run / "plan")}
+    assert objects(s3, "leftover/plan") == {
+        n: (local_run / "plan" / n).read_bytes() for n in tree_digests(local_run / "plan")
+    }
     s3.put_object(Bucket=BUCKET, Key="leftover-run/.dynsel-write-check-999", Body=b"")
     upload_dir(s3, local_run / "plan", "leftover-run/plan")
     loc = storage.open_location(f"s3://{BUCKET}/leftover-run")
@@ -616,12 +732,16 @@ def test_directory_markers_are_not_objects_dynsel_must_own(s3: Any, local_run: P
     object does that to an empty prefix); such markers never make a prefix foreign."""
     loc = storage.open_location(f"s3://{BUCKET}/markers/new/plan")
     storage.check_writable(loc)
-    assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="markers/new/").get("Contents", [])] == ["markers/new/plan/"]
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="markers/new/").get("Contents", [])] == [
+        "markers/new/plan/"
+    ]
     for key in ("markers/run/", "markers/run/plan/", "markers/run/plan/epochs/", "markers/run/notes/"):
         s3.put_object(Bucket=BUCKET, Key=key, Body=b"")
     ok("plan", local_run / "factors", "--out", f"s3://{BUCKET}/markers/new/plan", *PLAN_ARGS)
     ok("plan", local_run / "factors", "--out", f"s3://{BUCKET}/markers/run/plan", *PLAN_ARGS)
-    assert storage.check_remote_output(storage.open_location(f"s3://{BUCKET}/markers/run"), "dynsel.run") == set(objects(s3, "markers/run"))
+    assert storage.check_remote_output(storage.open_location(f"s3://{BUCKET}/markers/run"), "dynsel.run") == set(
+        objects(s3, "markers/run")
+    )
 
 
 def test_run_refuses_bad_settings_before_touching_the_bucket(s3: Any, vectors: Path) -> None:
@@ -631,14 +751,28 @@ def test_run_refuses_bad_settings_before_touching_the_bucket(s3: Any, vectors: P
 
 
 def test_malformed_manifests_exit_2_with_one_line(s3: Any, local_run: Path, tmp_path: Path) -> None:
-    s3.put_object(Bucket=BUCKET, Key="malformed/out/manifest.json", Body=json.dumps({"format": "dynsel.features", "shards": [1]}).encode())
-    s3.put_object(Bucket=BUCKET, Key="malformed/in/manifest.json", Body=json.dumps({"format": "dynsel.plan", "format_version": 1, "files": {"a": "x"}}).encode())
+    s3.put_object(
+        Bucket=BUCKET,
+        Key="malformed/out/manifest.json",
+        Body=json.dumps({"format": "dynsel.features", "shards": [1]}).encode(),
+    )
+    s3.put_object(
+        Bucket=BUCKET,
+        Key="malformed/in/manifest.json",
+        Body=json.dumps({"format": "dynsel.plan", "format_version": 1, "files": {"a": "x"}}).encode(),
+    )
     s3.put_object(Bucket=BUCKET, Key="malformed/in/a", Body=b"x")
-    _bad("out-malformed-manifest", ["plan", local_run / "factors", "--out", f"s3://{BUCKET}/malformed/out", *PLAN_ARGS, "--force"], s3)
+    _bad(
+        "out-malformed-manifest",
+        ["plan", local_run / "factors", "--out", f"s3://{BUCKET}/malformed/out", *PLAN_ARGS, "--force"],
+        s3,
+    )
     _bad("input-malformed-manifest", ["report", f"s3://{BUCKET}/malformed/in"], s3)
 
 
-def test_a_staged_file_gone_before_publishing_is_found_before_anything_is_touched(s3: Any, two_plans: tuple[Path, Path], tmp_path: Path) -> None:
+def test_a_staged_file_gone_before_publishing_is_found_before_anything_is_touched(
+    s3: Any, two_plans: tuple[Path, Path], tmp_path: Path
+) -> None:
     """Item 2 of issue 21: a publish whose staged copy is incomplete used to delete the old manifest first."""
     old, new = two_plans
     loc = storage.open_location(f"s3://{BUCKET}/gone/plan")
@@ -647,7 +781,10 @@ def test_a_staged_file_gone_before_publishing_is_found_before_anything_is_touche
     staged = tmp_path / "plan"
     staged.mkdir()
     (staged / "manifest.json").write_bytes((new / "manifest.json").read_bytes())
-    with pytest.raises(DynselError, match=r"^s3://dynsel-test/gone/plan: the staged plan lacks '\S+' or it changed after it was built, so nothing at s3://dynsel-test/gone/plan was changed; rerun the command$"):
+    with pytest.raises(
+        DynselError,
+        match=r"^s3://dynsel-test/gone/plan: the staged plan lacks '\S+' or it changed after it was built, so nothing at s3://dynsel-test/gone/plan was changed; rerun the command$",
+    ):
         storage.publish_artifact(staged, loc, "dynsel.plan")
     assert objects(s3, "gone/plan") == before
     assert _published(f"s3://{BUCKET}/gone/plan") == tree_digests(old)
@@ -659,13 +796,19 @@ def _network_dies_at(monkeypatch: pytest.MonkeyPatch, function: str, when: Calla
 
     def failing(*args: Any) -> Any:
         if when(args):
-            raise storage._failure(OSError("AWS Error NETWORK_CONNECTION during PutObject operation: curlCode: 7"), args[1] if function == "upload_file" else args[0], "uploading")
+            raise storage._failure(
+                OSError("AWS Error NETWORK_CONNECTION during PutObject operation: curlCode: 7"),
+                args[1] if function == "upload_file" else args[0],
+                "uploading",
+            )
         return original(*args)
 
     monkeypatch.setattr(storage, function, failing)
 
 
-def test_a_publish_that_fails_half_way_says_the_previous_artifact_was_unpublished(s3: Any, local_run: Path, two_plans: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_publish_that_fails_half_way_says_the_previous_artifact_was_unpublished(
+    s3: Any, local_run: Path, two_plans: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Item 2 of issue 21: the network dies after the old manifest was deleted; the line says so, and a rerun completes the publish."""
     old, _ = two_plans
     uri = f"s3://{BUCKET}/half-way/plan"
@@ -675,15 +818,21 @@ def test_a_publish_that_fails_half_way_says_the_previous_artifact_was_unpublishe
         failed = invoke("plan", local_run / "factors", "--out", uri, "--epochs", "3", "--ratio", "0.5")
     assert failed.exit_code == 2
     line = assert_one_line_error(failed.stderr, only_line=False)
-    assert line.startswith(f"error: {uri}: publishing failed ({uri}: cannot connect to the object store; check the endpoint")
-    assert line.endswith(f"the previous artifact at {uri} was unpublished (its manifest deleted) and nothing is published there until a rerun of the command completes the publish")
+    assert line.startswith(
+        f"error: {uri}: publishing failed ({uri}: cannot connect to the object store; check the endpoint"
+    )
+    assert line.endswith(
+        f"the previous artifact at {uri} was unpublished (its manifest deleted) and nothing is published there until a rerun of the command completes the publish"
+    )
     assert "manifest.json" not in objects(s3, "half-way/plan")
     ok("plan", local_run / "factors", "--out", uri, "--epochs", "3", "--ratio", "0.5")
     assert json.loads(objects(s3, "half-way/plan")["manifest.json"])["ratio"] == 0.5
     assert _published(uri) is not None
 
 
-def test_a_publish_refused_before_the_point_of_no_return_leaves_the_previous_artifact(s3: Any, local_run: Path, two_plans: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_publish_refused_before_the_point_of_no_return_leaves_the_previous_artifact(
+    s3: Any, local_run: Path, two_plans: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Writes denied after the command started (a policy changed): the test object at publish time finds it
     before anything of the old artifact is touched; a failure writing the marker touches nothing either."""
     old, _ = two_plans
@@ -704,7 +853,10 @@ def test_a_publish_refused_before_the_point_of_no_return_leaves_the_previous_art
             patch.setattr(storage, "publish_artifact", revoke_then_publish)
             result = invoke("plan", local_run / "factors", "--out", uri, "--epochs", "3", "--ratio", "0.5")
         assert result.exit_code == 2
-        assert assert_one_line_error(result.stderr, only_line=False) == f"error: {uri}: access denied while writing a test object; check the credentials' permissions and the bucket policy"
+        assert (
+            assert_one_line_error(result.stderr, only_line=False)
+            == f"error: {uri}: access denied while writing a test object; check the credentials' permissions and the bucket policy"
+        )
         assert objects(s3, "plan", bucket=bucket) == before
     finally:
         s3.delete_bucket_policy(Bucket=bucket)
@@ -716,21 +868,28 @@ def test_a_publish_refused_before_the_point_of_no_return_leaves_the_previous_art
     assert _published(uri) == tree_digests(old)
 
 
-def test_a_failed_clean_up_after_the_new_manifest_says_the_new_artifact_is_published(s3: Any, two_plans: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_clean_up_after_the_new_manifest_says_the_new_artifact_is_published(
+    s3: Any, two_plans: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     old, new = two_plans
     uri = f"s3://{BUCKET}/clean-up/plan"
     loc = storage.open_location(uri)
     storage.publish_artifact(old, loc, "dynsel.plan")
     with monkeypatch.context() as network:
         _network_dies_at(network, "delete_object", lambda args: args[1] == storage.MARKER)
-        with pytest.raises(DynselError, match=rf"^{uri}: the new plan is published, but removing the objects of the previous one failed \(.*\); rerun the command to remove them$"):
+        with pytest.raises(
+            DynselError,
+            match=rf"^{uri}: the new plan is published, but removing the objects of the previous one failed \(.*\); rerun the command to remove them$",
+        ):
             storage.publish_artifact(new, loc, "dynsel.plan")
     assert _published(uri) == tree_digests(new)
     storage.publish_artifact(new, loc, "dynsel.plan")
     assert objects(s3, "clean-up/plan") == {n: (new / n).read_bytes() for n in tree_digests(new)}
 
 
-def test_a_staged_file_gone_during_its_upload_says_the_previous_artifact_was_unpublished(s3: Any, two_plans: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_staged_file_gone_during_its_upload_says_the_previous_artifact_was_unpublished(
+    s3: Any, two_plans: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     old, new = two_plans
     uri = f"s3://{BUCKET}/gone-late/plan"
     loc = storage.open_location(uri)
@@ -744,7 +903,10 @@ def test_a_staged_file_gone_during_its_upload_says_the_previous_artifact_was_unp
         original(source, *args)
 
     monkeypatch.setattr(storage, "upload_file", vanish)
-    with pytest.raises(DynselError, match=rf"^{uri}: publishing failed \({uri}/\S+: uploading failed \(.*\); rerun the command\); the previous artifact at {uri} was unpublished"):
+    with pytest.raises(
+        DynselError,
+        match=rf"^{uri}: publishing failed \({uri}/\S+: uploading failed \(.*\); rerun the command\); the previous artifact at {uri} was unpublished",
+    ):
         storage.publish_artifact(staged, loc, "dynsel.plan")
 
 
@@ -754,8 +916,12 @@ def test_the_user_part_of_a_host_is_kept_unless_it_carries_a_password() -> None:
     a, b = "abfs://containerA@acct.dfs.core.windows.net/run", "abfs://containerB@acct.dfs.core.windows.net/run"
     assert storage.shown(a) == a and storage.shown(b) == b
     assert storage.shown("s3://KEY:SECRET@bucket/run") == "s3://bucket/run"
-    assert storage.staging_dir(storage.Location(None, "acct/run", storage.shown(a))) != storage.staging_dir(storage.Location(None, "acct/run", storage.shown(b)))
-    check_not_input(storage.shown(a), [storage.shown(b)], "--out", resolve=PurePosixPath)  # two containers are two places
+    assert storage.staging_dir(storage.Location(None, "acct/run", storage.shown(a))) != storage.staging_dir(
+        storage.Location(None, "acct/run", storage.shown(b))
+    )
+    check_not_input(
+        storage.shown(a), [storage.shown(b)], "--out", resolve=PurePosixPath
+    )  # two containers are two places
     with pytest.raises(DynselError, match="is an input"):
         check_not_input(storage.shown(a), [storage.shown(a)], "--out", resolve=PurePosixPath)
 
@@ -770,25 +936,35 @@ def test_a_second_writer_to_the_same_out_is_refused(s3: Any, local_run: Path, tm
     ok("plan", local_run / "factors", "--out", f"s3://{BUCKET}/busy/plan", *PLAN_ARGS)
 
 
-def test_a_standalone_command_keeps_no_staged_copy(s3: Any, local_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_standalone_command_keeps_no_staged_copy(
+    s3: Any, local_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = tmp_path / "cache"
     ok("plan", local_run / "factors", "--out", f"s3://{BUCKET}/unstaged/plan", *PLAN_ARGS)
     assert set(objects(s3, "unstaged/plan")) == set(tree_digests(local_run / "plan"))
-    assert not (cache / "artifacts").exists() and [p for p in (cache / "staging").rglob("*") if p.parent != cache / "staging"] == []
+    assert (
+        not (cache / "artifacts").exists()
+        and [p for p in (cache / "staging").rglob("*") if p.parent != cache / "staging"] == []
+    )
 
     def refused(*args: Any, **kwargs: Any) -> bytes:
         raise DynselError("publishing refused")
 
     monkeypatch.setattr(storage, "publish_artifact", refused)
     assert invoke("plan", local_run / "factors", "--out", f"s3://{BUCKET}/unstaged/other", *PLAN_ARGS).exit_code == 2
-    assert not (cache / "artifacts").exists() and [p for p in (cache / "staging").rglob("*") if p.parent != cache / "staging"] == []
+    assert (
+        not (cache / "artifacts").exists()
+        and [p for p in (cache / "staging").rglob("*") if p.parent != cache / "staging"] == []
+    )
 
 
 # ---------------------------------------------------------------- issue 21, item 1: one spelling of a key
 
 
 @pytest.mark.parametrize("spelling", ["x/../ud", "./ud", "ud/.", "a/b/../../ud", "x/%2E%2E/ud"])
-def test_an_out_with_dot_segments_is_refused_and_the_objects_under_it_stay(s3: Any, local_run: Path, spelling: str) -> None:
+def test_an_out_with_dot_segments_is_refused_and_the_objects_under_it_stay(
+    s3: Any, local_run: Path, spelling: str
+) -> None:
     """`--out s3://b/x/../ud` used to list the literal prefix (empty) and then write `ud/`, replacing the
     user's objects there that `--out s3://b/ud` refuses."""
     prefix = "dots-" + spelling.replace("/", "_").replace("%", "")
@@ -804,8 +980,12 @@ def test_an_out_with_dot_segments_is_refused_and_the_objects_under_it_stay(s3: A
 
 def test_dot_and_empty_segments_are_one_line_exit_2(s3: Any, local_run: Path, tmp_path: Path) -> None:
     _bad("uri-dot-segments", ["plan", *[local_run / "factors", *PLAN_ARGS], "--out", f"s3://{BUCKET}/x/../ud"], s3)
-    _bad("uri-empty-segment", ["plan", *[local_run / "factors", *PLAN_ARGS], "--out", f"s3://{BUCKET}//ud2"], s3)  # was an internal error
-    _bad("uri-above-the-bucket", ["plan", f"s3://{BUCKET}/../other/fac", "--out", tmp_path / "plan", *PLAN_ARGS], s3)  # inputs too
+    _bad(
+        "uri-empty-segment", ["plan", *[local_run / "factors", *PLAN_ARGS], "--out", f"s3://{BUCKET}//ud2"], s3
+    )  # was an internal error
+    _bad(
+        "uri-above-the-bucket", ["plan", f"s3://{BUCKET}/../other/fac", "--out", tmp_path / "plan", *PLAN_ARGS], s3
+    )  # inputs too
     assert not (tmp_path / "plan").exists()
 
 
@@ -814,11 +994,18 @@ def test_a_respelled_out_is_still_the_commands_input(s3: Any, local_run: Path) -
     spelling of the same key (which pyarrow decodes) is the same place too."""
     upload_dir(s3, local_run / "factors", "respelled/fac")
     before = _all(s3, BUCKET)
-    dots = invoke("plan", f"s3://{BUCKET}/respelled/fac", "--out", f"s3://{BUCKET}/respelled/x/../fac", *PLAN_ARGS, "--force")
+    dots = invoke(
+        "plan", f"s3://{BUCKET}/respelled/fac", "--out", f"s3://{BUCKET}/respelled/x/../fac", *PLAN_ARGS, "--force"
+    )
     assert dots.exit_code == 2 and "does not resolve" in assert_one_line_error(dots.stderr)
-    escaped = invoke("plan", f"s3://{BUCKET}/respelled/fac", "--out", f"s3://{BUCKET}/respelled/%66ac", *PLAN_ARGS, "--force")
+    escaped = invoke(
+        "plan", f"s3://{BUCKET}/respelled/fac", "--out", f"s3://{BUCKET}/respelled/%66ac", *PLAN_ARGS, "--force"
+    )
     assert escaped.exit_code == 2
-    assert assert_one_line_error(escaped.stderr) == f"error: s3://{BUCKET}/respelled/fac: is an input of this command; choose another --out"
+    assert (
+        assert_one_line_error(escaped.stderr)
+        == f"error: s3://{BUCKET}/respelled/fac: is an input of this command; choose another --out"
+    )
     assert _all(s3, BUCKET) == before
 
 
@@ -826,18 +1013,32 @@ def test_canonical_uri_units() -> None:
     assert storage.canonical_uri("s3://KEY:SECRET@b/run/?region=x") == "s3://b/run"
     assert storage.canonical_uri("s3://b/%72un//") == "s3://b/run"
     assert storage.canonical_uri("s3://b") == "s3://b"
-    for uri, fix in [("s3://b/x/../y", "write it as s3://b/y"), ("s3://b/../y", "write the path without them"), ("s3://b/x/.", "write it as s3://b/x"), ("s3://b/a//c", "write it as s3://b/a/c")]:
-        with pytest.raises(DynselError, match=rf"^{uri}: has .* in its path, which dynsel does not resolve \(an object store reads keys literally\); {fix}$"):
+    for uri, fix in [
+        ("s3://b/x/../y", "write it as s3://b/y"),
+        ("s3://b/../y", "write the path without them"),
+        ("s3://b/x/.", "write it as s3://b/x"),
+        ("s3://b/a//c", "write it as s3://b/a/c"),
+    ]:
+        with pytest.raises(
+            DynselError,
+            match=rf"^{uri}: has .* in its path, which dynsel does not resolve \(an object store reads keys literally\); {fix}$",
+        ):
             storage.canonical_uri(uri)
 
 
 # --------------------------------------- issue 21, item 4: the local and the object-store rule agree
 
 
-def test_a_stub_manifest_or_user_files_are_refused_locally_and_on_the_store_alike(s3: Any, local_run: Path, tmp_path: Path) -> None:
+def test_a_stub_manifest_or_user_files_are_refused_locally_and_on_the_store_alike(
+    s3: Any, local_run: Path, tmp_path: Path
+) -> None:
     cases = {
         "stub": {"manifest.json": b'{"format": "dynsel.plan"}\n', "results.csv": b"a,b\n1,2\n"},
-        "user-files": {**{n: (local_run / "plan" / n).read_bytes() for n in tree_digests(local_run / "plan")}, "notes.txt": b"mine\n", "checkpoints/step-1.pt": b"w"},
+        "user-files": {
+            **{n: (local_run / "plan" / n).read_bytes() for n in tree_digests(local_run / "plan")},
+            "notes.txt": b"mine\n",
+            "checkpoints/step-1.pt": b"w",
+        },
     }
     for case, files in cases.items():
         local = tmp_path / case

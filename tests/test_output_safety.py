@@ -15,12 +15,19 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import PipelineRun, assert_one_line_error, invoke, tree_digests
+
 from dynsel_cli.config import PlanConfig
 from dynsel_cli.errors import DynselError
 from dynsel_cli.formats import common
-from dynsel_cli.formats.output import KIND_NAMES, RUN_KIND, artifact_kind, check_output, check_replaceable, local_ownership
+from dynsel_cli.formats.output import (
+    KIND_NAMES,
+    RUN_KIND,
+    artifact_kind,
+    check_output,
+    check_replaceable,
+    local_ownership,
+)
 from dynsel_cli.plan import build_plan
 
 
@@ -56,7 +63,9 @@ def test_same_kind_and_empty_folders_are_replaceable_others_are_not(pipeline_run
             check_replaceable(user, "dynsel.plan", force=force)
 
 
-def test_a_run_directory_is_replaceable_only_when_it_holds_stage_artifacts(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+def test_a_run_directory_is_replaceable_only_when_it_holds_stage_artifacts(
+    pipeline_run: PipelineRun, tmp_path: Path
+) -> None:
     check_replaceable(pipeline_run.out, RUN_KIND)
     run = tmp_path / "run"
     shutil.copytree(pipeline_run.out, run)
@@ -72,7 +81,9 @@ def test_a_run_directory_is_replaceable_only_when_it_holds_stage_artifacts(pipel
         check_replaceable(run, RUN_KIND)
 
 
-def test_cwd_inputs_and_their_parents_are_refused(pipeline_run: PipelineRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cwd_inputs_and_their_parents_are_refused(
+    pipeline_run: PipelineRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     work = tmp_path / "work"
     (work / "deep").mkdir(parents=True)
     monkeypatch.chdir(work / "deep")
@@ -89,7 +100,9 @@ def test_cwd_inputs_and_their_parents_are_refused(pipeline_run: PipelineRun, tmp
         check_output(factors / "plan", "dynsel.plan", inputs=[factors])
 
 
-def test_a_folder_that_appears_while_the_plan_computes_is_left_byte_identical(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+def test_a_folder_that_appears_while_the_plan_computes_is_left_byte_identical(
+    pipeline_run: PipelineRun, tmp_path: Path
+) -> None:
     """The early check passed (nothing at --out); a user folder is created before the swap: the swap-time
     check refuses, the folder is untouched and no temporary is left."""
     out = tmp_path / "plan"
@@ -179,7 +192,10 @@ def test_a_stub_manifest_does_not_make_a_folder_dynsels(tmp_path: Path, pipeline
     for force in ((), ("--force",)):
         result = invoke("plan", pipeline_run.factors, "--out", out, "--epochs", "2", *force)
         assert result.exit_code == 2
-        assert assert_one_line_error(result.stderr) == f"error: {out}: exists and is not a dynsel plan; dynsel replaces only its own artifacts: choose a new --out or remove it yourself"
+        assert (
+            assert_one_line_error(result.stderr)
+            == f"error: {out}: exists and is not a dynsel plan; dynsel replaces only its own artifacts: choose a new --out or remove it yourself"
+        )
     assert tree_digests(out) == before
     (out / "results.csv").unlink()  # the stub alone: still not dynsel's
     with pytest.raises(DynselError, match="not a dynsel plan"):
@@ -187,11 +203,15 @@ def test_a_stub_manifest_does_not_make_a_folder_dynsels(tmp_path: Path, pipeline
 
 
 @pytest.mark.parametrize("artifact", ["features", "sae", "factors", "plan"])
-def test_each_kind_lists_every_file_it_writes_and_a_copy_with_one_more_is_foreign(pipeline_run: PipelineRun, tmp_path: Path, artifact: str) -> None:
+def test_each_kind_lists_every_file_it_writes_and_a_copy_with_one_more_is_foreign(
+    pipeline_run: PipelineRun, tmp_path: Path, artifact: str
+) -> None:
     path = getattr(pipeline_run, artifact)
     kind = f"dynsel.{artifact}"
     found, owned = local_ownership(path)
-    assert found == kind and owned == set(tree_digests(path)), "the manifest and the files it lists are the whole artifact"
+    assert found == kind and owned == set(tree_digests(path)), (
+        "the manifest and the files it lists are the whole artifact"
+    )
     check_replaceable(path, kind)
     copy = tmp_path / artifact
     shutil.copytree(path, copy)
@@ -218,7 +238,9 @@ def test_a_run_directory_whose_stage_holds_user_files_is_refused(pipeline_run: P
 # ---------------------------------------------- issue 21, item 5: sibling folders named like dynsel's temporaries
 
 
-def test_user_folders_named_like_temporaries_are_never_removed_or_moved(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+def test_user_folders_named_like_temporaries_are_never_removed_or_moved(
+    pipeline_run: PipelineRun, tmp_path: Path
+) -> None:
     """`.NAME.old-2024/`, `.NAME.tmp-scratch/` beside `--out NAME` used to vanish, and a user's
     `.NAME.old-mine/artifact` to be moved into `NAME` when it was missing."""
     parent = tmp_path / "work"
@@ -253,7 +275,11 @@ def test_a_killed_writers_temporaries_are_dynsels_and_are_cleaned(pipeline_run: 
     (marked / "artifact" / "indices.bin").write_bytes(b"half")
     empty = parent / ".plan.tmp-fedcba9876543210"
     empty.mkdir()
-    assert common.is_dynsel_temporary(holder) and common.is_dynsel_temporary(marked) and not common.is_dynsel_temporary(empty)
+    assert (
+        common.is_dynsel_temporary(holder)
+        and common.is_dynsel_temporary(marked)
+        and not common.is_dynsel_temporary(empty)
+    )
     common.sweep_stale_temporaries(parent / "plan")
     assert sorted(p.name for p in parent.iterdir()) == ["plan"]
     assert tree_digests(parent / "plan") == tree_digests(pipeline_run.plan)

@@ -3,18 +3,12 @@ exit codes and one-line errors, help and version, `--out -`, and the stage-by-st
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-import dynsel_cli
-from dynsel_cli import read_plan
-from dynsel_cli.errors import DynselError
-
 from conftest import (
     REPO,
     RUN_ARGS,
@@ -28,6 +22,10 @@ from conftest import (
     tree_digests,
     tree_mtimes,
 )
+
+import dynsel_cli
+from dynsel_cli import read_plan
+from dynsel_cli.errors import DynselError
 
 STAGES = ("extract", "fit-sae", "factors", "plan")
 
@@ -94,7 +92,12 @@ def test_changing_only_the_ratio_rebuilds_only_the_plan(pipeline_run, tmp_path: 
     args = ["--epochs", "6", "--ratio", "0.3", "--seed", "0"]
     proc = dynsel("run", SAMPLE.relative_to(REPO), "--out", out, *args, "--json")
     assert proc.returncode == 0, proc.stderr
-    assert stage_status(proc.stderr) == {"extract": "up to date", "fit-sae": "up to date", "factors": "up to date", "plan": "built"}, proc.stderr
+    assert stage_status(proc.stderr) == {
+        "extract": "up to date",
+        "fit-sae": "up to date",
+        "factors": "up to date",
+        "plan": "built",
+    }, proc.stderr
     after = tree_mtimes(out)
     for name in ("features", "sae", "factors"):
         kept = {k: v for k, v in before.items() if k == name or k.startswith(name + "/")}
@@ -164,7 +167,9 @@ def test_plan_to_stdout(pipeline_run, tmp_path: Path) -> None:
     epochs = [np.array(line.split(" "), dtype=np.int64) for line in lines]
     for epoch in epochs:
         assert len(epoch) == 600 == len(np.unique(epoch)) and epoch.min() >= 0 and epoch.max() < 2000
-    written = invoke("plan", pipeline_run.factors, "--out", tmp_path / "plan", "--epochs", "3", "--ratio", "0.3", "--seed", "0")
+    written = invoke(
+        "plan", pipeline_run.factors, "--out", tmp_path / "plan", "--epochs", "3", "--ratio", "0.3", "--seed", "0"
+    )
     assert written.exit_code == 0, written.stderr
     plan = read_plan(tmp_path / "plan")  # the same plan as files
     for a, b in zip(epochs, plan.epochs):
@@ -211,7 +216,10 @@ def test_missing_and_wrong_inputs_exit_2(pipeline_run, tmp_path: Path) -> None:
     cases = [
         (["extract", tmp_path / "missing.npz", "--out", tmp_path / "f"], "no such file"),
         (["fit-sae", tmp_path / "missing", "--out", tmp_path / "s"], "not a features directory"),
-        (["factors", pipeline_run.features, "--sae", tmp_path / "missing", "--out", tmp_path / "x"], "not an SAE checkpoint"),
+        (
+            ["factors", pipeline_run.features, "--sae", tmp_path / "missing", "--out", tmp_path / "x"],
+            "not an SAE checkpoint",
+        ),
         (["plan", tmp_path / "missing", "--out", tmp_path / "p"], "not a factor tables directory"),
         (["plan", pipeline_run.features, "--out", tmp_path / "p"], "factor tables"),
         (["report", tmp_path / "missing"], "not a plan directory"),
@@ -300,9 +308,33 @@ def test_top_level_help_shows_an_example() -> None:
 def test_stage_by_stage_pipeline(vectors_npz: Path, tmp_path: Path) -> None:
     steps = [
         ["extract", vectors_npz, "--out", tmp_path / "features", "--device", "cpu"],
-        ["fit-sae", tmp_path / "features", "--out", tmp_path / "sae", "--width", "32", "--k", "3", "--epochs", "3", "--device", "cpu"],
+        [
+            "fit-sae",
+            tmp_path / "features",
+            "--out",
+            tmp_path / "sae",
+            "--width",
+            "32",
+            "--k",
+            "3",
+            "--epochs",
+            "3",
+            "--device",
+            "cpu",
+        ],
         ["factors", tmp_path / "features", "--sae", tmp_path / "sae", "--out", tmp_path / "factors", "--device", "cpu"],
-        ["plan", tmp_path / "factors", "--out", tmp_path / "plan", "--epochs", "4", "--ratio", "0.25", "--formats", "bin,txt,npy,parquet"],
+        [
+            "plan",
+            tmp_path / "factors",
+            "--out",
+            tmp_path / "plan",
+            "--epochs",
+            "4",
+            "--ratio",
+            "0.25",
+            "--formats",
+            "bin,txt,npy,parquet",
+        ],
     ]
     for args in steps:
         result = invoke(*args)
@@ -324,15 +356,24 @@ def test_every_stage_meets_the_contract_and_run_uses_only_it(pipeline_run) -> No
     artifact is current; changing a setting that defines an artifact makes it stale, `device` does not."""
     from dataclasses import replace
 
+    from conftest import RUN_EPOCHS, RUN_RATIO, RUN_SEED
+
     from dynsel_cli.config import FactorsConfig, PlanConfig, SaeConfig
     from dynsel_cli.formats.output import artifact_kind
     from dynsel_cli.pipeline import STAGES
 
-    from conftest import RUN_EPOCHS, RUN_RATIO, RUN_SEED
-
     assert [s.command for s in STAGES] == ["extract", "fit-sae", "factors", "plan"]
-    configs = {"fit-sae": SaeConfig(seed=RUN_SEED), "factors": FactorsConfig(), "plan": PlanConfig(epochs=RUN_EPOCHS, ratio=RUN_RATIO, seed=RUN_SEED)}
-    paths = {"features": pipeline_run.features, "sae": pipeline_run.sae, "factors": pipeline_run.factors, "plan": pipeline_run.plan}
+    configs = {
+        "fit-sae": SaeConfig(seed=RUN_SEED),
+        "factors": FactorsConfig(),
+        "plan": PlanConfig(epochs=RUN_EPOCHS, ratio=RUN_RATIO, seed=RUN_SEED),
+    }
+    paths = {
+        "features": pipeline_run.features,
+        "sae": pipeline_run.sae,
+        "factors": pipeline_run.factors,
+        "plan": pipeline_run.plan,
+    }
     for stage in STAGES[1:]:
         config = configs[stage.command]
         inputs = {name: paths[name] for name in stage.inputs(config)}
@@ -341,16 +382,18 @@ def test_every_stage_meets_the_contract_and_run_uses_only_it(pipeline_run) -> No
         assert stage.current(out, inputs, config) is not None, stage.command
         assert stage.current(out, inputs, replace(config, device="cpu")) is not None  # where it runs does not matter
         changed = {"fit-sae": {"k": 16}, "factors": {"batch_size": 7}, "plan": {"ratio": 0.3}}[stage.command]
-        assert stage.current(out, inputs, replace(config, **changed)) is None, f"{stage.command}: a changed setting must make it stale"
+        assert stage.current(out, inputs, replace(config, **changed)) is None, (
+            f"{stage.command}: a changed setting must make it stale"
+        )
 
 
 def test_run_rebuilds_the_plan_when_only_its_formats_change(pipeline_run, tmp_path) -> None:
     import shutil
 
+    from conftest import RUN_EPOCHS, RUN_RATIO, RUN_SEED, SAMPLE
+
     from dynsel_cli.config import PlanConfig, SaeConfig
     from dynsel_cli.pipeline import RunConfig, run_pipeline
-
-    from conftest import RUN_EPOCHS, RUN_RATIO, RUN_SEED, SAMPLE
 
     out = tmp_path / "run"
     shutil.copytree(pipeline_run.out, out)
@@ -358,7 +401,12 @@ def test_run_rebuilds_the_plan_when_only_its_formats_change(pipeline_run, tmp_pa
     same = run_pipeline(SAMPLE, out, config)
     assert same.stages["plan"] == "up to date"
     changed = run_pipeline(SAMPLE, out, config, formats=("bin",))
-    assert changed.stages == {"extract": "up to date", "fit-sae": "up to date", "factors": "up to date", "plan": "built"}
+    assert changed.stages == {
+        "extract": "up to date",
+        "fit-sae": "up to date",
+        "factors": "up to date",
+        "plan": "built",
+    }
     assert not (out / "plan" / "epochs").exists() and not (out / "plan" / "plan.parquet").exists()
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tree_digests
 
 from dynsel_cli import read_plan
 from dynsel_cli.config import PlanConfig
@@ -25,10 +26,10 @@ from dynsel_cli.plan.budget import class_quotas, epoch_budget
 from dynsel_cli.plan.schedule import scheduler_weights
 from dynsel_cli.plan.scores import normalise, representativeness_and_rarity
 
-from conftest import tree_digests
-
 N = 2000
-BASE = PlanConfig(epochs=4, ratio=0.3, seed=0, method="score", device="cpu")  # the scored method; dynsel and rs2: test_rotation.py
+BASE = PlanConfig(
+    epochs=4, ratio=0.3, seed=0, method="score", device="cpu"
+)  # the scored method; dynsel and rs2: test_rotation.py
 SET_METHODS = ("score", "dynsel", "rs2", "random", "static-random", "static-top")
 GEOMETRIC = ("knn-density", "kcenter")
 
@@ -59,8 +60,20 @@ def plan_epochs(tables, config: PlanConfig, features=None) -> list[np.ndarray]:
 
 @pytest.mark.parametrize(
     ("ratio", "n", "budget"),
-    [(0.3, 2000, 600), (0.1, 3, 1), (0.5, 2000, 1000), (0.7, 2000, 1400), (0.333, 2000, 666), (0.07, 100, 7), (0.14, 100, 14),
-     (0.7, 10, 7), (1.0, 5, 5), (1e-9, 2000, 1), (0.5, 1, 1), (0.999, 1000, 999)],
+    [
+        (0.3, 2000, 600),
+        (0.1, 3, 1),
+        (0.5, 2000, 1000),
+        (0.7, 2000, 1400),
+        (0.333, 2000, 666),
+        (0.07, 100, 7),
+        (0.14, 100, 14),
+        (0.7, 10, 7),
+        (1.0, 5, 5),
+        (1e-9, 2000, 1),
+        (0.5, 1, 1),
+        (0.999, 1000, 999),
+    ],
 )
 def test_epoch_budget_is_exact(ratio: float, n: int, budget: int) -> None:
     assert epoch_budget(ratio, n) == budget == exact_budget(ratio, n)
@@ -106,7 +119,9 @@ def test_float_ceil_trap_on_a_subset(factor_tables) -> None:
 def subset(tables: FactorTables, n: int) -> FactorTables:
     """The first n samples of a factor table, with unit statistics recomputed."""
     s = tables.samples
-    samples = SampleFactors(ids=s.ids[:n], labels=None if s.labels is None else s.labels[:n], units=s.units[:n], acts=s.acts[:n])
+    samples = SampleFactors(
+        ids=s.ids[:n], labels=None if s.labels is None else s.labels[:n], units=s.units[:n], acts=s.acts[:n]
+    )
     units = unit_statistics(samples.units, samples.acts, len(tables.units.count), samples.labels)
     return FactorTables(path=tables.path, manifest=tables.manifest, samples=samples, units=units)
 
@@ -187,7 +202,9 @@ def test_class_quotas_are_met_exactly(factor_tables, features, method: str, rati
     labels = factor_tables.samples.labels
     quotas = class_quotas(labels, epoch_budget(ratio, N))
     feats = features if method in GEOMETRIC else None
-    for epoch in plan_epochs(factor_tables, replace(BASE, ratio=ratio, method=method, tau=0.2 if method == "score" else 0.0), feats):
+    for epoch in plan_epochs(
+        factor_tables, replace(BASE, ratio=ratio, method=method, tau=0.2 if method == "score" else 0.0), feats
+    ):
         np.testing.assert_array_equal(np.bincount(labels[epoch], minlength=10), quotas)
 
 
@@ -230,7 +247,9 @@ def test_scheduler_weights_at_known_points() -> None:
 
 
 def test_plan_manifest_records_the_schedule(factor_tables) -> None:
-    extra = compute_plan(factor_tables, replace(BASE, epochs=6, schedule="linear", lambda_start=0.0, lambda_end=1.0)).manifest_extra
+    extra = compute_plan(
+        factor_tables, replace(BASE, epochs=6, schedule="linear", lambda_start=0.0, lambda_end=1.0)
+    ).manifest_extra
     assert extra["schedule"] == {"kind": "linear", "lambda": pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])}
     assert compute_plan(factor_tables, replace(BASE, method="random")).manifest_extra["schedule"] is None
 
@@ -273,12 +292,18 @@ def test_usage_frequency_penalty_rotates_samples(factor_tables) -> None:
     without = plan_epochs(factor_tables, replace(config, penalty="none", tau=0.0, schedule="constant"))
     no_penalty = usage_counts(without)
     print(f"usage std with penalty {with_penalty.std():.3f}, without {no_penalty.std():.3f}")
-    print(f"usage histogram with penalty {np.bincount(with_penalty, minlength=7).tolist()}, without {np.bincount(no_penalty, minlength=7).tolist()}")
+    print(
+        f"usage histogram with penalty {np.bincount(with_penalty, minlength=7).tolist()}, without {np.bincount(no_penalty, minlength=7).tolist()}"
+    )
     assert with_penalty.max() < 6, "with the penalty no sample is selected in every epoch"
-    assert all(set(e.tolist()) == set(without[0].tolist()) for e in without), "no penalty, τ = 0, constant λ: the same set repeats"
+    assert all(set(e.tolist()) == set(without[0].tolist()) for e in without), (
+        "no penalty, τ = 0, constant λ: the same set repeats"
+    )
     assert no_penalty.std() == pytest.approx(3.0)  # 1000 samples used 6 times, 1000 never
     assert with_penalty.std() < no_penalty.std() / 3
-    multiplicative = usage_counts(plan_epochs(factor_tables, replace(config, penalty="multiplicative", schedule="constant")))
+    multiplicative = usage_counts(
+        plan_epochs(factor_tables, replace(config, penalty="multiplicative", schedule="constant"))
+    )
     assert multiplicative.std() < no_penalty.std()
 
 

@@ -26,8 +26,7 @@ from dynsel_cli.formats.common import atomic_directory
 from dynsel_cli.formats.factors import SampleFactors, SampleTableWriter, read_factor_tables, write_factor_tables
 from dynsel_cli.formats.plan import decimal_blocks, write_plan
 from dynsel_cli.kernels.cpu import composite_keys, epoch_keys_cpu
-from dynsel_cli.plan import build_plan, print_plan
-from dynsel_cli.plan import streams
+from dynsel_cli.plan import build_plan, print_plan, streams
 from dynsel_cli.plan.budget import epoch_budget, quotas_for
 from dynsel_cli.plan.inputs import scan_factor_tables
 from dynsel_cli.plan.schedule import scheduler_weights
@@ -55,7 +54,11 @@ def reference_normalise(values: np.ndarray, how: str) -> np.ndarray:
     if how == "rank":
         return reference_rank(values)
     x = np.asarray(values, dtype=np.float64)
-    return np.full(len(x), 0.5, np.float32) if x.min() == x.max() else ((x - x.min()) / (x.max() - x.min())).astype(np.float32)
+    return (
+        np.full(len(x), 0.5, np.float32)
+        if x.min() == x.max()
+        else ((x - x.min()) / (x.max() - x.min())).astype(np.float32)
+    )
 
 
 def reference_score_epochs(r: np.ndarray, d: np.ndarray, params: kernels.SelectionParams) -> list[np.ndarray]:
@@ -79,12 +82,20 @@ def reference_score_epochs(r: np.ndarray, d: np.ndarray, params: kernels.Selecti
     return out
 
 
-def reference_rs2(n: int, budget: int, epochs: int, seed: int, labels: np.ndarray | None, quotas: np.ndarray | None) -> list[np.ndarray]:
+def reference_rs2(
+    n: int, budget: int, epochs: int, seed: int, labels: np.ndarray | None, quotas: np.ndarray | None
+) -> list[np.ndarray]:
     """RS2 as first written: row permutations, np.isin at a pass change."""
-    parts = [(np.arange(n), -1, budget)] if quotas is None else [(np.flatnonzero(labels == c), c, int(q)) for c, q in enumerate(quotas)]
+    parts = (
+        [(np.arange(n), -1, budget)]
+        if quotas is None
+        else [(np.flatnonzero(labels == c), c, int(q)) for c, q in enumerate(quotas)]
+    )
     walks = []
     for members, c, quota in parts:
-        perm = lambda passes, members=members, c=c: members[np.random.default_rng([seed, passes, streams.RS2, c + 1]).permutation(len(members))]  # noqa: E731
+        perm = lambda passes, members=members, c=c: members[
+            np.random.default_rng([seed, passes, streams.RS2, c + 1]).permutation(len(members))
+        ]  # noqa: E731
         walks.append({"perm": perm, "passes": 0, "order": perm(0), "position": 0, "quota": quota})
     out = []
     for _ in range(epochs):
@@ -105,12 +116,16 @@ def reference_rs2(n: int, budget: int, epochs: int, seed: int, labels: np.ndarra
     return out
 
 
-def reference_rotation(weights: np.ndarray, budget: int, epochs: int, seed: int, labels: np.ndarray | None, quotas: np.ndarray | None) -> list[np.ndarray]:
+def reference_rotation(
+    weights: np.ndarray, budget: int, epochs: int, seed: int, labels: np.ndarray | None, quotas: np.ndarray | None
+) -> list[np.ndarray]:
     """dynsel's rotation with a stable argsort of every turn per epoch."""
     n = len(weights)
     rows = np.arange(n)
     counts = np.zeros(n, dtype=np.int64)
-    parts = [(rows, budget)] if quotas is None else [(np.flatnonzero(labels == c), int(q)) for c, q in enumerate(quotas)]
+    parts = (
+        [(rows, budget)] if quotas is None else [(np.flatnonzero(labels == c), int(q)) for c, q in enumerate(quotas)]
+    )
     out = []
     for _ in range(epochs):
         turn = (counts + streams.hashed_uniform(seed, streams.ROTATION, rows, counts)) / weights
@@ -120,10 +135,16 @@ def reference_rotation(weights: np.ndarray, budget: int, epochs: int, seed: int,
     return out
 
 
-def reference_uniform(n: int, budget: int, rng: np.random.Generator, labels: np.ndarray | None, quotas: np.ndarray | None) -> np.ndarray:
+def reference_uniform(
+    n: int, budget: int, rng: np.random.Generator, labels: np.ndarray | None, quotas: np.ndarray | None
+) -> np.ndarray:
     if quotas is None:
         return np.sort(rng.choice(n, size=budget, replace=False))
-    return np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), size=int(q), replace=False) for c, q in enumerate(quotas)]))
+    return np.sort(
+        np.concatenate(
+            [rng.choice(np.flatnonzero(labels == c), size=int(q), replace=False) for c, q in enumerate(quotas)]
+        )
+    )
 
 
 def reference_epochs(factors: Path, config: PlanConfig) -> list[np.ndarray]:
@@ -137,31 +158,60 @@ def reference_epochs(factors: Path, config: PlanConfig) -> list[np.ndarray]:
     if config.method == "full" or budget == n:
         rows = [np.arange(n)] * selecting
     elif config.method in ("score", "static-top"):
-        r, d = kernels.factor_scores(tables.samples.units, tables.samples.acts, tables.units.frequency.astype(np.float32))
+        r, d = kernels.factor_scores(
+            tables.samples.units, tables.samples.acts, tables.units.frequency.astype(np.float32)
+        )
         r, d = reference_normalise(r, config.normalise), reference_normalise(d, config.normalise)
         if config.method == "static-top":
             d, lambdas, beta, tau = r, [0.0], 0.0, 0.0
         else:
-            lambdas, beta, tau = scheduler_weights(config.schedule, config.lambda_start, config.lambda_end, selecting), config.beta, config.tau
+            lambdas, beta, tau = (
+                scheduler_weights(config.schedule, config.lambda_start, config.lambda_end, selecting),
+                config.beta,
+                config.tau,
+            )
         params = kernels.SelectionParams(
-            n_select=budget, lambdas=lambdas, ratio=max(config.ratio, 1.0 / n), beta=beta, penalty=config.penalty,
-            decay=config.decay, tau=tau, seed=config.seed, labels=labels if quotas is not None else None, class_quota=quotas,
+            n_select=budget,
+            lambdas=lambdas,
+            ratio=max(config.ratio, 1.0 / n),
+            beta=beta,
+            penalty=config.penalty,
+            decay=config.decay,
+            tau=tau,
+            seed=config.seed,
+            labels=labels if quotas is not None else None,
+            class_quota=quotas,
         )
         rows = reference_score_epochs(r, d, params)
         rows = rows * selecting if config.method == "static-top" else rows
     elif config.method == "rs2":
         rows = reference_rs2(n, budget, selecting, config.seed, labels, quotas)
     elif config.method == "dynsel":
-        signals = compute_signals(tables.samples.units, tables.samples.acts, int(tables.manifest["width"]), labels,
-                                  dedup=config.dedup, trust=config.trust, dup_cosine=config.dup_cosine, trust_full=config.trust_full)
+        signals = compute_signals(
+            tables.samples.units,
+            tables.samples.acts,
+            int(tables.manifest["width"]),
+            labels,
+            dedup=config.dedup,
+            trust=config.trust,
+            dup_cosine=config.dup_cosine,
+            trust_full=config.trust_full,
+        )
         rows = reference_rotation(signals.weights, budget, selecting, config.seed, labels, quotas)
     elif config.method == "random":
-        rows = [reference_uniform(n, budget, np.random.default_rng([config.seed, t, streams.RANDOM]), labels, quotas) for t in range(selecting)]
+        rows = [
+            reference_uniform(n, budget, np.random.default_rng([config.seed, t, streams.RANDOM]), labels, quotas)
+            for t in range(selecting)
+        ]
     else:  # static-random
-        rows = [reference_uniform(n, budget, np.random.default_rng([config.seed, 0, streams.RANDOM]), labels, quotas)] * selecting
+        rows = [
+            reference_uniform(n, budget, np.random.default_rng([config.seed, 0, streams.RANDOM]), labels, quotas)
+        ] * selecting
     rows = list(rows) + [np.arange(n)] * config.full_epochs
     ids = tables.samples.ids
-    return [ids[r[np.random.default_rng([config.seed, t, streams.ORDER]).permutation(len(r))]] for t, r in enumerate(rows)]
+    return [
+        ids[r[np.random.default_rng([config.seed, t, streams.ORDER]).permutation(len(r))]] for t, r in enumerate(rows)
+    ]
 
 
 def reference_files(epochs: list[np.ndarray], index_dtype: str) -> dict[str, bytes]:
@@ -177,11 +227,13 @@ def reference_files(epochs: list[np.ndarray], index_dtype: str) -> dict[str, byt
         buffer = io.BytesIO()
         np.save(buffer, array)
         files[name] = buffer.getvalue()
-    table = pa.table({
-        "epoch": pa.array(np.repeat(np.arange(len(epochs), dtype=np.int32), counts)),
-        "position": pa.array(np.concatenate([np.arange(c, dtype=np.int64) for c in counts])),
-        "index": pa.array(np.concatenate(epochs).astype(np.int64)),
-    })
+    table = pa.table(
+        {
+            "epoch": pa.array(np.repeat(np.arange(len(epochs), dtype=np.int32), counts)),
+            "position": pa.array(np.concatenate([np.arange(c, dtype=np.int64) for c in counts])),
+            "index": pa.array(np.concatenate(epochs).astype(np.int64)),
+        }
+    )
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     files["plan.parquet"] = buffer.getvalue()
@@ -193,7 +245,11 @@ def reference_files(epochs: list[np.ndarray], index_dtype: str) -> dict[str, byt
 
 def write_tables(path: Path, n: int, k: int, width: int, classes: int | None, ids: str, ties: bool, seed: int) -> Path:
     rng = np.random.default_rng(seed)
-    sample_ids = {"dense": np.arange(n), "permuted": rng.permutation(n), "sparse": rng.choice(2**40, size=n, replace=False)}[ids].astype(np.int64)
+    sample_ids = {
+        "dense": np.arange(n),
+        "permuted": rng.permutation(n),
+        "sparse": rng.choice(2**40, size=n, replace=False),
+    }[ids].astype(np.int64)
     labels = rng.choice(classes, size=n, p=rng.dirichlet(np.ones(classes))).astype(np.int64) if classes else None
     if ties:  # few distinct codes: many tied scores, zero activations and padding
         units = np.sort(rng.choice(8, size=(n, k)), axis=1).astype(np.int32)
@@ -205,7 +261,12 @@ def write_tables(path: Path, n: int, k: int, width: int, classes: int | None, id
         acts = -np.sort(-rng.random((n, k), dtype=np.float32), axis=1)
     stats = unit_statistics(units, acts, width, labels, classes)
     with atomic_directory(path) as tmp:
-        write_factor_tables(tmp, SampleFactors(ids=sample_ids, labels=labels, units=units, acts=acts), stats, {"inputs": {"features": path.name, "sae": "s"}, "classes": None})
+        write_factor_tables(
+            tmp,
+            SampleFactors(ids=sample_ids, labels=labels, units=units, acts=acts),
+            stats,
+            {"inputs": {"features": path.name, "sae": "s"}, "classes": None},
+        )
     return path
 
 
@@ -228,7 +289,18 @@ BASE = PlanConfig(epochs=5, ratio=0.5, seed=3, device="cpu")
 CASES = [
     ("labelled", replace(BASE, method="score")),
     ("labelled", replace(BASE, method="score", class_quota="none", full_epochs=2)),
-    ("labelled", replace(BASE, method="score", class_quota="balanced", tau=0.2, penalty="multiplicative", schedule="cosine", ratio=0.3)),
+    (
+        "labelled",
+        replace(
+            BASE,
+            method="score",
+            class_quota="balanced",
+            tau=0.2,
+            penalty="multiplicative",
+            schedule="cosine",
+            ratio=0.3,
+        ),
+    ),
     ("labelled", replace(BASE, method="static-top")),
     ("labelled", replace(BASE, method="rs2", ratio=0.3, epochs=8)),
     ("labelled", replace(BASE, method="dynsel")),
@@ -255,7 +327,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("table", "config"), CASES, ids=[f"{t}-{c.method}-{i}" for i, (t, c) in enumerate(CASES)])
-def test_streamed_plan_has_the_bytes_of_the_in_memory_reference(tables_dir: dict[str, Path], tmp_path: Path, table: str, config: PlanConfig) -> None:
+def test_streamed_plan_has_the_bytes_of_the_in_memory_reference(
+    tables_dir: dict[str, Path], tmp_path: Path, table: str, config: PlanConfig
+) -> None:
     out = tmp_path / "plan"
     manifest = build_plan(tables_dir[table], out, config, formats=FORMATS)
     epochs = reference_epochs(tables_dir[table], config)
@@ -311,7 +385,9 @@ def test_scan_holds_narrow_labels_and_no_ids_when_ids_are_rows(tables_dir: dict[
     np.testing.assert_array_equal(dense.representativeness, reference_rank(r))
     np.testing.assert_array_equal(dense.rarity, reference_rank(d))
     permuted = scan_factor_tables(tables_dir["permuted-ids"])
-    np.testing.assert_array_equal(permuted.ids, read_factor_tables(tables_dir["permuted-ids"]).samples.ids)  # dense but not the rows
+    np.testing.assert_array_equal(
+        permuted.ids, read_factor_tables(tables_dir["permuted-ids"]).samples.ids
+    )  # dense but not the rows
     assert permuted.representativeness is None and permuted.id_fields()["ids_dense"] is True
     assert scan_factor_tables(tables_dir["sparse-ids"]).labels is None
 
@@ -324,19 +400,24 @@ def test_wide_labels_widen_the_column(tmp_path: Path) -> None:
     units = rng.integers(0, 8, (n, 1)).astype(np.int32)
     acts = np.ones((n, 1), np.float32)
     with atomic_directory(tmp_path / "f") as tmp:
-        write_factor_tables(tmp, SampleFactors(np.arange(n), labels, units, acts), unit_statistics(units, acts, 8, labels), {})
+        write_factor_tables(
+            tmp, SampleFactors(np.arange(n), labels, units, acts), unit_statistics(units, acts, 8, labels), {}
+        )
     scanned = scan_factor_tables(tmp_path / "f")
     assert scanned.labels is not None and scanned.labels.dtype == np.uint16
     np.testing.assert_array_equal(scanned.labels, labels)
 
 
-@pytest.mark.parametrize("values", [
-    np.array([0, 1, 9, 10, 99, 100, 4294967295], dtype=np.uint32),
-    np.array([0, 2**32, 2**63 - 1, 10**18, 7], dtype=np.int64),
-    np.array([-5, 3, 0], dtype=np.int64),
-    np.random.default_rng(0).integers(0, 2**31, 2_100_000),
-    np.zeros(0, dtype=np.int64),
-])
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([0, 1, 9, 10, 99, 100, 4294967295], dtype=np.uint32),
+        np.array([0, 2**32, 2**63 - 1, 10**18, 7], dtype=np.int64),
+        np.array([-5, 3, 0], dtype=np.int64),
+        np.random.default_rng(0).integers(0, 2**31, 2_100_000),
+        np.zeros(0, dtype=np.int64),
+    ],
+)
 def test_decimal_blocks_match_str(values: np.ndarray) -> None:
     for terminator in (b"\n", b" "):
         expected = "".join(f"{v}{terminator.decode()}" for v in values.tolist()).encode()
@@ -353,12 +434,14 @@ def test_plan_writer_matches_one_shot_files_across_row_groups(tmp_path: Path) ->
     for name in ("indices.bin", "offsets.bin", "indices.npy", "offsets.npy", "epochs/epoch-0001.txt"):
         assert (tmp_path / "p" / name).read_bytes() == expected[name], name
     assert (tmp_path / "p" / "weights.bin").read_bytes() == np.concatenate(weights).astype("<f4").tobytes()
-    table = pa.table({
-        "epoch": pa.array(np.repeat(np.arange(3, dtype=np.int32), [len(e) for e in epochs])),
-        "position": pa.array(np.concatenate([np.arange(len(e), dtype=np.int64) for e in epochs])),
-        "index": pa.array(np.concatenate(epochs).astype(np.int64)),
-        "weight": pa.array(np.concatenate(weights)),
-    })
+    table = pa.table(
+        {
+            "epoch": pa.array(np.repeat(np.arange(3, dtype=np.int32), [len(e) for e in epochs])),
+            "position": pa.array(np.concatenate([np.arange(len(e), dtype=np.int64) for e in epochs])),
+            "index": pa.array(np.concatenate(epochs).astype(np.int64)),
+            "weight": pa.array(np.concatenate(weights)),
+        }
+    )
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     assert (tmp_path / "p" / "plan.parquet").read_bytes() == buffer.getvalue()
@@ -370,17 +453,28 @@ def test_plan_writer_matches_one_shot_files_across_row_groups(tmp_path: Path) ->
 def test_chunked_sample_table_has_the_bytes_of_one_write(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     n, k = 1_100_000, 2
-    samples = SampleFactors(np.arange(n), rng.integers(0, 4, n), rng.integers(0, 9, (n, k)).astype(np.int32), rng.random((n, k), dtype=np.float32))
-    table = pa.table({
-        "id": pa.array(samples.ids, pa.int64()),
-        "label": pa.array(samples.labels, pa.int64()),
-        "units": pa.FixedSizeListArray.from_arrays(pa.array(samples.units.ravel()), k),
-        "acts": pa.FixedSizeListArray.from_arrays(pa.array(samples.acts.ravel()), k),
-    })
+    samples = SampleFactors(
+        np.arange(n),
+        rng.integers(0, 4, n),
+        rng.integers(0, 9, (n, k)).astype(np.int32),
+        rng.random((n, k), dtype=np.float32),
+    )
+    table = pa.table(
+        {
+            "id": pa.array(samples.ids, pa.int64()),
+            "label": pa.array(samples.labels, pa.int64()),
+            "units": pa.FixedSizeListArray.from_arrays(pa.array(samples.units.ravel()), k),
+            "acts": pa.FixedSizeListArray.from_arrays(pa.array(samples.acts.ravel()), k),
+        }
+    )
     pq.write_table(table, tmp_path / "one.parquet", compression="zstd")
     writer = SampleTableWriter(tmp_path / "chunked.parquet", k, has_labels=True)
     for start in range(0, n, 300_007):
         stop = min(n, start + 300_007)
-        writer.add(SampleFactors(samples.ids[start:stop], samples.labels[start:stop], samples.units[start:stop], samples.acts[start:stop]))
+        writer.add(
+            SampleFactors(
+                samples.ids[start:stop], samples.labels[start:stop], samples.units[start:stop], samples.acts[start:stop]
+            )
+        )
     assert writer.close() == {"id_min": 0, "id_max": n - 1, "ids_dense": True}
     assert (tmp_path / "chunked.parquet").read_bytes() == (tmp_path / "one.parquet").read_bytes()

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from test_formats import write_features, write_test_plan
 
 from dynsel_cli.config import PlanConfig
 from dynsel_cli.errors import ArtifactError
@@ -33,8 +34,6 @@ from dynsel_cli.plan import compute_plan
 from dynsel_cli.plan.budget import epoch_budget, quotas_for
 from dynsel_cli.plan.methods import METHODS, NEEDS_FEATURES
 from dynsel_cli.plan.scores import representativeness_and_rarity
-
-from test_formats import write_features, write_test_plan
 
 PLAN_SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FORMAT_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -92,7 +91,9 @@ def vectors_for(rng: np.random.Generator, n: int, dim: int, ties: str) -> np.nda
     return prototypes[rng.integers(0, len(prototypes), n)]
 
 
-def make_tables(ids: np.ndarray, labels: np.ndarray | None, units: np.ndarray, acts: np.ndarray, width: int) -> FactorTables:
+def make_tables(
+    ids: np.ndarray, labels: np.ndarray | None, units: np.ndarray, acts: np.ndarray, width: int
+) -> FactorTables:
     """In-memory factor tables (as read_factor_tables returns them), unit statistics computed from the codes."""
     samples = SampleFactors(ids=ids, labels=labels, units=units, acts=acts)
     stats = unit_statistics(units, acts, width, labels)
@@ -120,7 +121,13 @@ def plan_cases(draw: st.DrawFn, method: str) -> tuple[FactorTables, Features | N
     features = None
     if method in NEEDS_FEATURES:
         vectors = vectors_for(rng, n, draw(st.integers(1, 6)), ties)
-        features = Features(path=Path("generated-features"), manifest={"fingerprint": FEATURES_FINGERPRINT}, ids=ids, labels=labels, vectors=vectors)
+        features = Features(
+            path=Path("generated-features"),
+            manifest={"fingerprint": FEATURES_FINGERPRINT},
+            ids=ids,
+            labels=labels,
+            vectors=vectors,
+        )
     config = PlanConfig(
         epochs=epochs,
         ratio=draw(RATIOS),
@@ -232,17 +239,37 @@ def dynsel_special_cases(tables: FactorTables, config: PlanConfig) -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(n=st.integers(1, 200), ratio=RATIOS,
-       penalty=st.sampled_from(["additive", "multiplicative"]), beta=st.sampled_from([0.0, 1.0, 4.0]),
-       decay=st.sampled_from([1.0, 0.5]), labelled=st.booleans(), ties=st.sampled_from(["none", "levels", "identical"]),
-       epochs=st.integers(2, 5), seed=st.integers(0, 2**32 - 1), data_seed=st.integers(0, 2**32 - 1))
-def test_dynsel_first_epoch_and_unpenalised_repeats(n: int, ratio: float, penalty: str, beta: float, decay: float, labelled: bool,
-                                                   ties: str, epochs: int, seed: int, data_seed: int) -> None:
+@given(
+    n=st.integers(1, 200),
+    ratio=RATIOS,
+    penalty=st.sampled_from(["additive", "multiplicative"]),
+    beta=st.sampled_from([0.0, 1.0, 4.0]),
+    decay=st.sampled_from([1.0, 0.5]),
+    labelled=st.booleans(),
+    ties=st.sampled_from(["none", "levels", "identical"]),
+    epochs=st.integers(2, 5),
+    seed=st.integers(0, 2**32 - 1),
+    data_seed=st.integers(0, 2**32 - 1),
+)
+def test_dynsel_first_epoch_and_unpenalised_repeats(
+    n: int,
+    ratio: float,
+    penalty: str,
+    beta: float,
+    decay: float,
+    labelled: bool,
+    ties: str,
+    epochs: int,
+    seed: int,
+    data_seed: int,
+) -> None:
     rng = np.random.default_rng(data_seed)
     labels = rng.integers(0, 3, n).astype(np.int64) if labelled else None
     units, acts = codes(rng, n, 4, 12, ties)
     tables = make_tables(sample_ids(rng, n, gaps=True), labels, units, acts, 12)
-    config = PlanConfig(epochs=epochs, ratio=ratio, seed=seed, method="score", penalty=penalty, beta=beta, decay=decay, device="cpu")
+    config = PlanConfig(
+        epochs=epochs, ratio=ratio, seed=seed, method="score", penalty=penalty, beta=beta, decay=decay, device="cpu"
+    )
     dynsel_special_cases(tables, config)
 
 
@@ -269,15 +296,24 @@ def plan_epoch_lists(draw: st.DrawFn) -> list[np.ndarray]:
 
 
 def flat_weights(epochs: list[np.ndarray], draw: st.DrawFn) -> list[np.ndarray]:
-    values = draw(st.lists(st.floats(width=32, allow_nan=False), min_size=sum(map(len, epochs)), max_size=sum(map(len, epochs))))
+    values = draw(
+        st.lists(st.floats(width=32, allow_nan=False), min_size=sum(map(len, epochs)), max_size=sum(map(len, epochs)))
+    )
     flat = np.array(values, dtype=np.float32)
     return np.split(flat, np.cumsum([len(e) for e in epochs])[:-1])
 
 
 @FORMAT_SETTINGS
-@given(data=st.data(), epochs=plan_epoch_lists(), with_weights=st.booleans(), batch_size=st.integers(1, 9),
-       formats=st.sets(st.sampled_from(["txt", "npy", "parquet"])))
-def test_plan_round_trip_and_formats_agree(data: st.DataObject, epochs: list[np.ndarray], with_weights: bool, batch_size: int, formats: set[str]) -> None:
+@given(
+    data=st.data(),
+    epochs=plan_epoch_lists(),
+    with_weights=st.booleans(),
+    batch_size=st.integers(1, 9),
+    formats=st.sets(st.sampled_from(["txt", "npy", "parquet"])),
+)
+def test_plan_round_trip_and_formats_agree(
+    data: st.DataObject, epochs: list[np.ndarray], with_weights: bool, batch_size: int, formats: set[str]
+) -> None:
     weights = flat_weights(epochs, data.draw) if with_weights else None
     max_id = max((int(e.max()) for e in epochs if len(e)), default=0)
     dtype = "<u4" if max_id < 2**32 else "<u8"
@@ -286,7 +322,9 @@ def test_plan_round_trip_and_formats_agree(data: st.DataObject, epochs: list[np.
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype("<u8")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "plan"
-        manifest = write_test_plan(root, epochs, n=max_id + 1, weights=weights, formats=("bin", *sorted(formats)), batch_size=batch_size)
+        manifest = write_test_plan(
+            root, epochs, n=max_id + 1, weights=weights, formats=("bin", *sorted(formats)), batch_size=batch_size
+        )
         plan = read_plan(root)
 
         assert manifest["index_dtype"] == plan.manifest["index_dtype"] == dtype
@@ -397,9 +435,17 @@ def random_float_bits(rng: np.random.Generator, shape: tuple[int, ...], dtype: t
 
 
 @FORMAT_SETTINGS
-@given(n=st.integers(1, 60), width=st.integers(1, 20), k_wanted=st.integers(1, 6), labelled=st.booleans(),
-       extra_classes=st.integers(0, 3), data_seed=st.integers(0, 2**32 - 1))
-def test_factor_tables_round_trip(n: int, width: int, k_wanted: int, labelled: bool, extra_classes: int, data_seed: int) -> None:
+@given(
+    n=st.integers(1, 60),
+    width=st.integers(1, 20),
+    k_wanted=st.integers(1, 6),
+    labelled=st.booleans(),
+    extra_classes=st.integers(0, 3),
+    data_seed=st.integers(0, 2**32 - 1),
+)
+def test_factor_tables_round_trip(
+    n: int, width: int, k_wanted: int, labelled: bool, extra_classes: int, data_seed: int
+) -> None:
     rng = np.random.default_rng(data_seed)
     k = min(k_wanted, width)
     ids = rng.choice(2**62, size=n, replace=False).astype(np.int64)  # unique, any order, beyond 32 bits
@@ -412,7 +458,9 @@ def test_factor_tables_round_trip(n: int, width: int, k_wanted: int, labelled: b
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "factors"
         with atomic_directory(root) as out:
-            manifest = write_factor_tables(out, samples, stats, {"inputs": {"features": "f", "sae": "s"}, "classes": None})
+            manifest = write_factor_tables(
+                out, samples, stats, {"inputs": {"features": "f", "sae": "s"}, "classes": None}
+            )
         tables = read_factor_tables(root)
         assert tables.manifest == manifest
         assert manifest["n_samples"] == n and manifest["k"] == k and manifest["width"] == width
@@ -425,7 +473,9 @@ def test_factor_tables_round_trip(n: int, width: int, k_wanted: int, labelled: b
     np.testing.assert_array_equal(read.units, units)
     np.testing.assert_array_equal(bits(read.acts), bits(acts))
     for name in ("count", "frequency", "mass", "mean_act", "max_act"):
-        np.testing.assert_array_equal(bits(getattr(tables.units, name).astype(np.float64)), bits(getattr(stats, name).astype(np.float64)))
+        np.testing.assert_array_equal(
+            bits(getattr(tables.units, name).astype(np.float64)), bits(getattr(stats, name).astype(np.float64))
+        )
     np.testing.assert_array_equal(tables.units.dead, stats.count == 0)
     assert unit_table.column("unit").to_pylist() == list(range(width))
     assert unit_table.column("dead").to_pylist() == (stats.count == 0).tolist()
@@ -452,8 +502,14 @@ def content_fingerprint(ids: np.ndarray, labels: np.ndarray | None, stored: np.n
 
 
 @FORMAT_SETTINGS
-@given(n=st.integers(1, 80), dim=st.integers(1, 8), dtype=st.sampled_from(["float32", "float16"]), labelled=st.booleans(),
-       shard_rows=st.integers(1, 90), data_seed=st.integers(0, 2**32 - 1))
+@given(
+    n=st.integers(1, 80),
+    dim=st.integers(1, 8),
+    dtype=st.sampled_from(["float32", "float16"]),
+    labelled=st.booleans(),
+    shard_rows=st.integers(1, 90),
+    data_seed=st.integers(0, 2**32 - 1),
+)
 def test_features_round_trip(n: int, dim: int, dtype: str, labelled: bool, shard_rows: int, data_seed: int) -> None:
     rng = np.random.default_rng(data_seed)
     ids = rng.choice(2**62, size=n, replace=False).astype(np.int64)

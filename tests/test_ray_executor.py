@@ -14,11 +14,22 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
+from conftest import (
+    REPO,
+    SAMPLE,
+    assert_one_line_error,
+    dynsel,
+    invoke,
+    sparse_dictionary_data,
+    subprocess_env,
+    tree_digests,
+)
 
 from dynsel_cli.config import ExtractConfig, FactorsConfig, SaeConfig
 from dynsel_cli.extract import extract
@@ -27,14 +38,12 @@ from dynsel_cli.factors import build_factor_tables
 from dynsel_cli.formats.features import read_features
 from dynsel_cli.sae import fit_sae
 
-from conftest import REPO, SAMPLE, assert_one_line_error, dynsel, invoke, sparse_dictionary_data, subprocess_env, tree_digests
-
 ray = pytest.importorskip("ray")
 
 RAY = dict(executor="ray", workers=2)
 
 # A passthrough encoder for vectors whose first encode() SIGKILLs its own actor; every construction is logged.
-DYING_ENCODER = '''
+DYING_ENCODER = """
 import os, signal
 from pathlib import Path
 import numpy as np
@@ -57,10 +66,10 @@ def make():
     with open("constructed.log", "a") as log:
         log.write(f"{os.getpid()}\\n")
     return Passthrough()
-'''
+"""
 
 # A passthrough encoder that sleeps per batch (seconds in sleep.txt, if present) and logs "JOB_ID ROWS" per batch.
-SLOW_ENCODER = '''
+SLOW_ENCODER = """
 import time
 from pathlib import Path
 import numpy as np
@@ -82,13 +91,19 @@ class Slow:
 def make():
     sleep = Path("sleep.txt")
     return Slow(float(sleep.read_text()) if sleep.exists() else 0.0)
-'''
+"""
 
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster() -> Iterator[str]:
     """One local Ray for the module; yields its address (HOST:PORT of the GCS)."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False, _node_ip_address="127.0.0.1")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+    )
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -135,7 +150,9 @@ def assert_same_artifact(ray_out: Path, local_out: Path) -> None:
 
 
 def test_extract_vectors_through_ray_is_the_local_artifact(vectors_npz: Path, tmp_path: Path) -> None:
-    config = dict(batch_size=10, shard_size=32, device="cpu")  # batches of 10 within shards of 32: last batches are short
+    config = dict(
+        batch_size=10, shard_size=32, device="cpu"
+    )  # batches of 10 within shards of 32: last batches are short
     manifest = extract(vectors_npz, tmp_path / "ray", ExtractConfig(**config, **RAY))
     extract(vectors_npz, tmp_path / "local", ExtractConfig(**config))
     assert_same_artifact(tmp_path / "ray", tmp_path / "local")
@@ -154,7 +171,11 @@ def test_extract_images_through_ray_is_the_local_artifact(tmp_path: Path) -> Non
     manifest = extract(SAMPLE, tmp_path / "ray", ExtractConfig(**config, **RAY))
     extract(SAMPLE, tmp_path / "local", ExtractConfig(**config))
     assert_same_artifact(tmp_path / "ray", tmp_path / "local")
-    assert manifest["encoder"]["name"] == "efficientnet-lite0" and [s["rows"] for s in manifest["shards"]] == [16, 16, 8]
+    assert manifest["encoder"]["name"] == "efficientnet-lite0" and [s["rows"] for s in manifest["shards"]] == [
+        16,
+        16,
+        8,
+    ]
     np.testing.assert_array_equal(read_features(tmp_path / "ray").vectors, read_features(tmp_path / "local").vectors)
 
 
@@ -169,7 +190,9 @@ def small_run(vectors_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 def test_factors_through_ray_are_the_local_tables(small_run: Path, tmp_path: Path) -> None:
     config = dict(batch_size=7, device="cpu")  # batches of 7 rows within each shard, as the local executor forms them
-    manifest = build_factor_tables(small_run / "features", small_run / "sae", tmp_path / "ray", FactorsConfig(**config, **RAY))
+    manifest = build_factor_tables(
+        small_run / "features", small_run / "sae", tmp_path / "ray", FactorsConfig(**config, **RAY)
+    )
     build_factor_tables(small_run / "features", small_run / "sae", tmp_path / "local", FactorsConfig(**config))
     assert_same_artifact(tmp_path / "ray", tmp_path / "local")
     assert manifest["n_samples"] == 120 and manifest["executor"] == "ray" and manifest["settings"] == {"batch_size": 7}
@@ -202,10 +225,37 @@ def test_a_killed_driver_resumes_and_redoes_only_unfinished_shards(ray_cluster: 
     vectors = sparse_dictionary_data(160, 8, 16)
     np.save(user_code / "v.npy", vectors)
     out = user_code / "feats"
-    args = ["--encoder", "ray_slow_encoder:make", "--allow-user-code", "--batch-size", "8", "--shard-size", "16", "--device", "cpu"]
+    args = [
+        "--encoder",
+        "ray_slow_encoder:make",
+        "--allow-user-code",
+        "--batch-size",
+        "8",
+        "--shard-size",
+        "16",
+        "--device",
+        "cpu",
+    ]
     (user_code / "sleep.txt").write_text("0.3")
-    command = [sys.executable, "-m", "dynsel_cli", "extract", "v.npy", "--out", str(out), *args, "--executor", "ray", "--workers", "2", "--ray-address", ray_cluster]
-    proc = subprocess.Popen(command, cwd=user_code, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command = [
+        sys.executable,
+        "-m",
+        "dynsel_cli",
+        "extract",
+        "v.npy",
+        "--out",
+        str(out),
+        *args,
+        "--executor",
+        "ray",
+        "--workers",
+        "2",
+        "--ray-address",
+        ray_cluster,
+    ]
+    proc = subprocess.Popen(
+        command, cwd=user_code, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 180
     while not _shards_done(out) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -218,38 +268,58 @@ def test_a_killed_driver_resumes_and_redoes_only_unfinished_shards(ray_cluster: 
 
     (user_code / "sleep.txt").unlink()
     logs: list[str] = []
-    config = ExtractConfig(encoder="ray_slow_encoder:make", allow_user_code=True, batch_size=8, shard_size=16, device="cpu", **RAY)
-    manifest = extract(Path("v.npy"), out, config, log=logs.append)  # the same command: the source path is in the resume key
+    config = ExtractConfig(
+        encoder="ray_slow_encoder:make", allow_user_code=True, batch_size=8, shard_size=16, device="cpu", **RAY
+    )
+    manifest = extract(
+        Path("v.npy"), out, config, log=logs.append
+    )  # the same command: the source path is in the resume key
     assert f"extract: resuming after {len(kept)} of 10 completed shards ({16 * len(kept)} of 160 samples)" in logs
     this_job = ray.get_runtime_context().get_job_id()
-    rerun_rows = sum(int(rows) for job, rows in (line.split() for line in (user_code / "encoded.log").read_text().splitlines()) if job == this_job)
+    rerun_rows = sum(
+        int(rows)
+        for job, rows in (line.split() for line in (user_code / "encoded.log").read_text().splitlines())
+        if job == this_job
+    )
     assert rerun_rows == 160 - 16 * len(kept)  # the rerun encoded exactly the unfinished shards
-    assert [(out / f"part-{i:05d}.parquet").stat().st_ino for i in range(len(kept))] == kept_inodes  # kept shards linked, not rewritten
+    assert [
+        (out / f"part-{i:05d}.parquet").stat().st_ino for i in range(len(kept))
+    ] == kept_inodes  # kept shards linked, not rewritten
     assert not work_dir_for(out).exists() and manifest["n_samples"] == 160
     features = read_features(out)
     np.testing.assert_array_equal(features.ids, np.arange(160))
     np.testing.assert_array_equal(features.vectors, vectors)
-    reference = extract(Path("v.npy"), user_code / "reference", ExtractConfig(encoder="ray_slow_encoder:make", allow_user_code=True, batch_size=8, shard_size=16, device="cpu"))
+    reference = extract(
+        Path("v.npy"),
+        user_code / "reference",
+        ExtractConfig(encoder="ray_slow_encoder:make", allow_user_code=True, batch_size=8, shard_size=16, device="cpu"),
+    )
     assert reference["fingerprint"] == manifest["fingerprint"] and reference["shards"] == manifest["shards"]
 
 
 # --------------------------------------------------------------------------------------- bad inputs
 
 
-def test_an_unreachable_ray_address_is_one_line_and_publishes_nothing(vectors_npz: Path, small_run: Path, tmp_path: Path) -> None:
+def test_an_unreachable_ray_address_is_one_line_and_publishes_nothing(
+    vectors_npz: Path, small_run: Path, tmp_path: Path
+) -> None:
     for stage, args in (
         ("extract", ["extract", vectors_npz]),
         ("factors", ["factors", small_run / "features", "--sae", small_run / "sae"]),
     ):
         out = tmp_path / stage
-        proc = dynsel(*args, "--out", out, "--executor", "ray", "--ray-address", "127.0.0.1:1", "--device", "cpu", timeout=120)
+        proc = dynsel(
+            *args, "--out", out, "--executor", "ray", "--ray-address", "127.0.0.1:1", "--device", "cpu", timeout=120
+        )
         assert proc.returncode == 2, proc.stderr
         line = assert_one_line_error(proc.stderr)
         assert "--ray-address 127.0.0.1:1: no Ray cluster answers there" in line
         assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output, no work directory, no temporary
 
 
-def test_without_ray_installed_the_ray_executor_is_one_line_and_publishes_nothing(vectors_npz: Path, small_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_ray_installed_the_ray_executor_is_one_line_and_publishes_nothing(
+    vectors_npz: Path, small_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     for args in (
         ["extract", vectors_npz, "--out", tmp_path / "features"],
@@ -273,7 +343,9 @@ def test_without_ray_installed_the_ray_executor_is_one_line_and_publishes_nothin
         (["run", "--factors-workers", "2"], "--workers sets the Ray actors of --executor ray"),
     ],
 )
-def test_executor_options_are_checked_before_any_work(vectors_npz: Path, tmp_path: Path, args: list[str], message: str) -> None:
+def test_executor_options_are_checked_before_any_work(
+    vectors_npz: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
     result = invoke(args[0], vectors_npz, "--out", tmp_path / "out", *args[1:])
     assert result.exit_code == 2, result.stderr
     assert message in assert_one_line_error(result.stderr)
@@ -283,11 +355,20 @@ def test_executor_options_are_checked_before_any_work(vectors_npz: Path, tmp_pat
 def test_run_takes_the_executor_options_of_both_stages() -> None:
     result = invoke("run", "--help")
     assert result.exit_code == 0
-    for option in ("--executor", "--ray-address", "--workers", "--gpus-per-worker", "--factors-workers", "--extract-batch-size"):
+    for option in (
+        "--executor",
+        "--ray-address",
+        "--workers",
+        "--gpus-per-worker",
+        "--factors-workers",
+        "--extract-batch-size",
+    ):
         assert option in result.stdout, option
 
 
 def test_importing_dynsel_does_not_import_ray() -> None:
     code = "import sys, dynsel_cli, dynsel_cli.cli, dynsel_cli.executors, dynsel_cli.extract.stage, dynsel_cli.factors.stage; print('ray' in sys.modules)"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr

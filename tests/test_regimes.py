@@ -9,7 +9,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-
 from conftest import REPO, subprocess_env
 
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -173,24 +172,59 @@ def test_vision_cli_transforms_train_only(tmp_path) -> None:
     x, y = synthetic_images(n=200)
     xt, yt = synthetic_images(n=50, seed=9)
     data = tmp_path / "tiny.npz"
-    np.savez(data, x_train=x, y_train=y, x_test=xt, y_test=yt, class_names=np.array([f"c{i}" for i in range(CLASSES)]), source_index_train=np.arange(200) + 1000)
+    np.savez(
+        data,
+        x_train=x,
+        y_train=y,
+        x_test=xt,
+        y_test=yt,
+        class_names=np.array([f"c{i}" for i in range(CLASSES)]),
+        source_index_train=np.arange(200) + 1000,
+    )
     out = tmp_path / "out.npz"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "regimes.py"), "vision", "--regime", "redundant", "--seed", "4", "--data", str(data), "--out", str(out)],
-        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "regimes.py"),
+            "vision",
+            "--regime",
+            "redundant",
+            "--seed",
+            "4",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["n"] == 200 and info["n_distinct"] == 60
     with np.load(out, allow_pickle=False) as archive:
         got = {k: archive[k] for k in archive.keys()}
-    assert set(got) == {"x_train", "y_train", "x_test", "y_test", "class_names", "source_index_train", "source_index", "flipped"}
+    assert set(got) == {
+        "x_train",
+        "y_train",
+        "x_test",
+        "y_test",
+        "class_names",
+        "source_index_train",
+        "source_index",
+        "flipped",
+    }
     assert got["x_test"].tobytes() == xt.tobytes() and got["y_test"].tobytes() == yt.tobytes()
     assert got["class_names"].tolist() == [f"c{i}" for i in range(CLASSES)]
     expected = make_regime("redundant", x, y, 4)
     assert np.array_equal(got["x_train"], expected.x) and np.array_equal(got["y_train"], expected.y)
     assert np.array_equal(got["source_index"], expected.source_index) and not got["flipped"].any()
-    assert np.array_equal(got["source_index_train"], 1000 + expected.source_index), "train-aligned arrays follow the rows"
+    assert np.array_equal(got["source_index_train"], 1000 + expected.source_index), (
+        "train-aligned arrays follow the rows"
+    )
     source, flipped = read_truth(out, 200)
     assert np.array_equal(source, expected.source_index) and not flipped.any()
 
@@ -201,8 +235,24 @@ def test_text_cli_keeps_the_schema(tmp_path) -> None:
     train.write_text("".join(json.dumps({"text": t, "label": int(v)}) + "\n" for t, v in zip(texts, y)))
     out = tmp_path / "noisy.jsonl"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "regimes.py"), "text", "--regime", "noisy", "--seed", "0", "--train", str(train), "--out-train", str(out)],
-        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "regimes.py"),
+            "text",
+            "--regime",
+            "noisy",
+            "--seed",
+            "0",
+            "--train",
+            str(train),
+            "--out-train",
+            str(out),
+        ],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["n_flipped"] == 12
@@ -320,7 +370,12 @@ def test_paraphrase_texts_are_distinct_half_windows() -> None:
         windows = {"\n".join(lines[i : i + width]) for i in range(len(lines) - width + 1)}
         assert set(views) <= windows and x[s] not in views, "a view is a contiguous half of the item, not a copy"
     counts = np.bincount(d.source_index)[sources]
-    room = np.array([1 if len(nonempty(x[s])) < 4 else len(nonempty(x[s])) - round(len(nonempty(x[s])) / 2) + 1 for s in sources.tolist()])
+    room = np.array(
+        [
+            1 if len(nonempty(x[s])) < 4 else len(nonempty(x[s])) - round(len(nonempty(x[s])) / 2) + 1
+            for s in sources.tolist()
+        ]
+    )
     below = counts < counts.max() - 1
     assert np.array_equal(counts[below], room[below]), "as even as room allows: only items out of views get fewer"
     assert below.any() and (counts <= room).all()
@@ -334,11 +389,15 @@ def test_paraphrase_images_are_shifted_or_mirrored_views() -> None:
     assert counts.max() - counts.min() <= 1
     for s in np.unique(d.source_index).tolist():
         rows = np.flatnonzero(d.source_index == s)
-        assert len({d.x[r].tobytes() for r in rows}) == len(rows) and all(not np.array_equal(d.x[r], x[s]) for r in rows)
+        assert len({d.x[r].tobytes() for r in rows}) == len(rows) and all(
+            not np.array_equal(d.x[r], x[s]) for r in rows
+        )
         for r in rows.tolist():
             candidates = [x[s], x[s][:, ::-1]]
             best = min(
                 np.abs(d.x[r].astype(int)[6:22, 6:22] - np.roll(c, (dy, dx), axis=(0, 1)).astype(int)[6:22, 6:22]).max()
-                for c in candidates for dy in range(-3, 4) for dx in range(-3, 4)
+                for c in candidates
+                for dy in range(-3, 4)
+                for dx in range(-3, 4)
             )
             assert best == 0, "a view is a shift (±3 px) of the item or of its mirror image"

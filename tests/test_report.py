@@ -16,8 +16,8 @@ from dynsel_cli.formats.factors import FactorTables, SampleFactors, UnitStats, r
 from dynsel_cli.formats.plan import read_plan, write_plan
 from dynsel_cli.report import build_report, compare_reports, render_html
 from dynsel_cli.report import metrics as m
-from dynsel_cli.report.summary import EPOCH_FIELDS, SCHEMA_VERSION
 from dynsel_cli.report.html import CHARTS_PLAN_ONLY, nice_ticks
+from dynsel_cli.report.summary import EPOCH_FIELDS, SCHEMA_VERSION
 from dynsel_cli.report.terminal import bar, render_terminal, sparkline
 
 # --------------------------------------------------------------------------------------------------
@@ -38,17 +38,32 @@ R_S = np.array([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
 
 
 def make_plan(path: Path, epochs_s=EPOCHS_S, extra=None, n=6, ids=IDS, batch_size=2) -> Path:
-    base = {"ratio": 0.5, "seed": 7, "method": "score", "schedule": {"kind": "linear", "lambda": LAMBDA}, "settings": {"beta": 1.0}}
+    base = {
+        "ratio": 0.5,
+        "seed": 7,
+        "method": "score",
+        "schedule": {"kind": "linear", "lambda": LAMBDA},
+        "settings": {"beta": 1.0},
+    }
     base.update(extra or {})
     with atomic_directory(path) as tmp:
-        write_plan(tmp, [ids[np.array(e, dtype=np.int64)] for e in epochs_s], n, batch_size, 1, False, base, formats=("bin",))
+        write_plan(
+            tmp, [ids[np.array(e, dtype=np.int64)] for e in epochs_s], n, batch_size, 1, False, base, formats=("bin",)
+        )
     return path
 
 
 def make_tables(path: Path, labels=True) -> FactorTables:
     order = np.argsort(ROW_OF_S)  # s for each row
     count = np.round(FREQUENCY * 6).astype(np.int64)
-    units = UnitStats(count=count, frequency=FREQUENCY, mass=count.astype(float), mean_act=np.ones(10), max_act=np.ones(10), class_frequency=None)
+    units = UnitStats(
+        count=count,
+        frequency=FREQUENCY,
+        mass=count.astype(float),
+        mean_act=np.ones(10),
+        max_act=np.ones(10),
+        class_frequency=None,
+    )
     samples = SampleFactors(
         ids=IDS[order], labels=LABELS_S[order] if labels else None, units=UNITS_S[order], acts=ACTS_S[order]
     )
@@ -250,9 +265,28 @@ def test_report_json_schema_round_trip(hand):
     text = json.dumps(report, allow_nan=False)
     back = json.loads(text)
     assert back == report
-    for key in ("schema_version", "kind", "n_samples", "epochs", "ratio", "counts", "seed", "sha256", "method",
-                "total_steps", "steps_per_epoch", "per_epoch", "overall", "factors", "classes", "class_share_dataset",
-                "schedule", "settings", "inputs", "warnings"):
+    for key in (
+        "schema_version",
+        "kind",
+        "n_samples",
+        "epochs",
+        "ratio",
+        "counts",
+        "seed",
+        "sha256",
+        "method",
+        "total_steps",
+        "steps_per_epoch",
+        "per_epoch",
+        "overall",
+        "factors",
+        "classes",
+        "class_share_dataset",
+        "schedule",
+        "settings",
+        "inputs",
+        "warnings",
+    ):
         assert key in back, key
     for rec in back["per_epoch"]:
         assert set(EPOCH_FIELDS) <= set(rec)
@@ -310,8 +344,13 @@ def test_report_with_real_scores(tmp_path):
 
 def test_compare_reports(hand, tmp_path):
     plan, tables = hand
-    other = read_plan(make_plan(tmp_path / "random", epochs_s=[[0, 1, 2], [3, 4, 5], [0, 1, 2], [3, 4, 5]],
-                                extra={"method": "random", "schedule": None, "inputs": {"factors": "other"}}))
+    other = read_plan(
+        make_plan(
+            tmp_path / "random",
+            epochs_s=[[0, 1, 2], [3, 4, 5], [0, 1, 2], [3, 4, 5]],
+            extra={"method": "random", "schedule": None, "inputs": {"factors": "other"}},
+        )
+    )
     a, b = build_report(plan, tables), build_report(other, tables)
     assert any("other factor tables" in w for w in b["warnings"])
     cmp = compare_reports(a, b)
@@ -340,7 +379,16 @@ def test_render_terminal_compare(hand, tmp_path):
     console = Console(file=io.StringIO(), width=160, record=True, color_system=None)
     render_terminal(a, console, b)
     text = console.export_text()
-    for needle in ("dynsel report", "Overall", "usage Gini", "Δ (B − A)", "Per epoch: B", "Usage counts", "shirt", "never selected"):
+    for needle in (
+        "dynsel report",
+        "Overall",
+        "usage Gini",
+        "Δ (B − A)",
+        "Per epoch: B",
+        "Usage counts",
+        "shirt",
+        "never selected",
+    ):
         assert needle in text, needle
     console = Console(file=io.StringIO(), width=100, record=True, color_system=None)
     render_terminal(a, console)
@@ -378,7 +426,9 @@ def test_recurrence_shows_a_plan_that_alternates_two_halves(tmp_path: Path) -> N
     assert overall["overlap_lag2_mean"] == 1.0  # ... the lag-2 overlap and the set counts show it
     assert overall["distinct_epoch_sets"] == 2 and overall["repeated_epoch_sets"] == 4
     assert [rec["repeats_epoch"] for rec in report["per_epoch"]] == [None, None, 0, 1, 0, 1]
-    rotating = make_plan(tmp_path / "rot", epochs_s=[[0, 1, 2], [3, 4, 5], [0, 2, 4], [1, 3, 5]], extra={"schedule": None})
+    rotating = make_plan(
+        tmp_path / "rot", epochs_s=[[0, 1, 2], [3, 4, 5], [0, 2, 4], [1, 3, 5]], extra={"schedule": None}
+    )
     overall = build_report(read_plan(rotating))["overall"]
     assert overall["distinct_epoch_sets"] == 4 and overall["repeated_epoch_sets"] == 0
     assert overall["overlap_lag2_mean"] == pytest.approx(2 / 3)  # {0,2,4} vs {0,1,2} and {1,3,5} vs {3,4,5}

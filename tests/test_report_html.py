@@ -39,7 +39,12 @@ CHROMIUM_ARGS = [
 
 
 def _chromium() -> str | None:
-    for candidate in (os.environ.get("DYNSEL_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+    for candidate in (
+        os.environ.get("DYNSEL_CHROMIUM"),
+        "/usr/bin/chromium",
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+    ):
         if candidate and Path(candidate).is_file():
             return candidate
     return None
@@ -55,8 +60,17 @@ def synthetic(root: Path, n: int = 300, m: int = 64, k: int = 6, classes: int = 
     fired = np.zeros((n, m), dtype=bool)
     fired[np.arange(n)[:, None], units] = acts > 0
     count = fired.sum(0).astype(np.int64)
-    stats = UnitStats(count=count, frequency=count / n, mass=count.astype(float), mean_act=np.ones(m), max_act=np.ones(m), class_frequency=None)
-    samples = SampleFactors(ids=np.arange(n, dtype=np.int64), labels=rng.integers(0, classes, n), units=units, acts=acts)
+    stats = UnitStats(
+        count=count,
+        frequency=count / n,
+        mass=count.astype(float),
+        mean_act=np.ones(m),
+        max_act=np.ones(m),
+        class_frequency=None,
+    )
+    samples = SampleFactors(
+        ids=np.arange(n, dtype=np.int64), labels=rng.integers(0, classes, n), units=units, acts=acts
+    )
     with atomic_directory(root / "factors") as tmp:
         write_factor_tables(tmp, samples, stats, {})
     tables = read_factor_tables(root / "factors")
@@ -77,13 +91,24 @@ def synthetic(root: Path, n: int = 300, m: int = 64, k: int = 6, classes: int = 
         ("random", rand, {"method": "random", "schedule": None}),
     ):
         with atomic_directory(root / name) as tmp:
-            write_plan(tmp, eps, n, 16, 1, False, {"ratio": 0.3, "seed": 0, "settings": {}, "inputs": {"factors": tables.fingerprint}, **extra}, formats=("bin",))
+            write_plan(
+                tmp,
+                eps,
+                n,
+                16,
+                1,
+                False,
+                {"ratio": 0.3, "seed": 0, "settings": {}, "inputs": {"factors": tables.fingerprint}, **extra},
+                formats=("bin",),
+            )
         plans.append(read_plan(root / name))
     return tables, plans
 
 
 def test_html_report_in_headless_chromium(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Python package playwright is not installed (pip install playwright)")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="Python package playwright is not installed (pip install playwright)"
+    )
     executable = _chromium()
     if executable is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
@@ -98,9 +123,19 @@ def test_html_report_in_headless_chromium(tmp_path):
         browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, timeout=60_000)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}") if msg.type in ("error", "warning") else None)
+            page.on(
+                "console",
+                lambda msg: (
+                    problems.append(f"console {msg.type}: {msg.text}") if msg.type in ("error", "warning") else None
+                ),
+            )
             page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-            page.on("request", lambda req: problems.append(f"request: {req.url}") if not req.url.startswith(("file:", "data:")) else None)
+            page.on(
+                "request",
+                lambda req: (
+                    problems.append(f"request: {req.url}") if not req.url.startswith(("file:", "data:")) else None
+                ),
+            )
             page.goto(page_path.as_uri(), wait_until="load")
             charts = page.evaluate(
                 """() => Array.from(document.querySelectorAll('svg[data-chart]')).map(svg => {
@@ -126,7 +161,12 @@ def test_html_report_in_headless_chromium(tmp_path):
     assert (ARTIFACTS / "report.png").stat().st_size > 10_000
     # the messy-data shares are on the visible page, not only in the embedded JSON
     messy = a["messy_data"]
-    for value in (messy["near_duplicates_data_share"], messy["near_duplicates_draw_share"], messy["suspected_mislabels_data_share"], b["messy_data"]["near_duplicates_draw_share"]):
+    for value in (
+        messy["near_duplicates_data_share"],
+        messy["near_duplicates_draw_share"],
+        messy["suspected_mislabels_data_share"],
+        b["messy_data"]["near_duplicates_draw_share"],
+    ):
         assert fmt(value, "pct") in messy_text, (value, messy_text)
     assert "near-duplicates" in messy_text and "suspected mislabels" in messy_text
 
@@ -135,7 +175,23 @@ def test_a_dynsel_plan_page_shows_its_signals_and_no_empty_schedule_or_score_cha
     tables, (scored, _) = synthetic(tmp_path)
     with atomic_directory(tmp_path / "rotation") as tmp:
         epochs = [np.arange(e * 30, e * 30 + 90) % 300 for e in range(4)]
-        write_plan(tmp, epochs, 300, 16, 1, False, {"ratio": 0.3, "seed": 0, "settings": {}, "inputs": {"factors": tables.fingerprint}, "method": "dynsel", "schedule": None}, formats=("bin",))
+        write_plan(
+            tmp,
+            epochs,
+            300,
+            16,
+            1,
+            False,
+            {
+                "ratio": 0.3,
+                "seed": 0,
+                "settings": {},
+                "inputs": {"factors": tables.fingerprint},
+                "method": "dynsel",
+                "schedule": None,
+            },
+            formats=("bin",),
+        )
     report = build_report(read_plan(tmp_path / "rotation"), tables)
     page = render_html(report)
     assert "id='chart-lambda'" not in page and "id='chart-scores'" not in page

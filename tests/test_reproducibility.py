@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SAMPLE, STAGE_DIRS, dynsel, sha256_of
+
 from dynsel_cli.formats import read_factor_tables, read_features, read_plan, read_sae
 
 N_IMAGES = 240
@@ -32,14 +32,22 @@ def listing(root: Path) -> dict[str, str]:
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("repro-data") / "fashion_240.npz"
     with np.load(SAMPLE, allow_pickle=False) as archive:
-        np.savez(path, x_train=archive["x_train"][:N_IMAGES], y_train=archive["y_train"][:N_IMAGES], class_names=archive["class_names"])
+        np.savez(
+            path,
+            x_train=archive["x_train"][:N_IMAGES],
+            y_train=archive["y_train"][:N_IMAGES],
+            class_names=archive["class_names"],
+        )
     return path
 
 
 @pytest.fixture(scope="module")
 def two_runs(images: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("repro")
-    outs = (root / "first" / "run", root / "second" / "again")  # other paths, other names: no path gets into an artifact
+    outs = (
+        root / "first" / "run",
+        root / "second" / "again",
+    )  # other paths, other names: no path gets into an artifact
     for out in outs:
         proc = dynsel("run", images, "--out", out, *RUN, "--seed", "0")
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -53,7 +61,9 @@ def test_same_inputs_and_seed_give_byte_identical_artifacts(two_runs: tuple[Path
     for stage in STAGE_DIRS:  # each complete (checksums verify) and made of more than a manifest
         assert sum(1 for p in files if p.startswith(f"{stage}/") and files[p] != "<dir>") >= 2
     features = read_features(first / "features")
-    assert features.ids.tolist() == list(range(N_IMAGES)) and features.manifest["encoder"]["name"] == "efficientnet-lite0"
+    assert (
+        features.ids.tolist() == list(range(N_IMAGES)) and features.manifest["encoder"]["name"] == "efficientnet-lite0"
+    )
     read_sae(first / "sae")
     read_factor_tables(first / "factors")
     read_plan(first / "plan")
@@ -63,7 +73,9 @@ def test_same_inputs_and_seed_give_byte_identical_artifacts(two_runs: tuple[Path
     assert not differing, f"two runs with the same inputs and seed differ in: {differing}"
 
 
-def test_another_seed_gives_another_plan_and_the_same_seed_the_same(two_runs: tuple[Path, Path], tmp_path: Path) -> None:
+def test_another_seed_gives_another_plan_and_the_same_seed_the_same(
+    two_runs: tuple[Path, Path], tmp_path: Path
+) -> None:
     first, _ = two_runs
     factors = first / "factors"
     for seed in (0, 1):
@@ -82,6 +94,7 @@ def test_plans_do_not_depend_on_how_the_features_were_sharded(tmp_path) -> None:
     """Same vectors, two --shard-size values: same features fingerprint, and byte-identical SAE, factor
     tables and plan (the SAE reads logical blocks of rows, not the files that store them)."""
     import numpy as np
+    from conftest import sparse_dictionary_data, tree_digests
 
     from dynsel_cli.config import ExtractConfig, PlanConfig, SaeConfig
     from dynsel_cli.extract import extract
@@ -89,13 +102,15 @@ def test_plans_do_not_depend_on_how_the_features_were_sharded(tmp_path) -> None:
     from dynsel_cli.plan import build_plan
     from dynsel_cli.sae import fit_sae
 
-    from conftest import sparse_dictionary_data, tree_digests
-
     np.save(tmp_path / "v.npy", sparse_dictionary_data(3000, d=32, seed=4))
     plans = []
     for shard_size in (250, 4096):
         root = tmp_path / f"shards-{shard_size}"
-        features = extract(tmp_path / "v.npy", root / "features", ExtractConfig(encoder="identity", shard_size=shard_size, device="cpu"))
+        features = extract(
+            tmp_path / "v.npy",
+            root / "features",
+            ExtractConfig(encoder="identity", shard_size=shard_size, device="cpu"),
+        )
         assert len(features["shards"]) == (12 if shard_size == 250 else 1)
         fit_sae(root / "features", root / "sae", SaeConfig(width=64, k=4, epochs=3, device="cpu"))
         build_factor_tables(root / "features", root / "sae", root / "factors")
@@ -130,7 +145,11 @@ def _machine() -> dict[str, str]:
     if cpuinfo.exists():
         line = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "")
         flags = sorted(flag for flag in line.split(":", 1)[-1].split() if flag.startswith(("avx", "amx", "fma")))
-    return {"torch": torch.__version__.split("+")[0], "cpu_capability": torch.backends.cpu.get_cpu_capability(), "simd_flags": " ".join(flags)}
+    return {
+        "torch": torch.__version__.split("+")[0],
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "simd_flags": " ".join(flags),
+    }
 
 
 def test_artifacts_match_the_recorded_sha256s(two_runs: tuple[Path, Path]) -> None:
@@ -147,7 +166,11 @@ def test_artifacts_match_the_recorded_sha256s(two_runs: tuple[Path, Path]) -> No
     import os
 
     first, _ = two_runs
-    found = {path: digest for path, digest in listing(first).items() if digest != "<dir>" and Path(path).name not in MANIFESTS}
+    found = {
+        path: digest
+        for path, digest in listing(first).items()
+        if digest != "<dir>" and Path(path).name not in MANIFESTS
+    }
     if os.environ.get("DYNSEL_RECORD_GOLDEN") == "1":
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(json.dumps({"recorded_with": _machine(), "files": found}, indent=1, sort_keys=True) + "\n")

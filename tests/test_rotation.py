@@ -63,7 +63,9 @@ def test_rs2_is_stratified_under_quotas_and_deterministic() -> None:
 def test_balanced_quotas_share_equally_and_cap_small_classes() -> None:
     labels = np.repeat(np.arange(4), [100, 50, 10, 2])
     np.testing.assert_array_equal(balanced_class_quotas(labels, 80), [34, 34, 10, 2])
-    np.testing.assert_array_equal(balanced_class_quotas(labels, 40), [14, 14, 10, 2])  # the full classes' leftover is shared
+    np.testing.assert_array_equal(
+        balanced_class_quotas(labels, 40), [14, 14, 10, 2]
+    )  # the full classes' leftover is shared
     np.testing.assert_array_equal(balanced_class_quotas(labels, 162), [100, 50, 10, 2])
     assert balanced_class_quotas(labels, 7).sum() == 7
 
@@ -159,10 +161,23 @@ def test_signals_that_are_off_hold_nothing_per_sample_and_write_the_trivial_tabl
     signals = compute_signals(None, None, 0, np.array([0, 1, 1, 0, 2]), n=5, dedup=False, trust=False)
     assert (signals.groups, signals.sizes, signals.suspects, signals.trusts, signals.label_support) == (None,) * 5
     assert signals.rotation_weights is None
-    assert signals.summary() == {"near_duplicate_groups": 0, "rows_in_near_duplicate_groups": 0, "distinct_groups": 5, "suspected_mislabels": 0, "separability": None}
+    assert signals.summary() == {
+        "near_duplicate_groups": 0,
+        "rows_in_near_duplicate_groups": 0,
+        "distinct_groups": 5,
+        "suspected_mislabels": 0,
+        "separability": None,
+    }
     ids = np.array([10, 11, 12, 20, 21], dtype=np.int64)
     table = signals_table(ids, signals)
-    assert table.to_pydict() == {"id": ids.tolist(), "group": ids.tolist(), "group_size": [1] * 5, "label_support": [None] * 5, "suspect": [False] * 5, "weight": [1.0] * 5}
+    assert table.to_pydict() == {
+        "id": ids.tolist(),
+        "group": ids.tolist(),
+        "group_size": [1] * 5,
+        "label_support": [None] * 5,
+        "suspect": [False] * 5,
+        "weight": [1.0] * 5,
+    }
     assert [str(t) for t in table.schema.types] == ["int64", "int64", "int64", "float", "bool", "double"]
 
 
@@ -234,7 +249,11 @@ def test_methods_keep_exact_budgets_quotas_and_are_deterministic(method: str) ->
     np.testing.assert_array_equal(np.bincount(labels[balanced], minlength=3), [24, 24, 24])
     again = compute_plan(tables, config)
     assert all(np.array_equal(a, b) for a, b in zip(first.epochs, again.epochs))
-    assert (first.manifest_extra["id_min"], first.manifest_extra["id_max"], first.manifest_extra["ids_dense"]) == (0, 179, True)
+    assert (first.manifest_extra["id_min"], first.manifest_extra["id_max"], first.manifest_extra["ids_dense"]) == (
+        0,
+        179,
+        True,
+    )
 
 
 # ------------------------------------------------------------------------------------- extending a plan

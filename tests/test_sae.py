@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import sha256_of, sparse_dictionary_data, tree_digests, write_features_dir
 from safetensors.torch import load_file
 
 from dynsel_cli.config import SaeConfig
@@ -15,8 +16,6 @@ from dynsel_cli.errors import DynselError
 from dynsel_cli.formats.sae import read_sae
 from dynsel_cli.sae import fit_sae, train_sae
 from dynsel_cli.sae.train import auto_width, default_lr
-
-from conftest import sha256_of, sparse_dictionary_data, tree_digests, write_features_dir
 
 # 2000 samples in 32-d, each a positive mix of 3 of 64 unit directions plus 1% noise.
 N, D, ATOMS = 2000, 32, 64
@@ -48,9 +47,15 @@ def heldout_fvu(sae_dir: Path, x: np.ndarray) -> tuple[float, float]:
     norm = load_file(str(sae_dir / "input_norm.safetensors"))
     k = json.loads((sae_dir / "cfg.json").read_text())["k"]
     xn = (torch.from_numpy(x).double() - norm["mean"].double()) / norm["scale"].double()
-    pre = torch.relu((xn - tensors["b_dec"].double()) @ tensors["encoder.weight"].double().T + tensors["encoder.bias"].double())
+    pre = torch.relu(
+        (xn - tensors["b_dec"].double()) @ tensors["encoder.weight"].double().T + tensors["encoder.bias"].double()
+    )
     values, indices = pre.topk(k, dim=1)
-    recon = torch.zeros_like(xn).index_add_(0, torch.arange(len(xn)).repeat_interleave(k), values.reshape(-1, 1) * tensors["W_dec"].double()[indices.reshape(-1)])
+    recon = torch.zeros_like(xn).index_add_(
+        0,
+        torch.arange(len(xn)).repeat_interleave(k),
+        values.reshape(-1, 1) * tensors["W_dec"].double()[indices.reshape(-1)],
+    )
     recon += tensors["b_dec"].double()
     fvu = float((xn - recon).pow(2).sum() / (xn - xn.mean(0)).pow(2).sum())
     return fvu, float((values > 0).sum(dim=1).double().mean())
@@ -58,7 +63,9 @@ def heldout_fvu(sae_dir: Path, x: np.ndarray) -> tuple[float, float]:
 
 def test_sae_learns_truly_sparse_data(fitted: Path) -> None:
     metrics = json.loads((fitted / "metrics.json").read_text())
-    print(f"held-out FVU {metrics['fvu']:.4f} after {metrics['epochs_run']} epochs, dead {metrics['dead_fraction']:.3f}")
+    print(
+        f"held-out FVU {metrics['fvu']:.4f} after {metrics['epochs_run']} epochs, dead {metrics['dead_fraction']:.3f}"
+    )
     assert metrics["fvu"] < 0.2  # measured ~0.09
     assert metrics["l0"] == pytest.approx(4.0)
     # Independently, on fresh samples of the same distribution, from the checkpoint files only:
@@ -103,7 +110,10 @@ def test_metrics_file(fitted: Path) -> None:
     assert metrics["fvu"] <= min(h["fvu"] for h in metrics["history"]) + 1e-6
     manifest = json.loads((fitted / "manifest.json").read_text())
     assert manifest["metrics"] == {k: metrics[k] for k in ("fvu", "l0", "dead_fraction")}
-    assert manifest["reproducible_with"] == {"torch": torch.__version__.split("+")[0], "torch_threads": torch.get_num_threads()}
+    assert manifest["reproducible_with"] == {
+        "torch": torch.__version__.split("+")[0],
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +126,12 @@ def fitted_again(sparse_features: Path) -> Path:
 def test_fit_is_deterministic_per_seed(fitted: Path, fitted_again: Path, sparse_features: Path, tmp_path: Path) -> None:
     for name in ("sae.safetensors", "input_norm.safetensors", "cfg.json"):
         assert sha256_of(fitted_again / name) == sha256_of(fitted / name), name
-    fit_sae(sparse_features, tmp_path / "seed1", SaeConfig(width=64, k=4, epochs=3, batch_size=128, seed=1, device="cpu"))
-    fit_sae(sparse_features, tmp_path / "seed0", SaeConfig(width=64, k=4, epochs=3, batch_size=128, seed=0, device="cpu"))
+    fit_sae(
+        sparse_features, tmp_path / "seed1", SaeConfig(width=64, k=4, epochs=3, batch_size=128, seed=1, device="cpu")
+    )
+    fit_sae(
+        sparse_features, tmp_path / "seed0", SaeConfig(width=64, k=4, epochs=3, batch_size=128, seed=0, device="cpu")
+    )
     assert sha256_of(tmp_path / "seed1" / "sae.safetensors") != sha256_of(tmp_path / "seed0" / "sae.safetensors")
 
 
@@ -149,7 +163,11 @@ def test_nan_features_are_refused(tmp_path: Path) -> None:
 def test_too_few_samples_and_bad_settings(tmp_path: Path) -> None:
     with pytest.raises(DynselError, match="at least 4"):
         train_sae(np.ones((3, 4), np.float32), SaeConfig(width=8, k=2, device="cpu"))
-    for bad in (SaeConfig(width=8, k=2, epochs=0), SaeConfig(width=8, k=2, holdout=0.7), SaeConfig(width=8, k=2, batch_size=0)):
+    for bad in (
+        SaeConfig(width=8, k=2, epochs=0),
+        SaeConfig(width=8, k=2, holdout=0.7),
+        SaeConfig(width=8, k=2, batch_size=0),
+    ):
         with pytest.raises(DynselError):
             train_sae(np.ones((32, 4), np.float32), bad)
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO, assert_one_line_error, invoke, sparse_dictionary_data, subprocess_env, tree_digests
 
 from dynsel_cli.config import SaeConfig
 from dynsel_cli.errors import DynselError
@@ -27,8 +28,6 @@ from dynsel_cli.sae.data import FeatureStream
 from dynsel_cli.sae.model import TopKSae
 from dynsel_cli.sae.resume import resume_dir
 from dynsel_cli.sae.train import _lr_at, _Trainer
-
-from conftest import REPO, assert_one_line_error, invoke, sparse_dictionary_data, subprocess_env, tree_digests
 
 D, ATOMS = 16, 32
 
@@ -201,8 +200,12 @@ def test_streaming_and_in_memory_train_identically(tmp_path: Path) -> None:
     x = sparse_dictionary_data(900, D, ATOMS)
     features = write_sharded(tmp_path / "features", x, shard_rows=200)
     config = SaeConfig(width=48, k=3, epochs=3, batch_size=64, seed=0, device="cpu", buffer_rows=4096)
-    memory_weights, memory_metrics = _Trainer(FeatureStream(features, config.buffer_rows, cache=True), config, lambda *a: None, lambda m: None).run(None)
-    disk_weights, disk_metrics = _Trainer(FeatureStream(features, config.buffer_rows, cache=False), config, lambda *a: None, lambda m: None).run(None)
+    memory_weights, memory_metrics = _Trainer(
+        FeatureStream(features, config.buffer_rows, cache=True), config, lambda *a: None, lambda m: None
+    ).run(None)
+    disk_weights, disk_metrics = _Trainer(
+        FeatureStream(features, config.buffer_rows, cache=False), config, lambda *a: None, lambda m: None
+    ).run(None)
     assert torch.equal(memory_weights.encoder_weight, disk_weights.encoder_weight)
     assert torch.equal(memory_weights.decoder_weight, disk_weights.decoder_weight)
     assert memory_metrics == disk_metrics
@@ -220,7 +223,13 @@ def test_per_epoch_quality_is_logged_and_recorded(tmp_path: Path) -> None:
     features = write_sharded(tmp_path / "features", sparse_dictionary_data(800, D, ATOMS), shard_rows=10_000)
     logs: list[str] = []
     progress: list[tuple[str, int, int | None]] = []
-    fit_sae(features, tmp_path / "sae", SaeConfig(width=48, k=3, epochs=3, batch_size=64, patience=5, device="cpu"), lambda *a: progress.append(a), log=logs.append)
+    fit_sae(
+        features,
+        tmp_path / "sae",
+        SaeConfig(width=48, k=3, epochs=3, batch_size=64, patience=5, device="cpu"),
+        lambda *a: progress.append(a),
+        log=logs.append,
+    )
     epoch_lines = [line for line in logs if "/3: held-out FVU" in line]
     assert len(epoch_lines) == 3 and all("L0 3.0" in line and "dead " in line for line in epoch_lines)
     metrics = json.loads((tmp_path / "sae" / "metrics.json").read_text())
@@ -251,7 +260,14 @@ fit_sae(features, out, SaeConfig(width=48, k=3, epochs=5, batch_size=64, patienc
 
 
 def _run_fit(features: Path, out: Path, kill_at: int) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", RESUME_SCRIPT, str(features), str(out), str(kill_at)], cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, str(features), str(out), str(kill_at)],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_sigkilled_fit_resumes_to_identical_output(tmp_path: Path) -> None:
@@ -284,7 +300,21 @@ def test_state_of_other_settings_is_ignored_and_restart_flag(tmp_path: Path) -> 
     fit_sae(features, out, SaeConfig(width=32, k=2, epochs=2, batch_size=64, device="cpu"), log=logs.append)
     assert not any("resuming" in line for line in logs)
     assert not state.exists() and (out / "sae.safetensors").exists()
-    result = invoke("fit-sae", features, "--out", tmp_path / "cli", "--width", "32", "--k", "2", "--epochs", "1", "--restart", "--device", "cpu")
+    result = invoke(
+        "fit-sae",
+        features,
+        "--out",
+        tmp_path / "cli",
+        "--width",
+        "32",
+        "--k",
+        "2",
+        "--epochs",
+        "1",
+        "--restart",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     assert "epoch 1/1: held-out FVU" in result.stderr
 
@@ -294,7 +324,17 @@ def test_state_of_other_settings_is_ignored_and_restart_flag(tmp_path: Path) -> 
 
 def _empty_features(path: Path, dim: int = 8) -> Path:
     path.mkdir()
-    manifest = {"format": "dynsel.features", "format_version": 1, "n_samples": 0, "dim": dim, "dtype": "float32", "has_labels": False, "shards": [], "fingerprint": sha256_bytes(b""), "classes": None}
+    manifest = {
+        "format": "dynsel.features",
+        "format_version": 1,
+        "n_samples": 0,
+        "dim": dim,
+        "dtype": "float32",
+        "has_labels": False,
+        "shards": [],
+        "fingerprint": sha256_bytes(b""),
+        "classes": None,
+    }
     write_json(path / "_manifest.json", manifest)
     return path
 
@@ -324,7 +364,9 @@ def test_bad_input_gives_one_line_and_leaves_nothing(tmp_path: Path) -> None:
     # Inf in the last shard: found in the scan before any training or writing
     x[250, 5] = np.inf
     write_sharded(tmp_path / "inf", x, shard_rows=100)
-    result = invoke("fit-sae", tmp_path / "inf", "--out", tmp_path / "sae", "--width", "16", "--k", "2", "--device", "cpu")
+    result = invoke(
+        "fit-sae", tmp_path / "inf", "--out", tmp_path / "sae", "--width", "16", "--k", "2", "--device", "cpu"
+    )
     assert result.exit_code == 2
     line = assert_one_line_error(result.stderr)
     assert "NaN or Inf (first at row 250)" in line

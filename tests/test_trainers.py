@@ -14,13 +14,15 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from conftest import invoke, sparse_dictionary_data, write_features_dir, write_random_plan
 from torch.utils.data import Dataset, DistributedSampler, TensorDataset
 
 from dynsel_cli.config import FactorsConfig, SaeConfig
@@ -28,7 +30,6 @@ from dynsel_cli.factors import build_factor_tables
 from dynsel_cli.formats.plan import Plan, read_plan
 from dynsel_cli.integrations.torch import PlanUsageError, steps_per_epoch, total_steps
 from dynsel_cli.sae import fit_sae
-from conftest import invoke, sparse_dictionary_data, write_features_dir, write_random_plan
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "consumers.md"
@@ -66,7 +67,11 @@ def shares(plan: Plan, world_size: int, drop_last: bool) -> list[list[list[int]]
         per_epoch = []
         for ids in plan.epochs:
             oracle = DistributedSampler(
-                range(len(ids)), num_replicas=world_size, rank=rank, shuffle=False, drop_last=drop_last  # type: ignore[arg-type]
+                range(len(ids)),
+                num_replicas=world_size,
+                rank=rank,
+                shuffle=False,
+                drop_last=drop_last,  # type: ignore[arg-type]
             )
             per_epoch.append([int(ids[p]) for p in oracle])
         out.append(per_epoch)
@@ -79,6 +84,7 @@ def features(n: int = N_SAMPLES) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # -- transformers.Trainer ------------------------------------------------------------------------------
+
 
 class IdDataset(Dataset):
     """Map-style data set indexed by sample id; items carry their id so the model can record it."""
@@ -93,7 +99,7 @@ class IdDataset(Dataset):
         return {"x": self.x[sample_id], "labels": self.y[sample_id], "sample_id": sample_id}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hf() -> SimpleNamespace:
     """The transformers adapter and test classes; skips the calling test without transformers/accelerate."""
     pytest.importorskip("transformers", reason="transformers is in the test extra")
@@ -215,7 +221,8 @@ def test_hf_consumers_doc_example_runs(tmp_path: Path, monkeypatch: pytest.Monke
 
 # -- PyTorch Lightning ---------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def lightning() -> SimpleNamespace:
     """lightning.pytorch, the Lightning adapter and a recording module; skips the calling test without lightning."""
     pl = pytest.importorskip("lightning.pytorch", reason="lightning is in the test extra")
@@ -286,7 +293,9 @@ def test_lightning_resumes_from_an_end_of_epoch_checkpoint(tmp_path: Path) -> No
     plan = make_plan(tmp_path, COUNTS)
     checkpoints = lightning().pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
     first = lightning().RecordingModule()
-    pl_trainer(plan, enable_checkpointing=True, callbacks=[checkpoints]).fit(first, datamodule=lightning().PlanDataModule(plan, id_tensors()))
+    pl_trainer(plan, enable_checkpointing=True, callbacks=[checkpoints]).fit(
+        first, datamodule=lightning().PlanDataModule(plan, id_tensors())
+    )
     after_epoch_1 = sorted((tmp_path / "ckpt").glob("epoch=1-*.ckpt"))
     assert len(after_epoch_1) == 1
     resumed = lightning().RecordingModule()
@@ -303,7 +312,9 @@ def test_lightning_refuses_settings_the_plan_cannot_serve(tmp_path: Path) -> Non
         ({"max_epochs": 6}, "max_epochs=6"),
     ]:
         with pytest.raises(PlanUsageError, match=message):
-            pl_trainer(plan, **kwargs).fit(lightning().RecordingModule(), datamodule=lightning().PlanDataModule(plan, id_tensors()))
+            pl_trainer(plan, **kwargs).fit(
+                lightning().RecordingModule(), datamodule=lightning().PlanDataModule(plan, id_tensors())
+            )
     empty = make_plan(tmp_path, COUNTS_WITH_EMPTY, name="with-empty")
     with pytest.raises(PlanUsageError, match=r"epoch\(s\) \[2\] have no batch"):
         pl_trainer(empty).fit(lightning().RecordingModule(), datamodule=lightning().PlanDataModule(empty, id_tensors()))
@@ -336,7 +347,8 @@ sys.stderr.flush()
 os._exit(0)
 """
 
-PLAIN_SCRIPT = """
+PLAIN_SCRIPT = (
+    """
 import json, sys
 from pathlib import Path
 import torch
@@ -375,9 +387,12 @@ for plan_dir in sys.argv[2:]:
     name = Path(plan_dir).name
     (out / f"{name}-rank-{rank}.json").write_text(json.dumps({"world_size": world_size, "epochs": seen, "steps": steps}))
 dist.destroy_process_group()
-""" + EXIT
+"""
+    + EXIT
+)
 
-HF_SCRIPT = """
+HF_SCRIPT = (
+    """
 import json, sys
 from pathlib import Path
 import torch
@@ -425,9 +440,12 @@ assert type(trainer.model_wrapped).__name__ == "DistributedDataParallel"
 (out / f"hf-rank-{args.process_index}.json").write_text(
     json.dumps({"world_size": args.world_size, "epochs": recorder.epochs, "steps": recorder.steps})
 )
-""" + EXIT
+"""
+    + EXIT
+)
 
-LIGHTNING_SCRIPT = """
+LIGHTNING_SCRIPT = (
+    """
 import json, sys
 from pathlib import Path
 import torch
@@ -465,7 +483,9 @@ trainer.fit(module, datamodule=PlanDataModule(plan, dataset))
 (out / f"lightning-rank-{trainer.global_rank}.json").write_text(
     json.dumps({"world_size": trainer.world_size, "epochs": module.epochs, "steps": module.steps})
 )
-""" + EXIT
+"""
+    + EXIT
+)
 
 
 def torchrun(script: str, tmp_path: Path, *args: str, timeout: float = 240) -> Path:
@@ -475,7 +495,17 @@ def torchrun(script: str, tmp_path: Path, *args: str, timeout: float = 240) -> P
     out = tmp_path / "out"
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(path), str(out), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(path),
+        str(out),
+        *args,
+    ]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     return out
@@ -524,7 +554,9 @@ record()
 def cli_plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Plans made by `dynsel plan` over 401 samples: for one process (the default) and with --world-size 2."""
     root = tmp_path_factory.mktemp("cli-plans")
-    write_features_dir(root / "features", sparse_dictionary_data(401, 16, 32), np.arange(401) % 3, classes=["a", "b", "c"])
+    write_features_dir(
+        root / "features", sparse_dictionary_data(401, 16, 32), np.arange(401) % 3, classes=["a", "b", "c"]
+    )
     fit_sae(root / "features", root / "sae", SaeConfig(width=32, k=3, epochs=3, batch_size=64, seed=0, device="cpu"))
     build_factor_tables(root / "features", root / "sae", root / "factors", FactorsConfig(device="cpu"))
     plans = {}
@@ -537,7 +569,9 @@ def cli_plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("made_for", ["one-process", "world-size-2"])
-def test_torchrun_recipe_schedules_the_steps_each_rank_takes(cli_plans: dict[str, Path], made_for: str, tmp_path: Path) -> None:
+def test_torchrun_recipe_schedules_the_steps_each_rank_takes(
+    cli_plans: dict[str, Path], made_for: str, tmp_path: Path
+) -> None:
     shutil.copytree(cli_plans[made_for], tmp_path / "plan")
     plan = read_plan(tmp_path / "plan")
     assert plan.manifest["world_size"] == (1 if made_for == "one-process" else 2)

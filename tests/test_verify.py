@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import PipelineRun, invoke, write_features_dir
+
 from dynsel_cli.formats.common import file_entry
 from dynsel_cli.verify import verify_plan
 
@@ -38,7 +38,9 @@ def _drop_copies(plan: Path) -> None:
     """Keep only the bin form (as `--formats bin` writes it), so that a forged indices.bin is judged by the
     invariants alone: the txt / npy / parquet files go from the manifest and from the disk."""
     manifest = json.loads((plan / "manifest.json").read_text())
-    for name in [n for n in manifest["files"] if n.startswith("epochs/") or n in ("indices.npy", "offsets.npy", "plan.parquet")]:
+    for name in [
+        n for n in manifest["files"] if n.startswith("epochs/") or n in ("indices.npy", "offsets.npy", "plan.parquet")
+    ]:
         del manifest["files"][name]
         (plan / name).unlink()
     (plan / "manifest.json").write_text(json.dumps(manifest))
@@ -68,12 +70,26 @@ def _checks(result) -> dict[str, bool | None]:
 
 
 def test_an_intact_plan_passes_every_check_and_is_reproduced(pipeline_run: PipelineRun) -> None:
-    result = invoke("verify", pipeline_run.plan, "--factors", pipeline_run.factors, "--features", pipeline_run.features, "--json")
+    result = invoke(
+        "verify", pipeline_run.plan, "--factors", pipeline_run.factors, "--features", pipeline_run.features, "--json"
+    )
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] is True
     names = [c["name"] for c in report["checks"]]
-    assert names == ["checksums", "layout", "budget", "distinct", "steps", "copies", "inputs", "ids", "features", "ids", "reproduced"]
+    assert names == [
+        "checksums",
+        "layout",
+        "budget",
+        "distinct",
+        "steps",
+        "copies",
+        "inputs",
+        "ids",
+        "features",
+        "ids",
+        "reproduced",
+    ]
     assert all(c["ok"] is True for c in report["checks"])
     terminal = invoke("verify", pipeline_run.plan)
     assert terminal.exit_code == 0 and "error" not in terminal.stderr and terminal.stderr.count("ok ") == 6
@@ -90,7 +106,9 @@ def test_a_flipped_byte_fails_the_checksums_with_exit_2(pipeline_run: PipelineRu
     assert result.stderr.strip().splitlines()[-1].startswith("error:") and "Traceback" not in result.stderr
 
 
-def test_a_duplicated_id_with_forged_checksums_fails_distinct_and_reproduction(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+def test_a_duplicated_id_with_forged_checksums_fails_distinct_and_reproduction(
+    pipeline_run: PipelineRun, tmp_path: Path
+) -> None:
     plan = _copy_plan(pipeline_run, tmp_path)
     _drop_copies(plan)
     indices = np.fromfile(plan / "indices.bin", dtype="<u4")
@@ -129,7 +147,9 @@ def test_an_edited_text_copy_fails_copies(pipeline_run: PipelineRun, tmp_path: P
     assert "epoch-0002.txt differs from epoch 2" in next(c.detail for c in result.checks if c.name == "copies")
 
 
-def test_a_plan_checked_against_other_factor_tables_or_features_fails_provenance(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+def test_a_plan_checked_against_other_factor_tables_or_features_fails_provenance(
+    pipeline_run: PipelineRun, tmp_path: Path
+) -> None:
     other = invoke("plan", pipeline_run.factors, "--out", tmp_path / "plan-seed1", "--epochs", "3", "--seed", "1")
     assert other.exit_code == 0, other.stderr
     factors = Path(shutil.copytree(pipeline_run.factors, tmp_path / "factors"))
@@ -146,7 +166,18 @@ def test_a_plan_checked_against_other_factor_tables_or_features_fails_provenance
 
 
 def test_a_geometric_plan_without_features_fails_reproduction(pipeline_run: PipelineRun, tmp_path: Path) -> None:
-    made = invoke("plan", pipeline_run.factors, "--out", tmp_path / "knn", "--epochs", "2", "--method", "knn-density", "--features", pipeline_run.features)
+    made = invoke(
+        "plan",
+        pipeline_run.factors,
+        "--out",
+        tmp_path / "knn",
+        "--epochs",
+        "2",
+        "--method",
+        "knn-density",
+        "--features",
+        pipeline_run.features,
+    )
     assert made.exit_code == 0, made.stderr
     result = invoke("verify", tmp_path / "knn", "--factors", pipeline_run.factors)
     assert result.exit_code == 2, result.stderr
@@ -156,19 +187,27 @@ def test_a_geometric_plan_without_features_fails_reproduction(pipeline_run: Pipe
 
 
 @pytest.mark.parametrize("missing", ["--factors", "--features"])
-def test_unreadable_reference_artifacts_are_user_errors(pipeline_run: PipelineRun, tmp_path: Path, missing: str) -> None:
+def test_unreadable_reference_artifacts_are_user_errors(
+    pipeline_run: PipelineRun, tmp_path: Path, missing: str
+) -> None:
     result = invoke("verify", pipeline_run.plan, missing, tmp_path / "nope")
     assert result.exit_code == 2
-    assert result.stderr.startswith("error:") and "nope" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        result.stderr.startswith("error:") and "nope" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    )
 
 
 @pytest.mark.parametrize("remove_files", [False, True], ids=["copies-left-on-disk", "copies-deleted"])
-def test_a_swapped_indices_bin_dropped_from_the_manifest_fails(pipeline_run: PipelineRun, tmp_path: Path, remove_files: bool) -> None:
+def test_a_swapped_indices_bin_dropped_from_the_manifest_fails(
+    pipeline_run: PipelineRun, tmp_path: Path, remove_files: bool
+) -> None:
     plan = _copy_plan(pipeline_run, tmp_path)
     (plan / "indices.bin").write_bytes(_other_ids(plan))
 
     def unlist(manifest: dict) -> None:
-        for name in [n for n in manifest["files"] if n == "indices.bin" or n.startswith("epochs/") or n == "plan.parquet"]:
+        for name in [
+            n for n in manifest["files"] if n == "indices.bin" or n.startswith("epochs/") or n == "plan.parquet"
+        ]:
             del manifest["files"][name]
             if remove_files and name != "indices.bin":
                 (plan / name).unlink()
@@ -176,26 +215,36 @@ def test_a_swapped_indices_bin_dropped_from_the_manifest_fails(pipeline_run: Pip
     _edit_manifest(plan, unlist)
     result = invoke("verify", plan, "--factors", pipeline_run.factors, "--features", pipeline_run.features)
     assert result.exit_code == 2, result.stderr
-    assert "FAIL checksums" in result.stderr and re.search(r"indices\.bin[^;]*: not listed in the manifest", result.stderr)
+    assert "FAIL checksums" in result.stderr and re.search(
+        r"indices\.bin[^;]*: not listed in the manifest", result.stderr
+    )
     assert "ok   reproduced" not in result.stderr
 
 
-def test_a_swapped_indices_bin_with_a_consistent_manifest_is_not_reproduced(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+def test_a_swapped_indices_bin_with_a_consistent_manifest_is_not_reproduced(
+    pipeline_run: PipelineRun, tmp_path: Path
+) -> None:
     plan = _copy_plan(pipeline_run, tmp_path)
     _drop_copies(plan)
     _rewrite(plan, "indices.bin", _other_ids(plan))
     result = invoke("verify", plan, "--factors", pipeline_run.factors, "--features", pipeline_run.features, "--json")
     assert result.exit_code == 2, result.stderr
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
-    assert all(checks[name]["ok"] for name in ("checksums", "layout", "budget", "distinct", "steps", "inputs", "features"))
+    assert all(
+        checks[name]["ok"] for name in ("checksums", "layout", "budget", "distinct", "steps", "inputs", "features")
+    )
     assert checks["reproduced"]["ok"] is False and "another epoch 0 than indices.bin" in checks["reproduced"]["detail"]
 
 
-def test_a_listed_indices_bin_with_the_old_manifest_sha256_fails_checksums(pipeline_run: PipelineRun, tmp_path: Path) -> None:
+def test_a_listed_indices_bin_with_the_old_manifest_sha256_fails_checksums(
+    pipeline_run: PipelineRun, tmp_path: Path
+) -> None:
     plan = _copy_plan(pipeline_run, tmp_path)
     _drop_copies(plan)
     (plan / "indices.bin").write_bytes(_other_ids(plan))
-    _edit_manifest(plan, lambda m: m["files"].update({"indices.bin": file_entry(plan / "indices.bin")}))  # sha256 left as it was
+    _edit_manifest(
+        plan, lambda m: m["files"].update({"indices.bin": file_entry(plan / "indices.bin")})
+    )  # sha256 left as it was
     result = invoke("verify", plan, "--factors", pipeline_run.factors)
     assert result.exit_code == 2
     assert "FAIL checksums" in result.stderr and "manifest's sha256" in result.stderr
@@ -210,7 +259,9 @@ def test_a_listed_indices_bin_with_the_old_manifest_sha256_fails_checksums(pipel
     ],
     ids=["kcenter", "no-settings", "unknown-method"],
 )
-def test_a_plan_verify_cannot_recompute_fails_reproduction(pipeline_run: PipelineRun, tmp_path: Path, settings_edit, expected: str) -> None:
+def test_a_plan_verify_cannot_recompute_fails_reproduction(
+    pipeline_run: PipelineRun, tmp_path: Path, settings_edit, expected: str
+) -> None:
     plan = _copy_plan(pipeline_run, tmp_path)
     _edit_manifest(plan, lambda m: settings_edit(m["settings"]))
     result = invoke("verify", plan, "--factors", pipeline_run.factors)
@@ -219,7 +270,9 @@ def test_a_plan_verify_cannot_recompute_fails_reproduction(pipeline_run: Pipelin
 
 
 @pytest.mark.parametrize("name", ["offsets.bin", "epochs/epoch-0003.txt"])
-def test_a_required_file_missing_with_its_entry_fails_checksums(pipeline_run: PipelineRun, tmp_path: Path, name: str) -> None:
+def test_a_required_file_missing_with_its_entry_fails_checksums(
+    pipeline_run: PipelineRun, tmp_path: Path, name: str
+) -> None:
     plan = _copy_plan(pipeline_run, tmp_path)
     (plan / name).unlink()
     _edit_manifest(plan, lambda m: m["files"].pop(name))
@@ -236,7 +289,9 @@ def test_an_unlisted_text_copy_that_disagrees_with_indices_bin_fails(pipeline_ru
     _edit_manifest(plan, lambda m: [m["files"].pop(n) for n in list(m["files"]) if n.startswith("epochs/")])
     result = invoke("verify", plan)
     assert result.exit_code == 2, result.stderr
-    assert "FAIL checksums" in result.stderr and re.search(r"epoch-0001\.txt[^;]*: not listed in the manifest", result.stderr)
+    assert "FAIL checksums" in result.stderr and re.search(
+        r"epoch-0001\.txt[^;]*: not listed in the manifest", result.stderr
+    )
 
 
 def test_a_parquet_copy_in_another_order_fails_copies(pipeline_run: PipelineRun, tmp_path: Path) -> None:

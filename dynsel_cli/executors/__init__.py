@@ -33,11 +33,16 @@ def check_executor(config: ExecutorSettings, *, local_workers: bool) -> None:
     if config.gpus_per_worker < 0:
         raise DynselError(f"--gpus-per-worker {config.gpus_per_worker}: must be 0 or more")
     if config.executor == "local":
-        for name, value, default in (("ray-address", config.ray_address, None), ("gpus-per-worker", config.gpus_per_worker, 0.0)):
+        for name, value, default in (
+            ("ray-address", config.ray_address, None),
+            ("gpus-per-worker", config.gpus_per_worker, 0.0),
+        ):
             if value != default:
                 raise DynselError(f"--{name} applies to --executor ray; add --executor ray or leave --{name} out")
         if config.workers is not None and not local_workers:
-            raise DynselError("--workers sets the Ray actors of --executor ray; the local executor encodes in this process, so leave --workers out")
+            raise DynselError(
+                "--workers sets the Ray actors of --executor ray; the local executor encodes in this process, so leave --workers out"
+            )
         return
     if config.workers is not None and config.workers < 1:
         raise DynselError(f"--workers {config.workers}: --executor ray needs at least 1 actor")

@@ -21,7 +21,8 @@ import contextlib
 import logging
 import os
 import socket
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import ray
 import ray.exceptions
@@ -46,7 +47,9 @@ def session(address: str | None) -> Iterator[None]:
     try:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise DynselError(f"--ray-address {address or 'auto'}: cannot connect to a Ray cluster ({_first_line(exc)}); start one with `ray start --head` or leave --ray-address out") from None
+        raise DynselError(
+            f"--ray-address {address or 'auto'}: cannot connect to a Ray cluster ({_first_line(exc)}); start one with `ray start --head` or leave --ray-address out"
+        ) from None
     try:
         yield
     finally:
@@ -62,12 +65,16 @@ def _probe(address: str | None) -> None:
     option = "--ray-address" if explicit else "RAY_ADDRESS"
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
-        raise DynselError(f"{option} {address}: use HOST:PORT (the Ray head's GCS port, 6379 by default), ray://HOST:PORT or auto")
+        raise DynselError(
+            f"{option} {address}: use HOST:PORT (the Ray head's GCS port, 6379 by default), ray://HOST:PORT or auto"
+        )
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise DynselError(f"{option} {address}: no Ray cluster answers there ({reason}); start one with `ray start --head` or fix the address") from None
+        raise DynselError(
+            f"{option} {address}: no Ray cluster answers there ({reason}); start one with `ray start --head` or fix the address"
+        ) from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -107,7 +114,12 @@ class OrderedPool:
 
     def __init__(self, factory: Callable[[], Any], workers: int, gpus_per_worker: float) -> None:
         _check_fits(workers, gpus_per_worker)
-        options = {"num_cpus": 1, "num_gpus": gpus_per_worker, "max_restarts": MAX_RESTARTS, "max_task_retries": MAX_TASK_RETRIES}
+        options = {
+            "num_cpus": 1,
+            "num_gpus": gpus_per_worker,
+            "max_restarts": MAX_RESTARTS,
+            "max_task_retries": MAX_TASK_RETRIES,
+        }
         self.actors = [_Actor.options(**options).remote(factory, os.getcwd()) for _ in range(workers)]  # type: ignore[attr-defined]
 
     def describe(self) -> list[Any]:
@@ -170,7 +182,9 @@ def _check_fits(workers: int, gpus_per_worker: float) -> None:
     for name, each, option in (("CPU", 1.0, "--workers"), ("GPU", gpus_per_worker, "--gpus-per-worker")):
         need, have = workers * each, float(total.get(name, 0.0))
         if need > have:
-            raise DynselError(f"--workers {workers} with {each:g} {name} each needs {need:g} {name}s; the Ray cluster has {have:g}; lower {option} or add nodes")
+            raise DynselError(
+                f"--workers {workers} with {each:g} {name} each needs {need:g} {name}s; the Ray cluster has {have:g}; lower {option} or add nodes"
+            )
 
 
 def default_workers(gpus_per_worker: float) -> int:
@@ -182,7 +196,9 @@ def default_workers(gpus_per_worker: float) -> int:
 
 
 @contextlib.contextmanager
-def pool(address: str | None, factory: Callable[[], Any], workers: int | None, gpus_per_worker: float, most: int) -> Iterator[OrderedPool]:
+def pool(
+    address: str | None, factory: Callable[[], Any], workers: int | None, gpus_per_worker: float, most: int
+) -> Iterator[OrderedPool]:
     """A session and an :class:`OrderedPool` of ``workers`` actors (default: :func:`default_workers`; never
     more than ``most``, the number of tasks); the actors are ended after the block."""
     with session(address):

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DynselError, install_hint
+from ..formats.common import sha256_file
 from ..limits import check_image_size
 from . import registry
-from ..formats.common import sha256_file
 
 _USER_CODE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -117,7 +117,11 @@ def images_to_nchw(samples: Any) -> list[torch.Tensor] | torch.Tensor:
 def resize_images(x: list[torch.Tensor] | torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear resize to size x size (per image when sizes differ: the same numbers as a batched resize)."""
     if isinstance(x, list):
-        return torch.cat([F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False) for t in x]) if x else torch.zeros(0, 3, size, size)
+        return (
+            torch.cat([F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False) for t in x])
+            if x
+            else torch.zeros(0, 3, size, size)
+        )
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
 
 
@@ -241,10 +245,16 @@ class MiniLMEncoder:
         self.dim = int(dimension())
         self.max_seq_length = int(self.model.get_max_seq_length())
         self.max_chars = WORDPIECE_CHARS_PER_TOKEN * self.max_seq_length
-        self._preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize  # preprocess: sentence-transformers >= 6
+        self._preprocess = (
+            getattr(self.model, "preprocess", None) or self.model.tokenize
+        )  # preprocess: sentence-transformers >= 6
 
     def settings(self) -> dict[str, Any]:
-        return {"model": "sentence-transformers/all-MiniLM-L6-v2", "max_seq_length": self.max_seq_length, "max_chars": self.max_chars}
+        return {
+            "model": "sentence-transformers/all-MiniLM-L6-v2",
+            "max_seq_length": self.max_seq_length,
+            "max_chars": self.max_chars,
+        }
 
     def prepare(self, samples: list[str]) -> dict[str, Any]:
         return self._preprocess(cut_texts(samples, self.max_chars))
@@ -299,11 +309,19 @@ class WordLlamaEncoder:
         self.vocab = int(self.model.embedding.shape[0])
 
     def settings(self) -> dict[str, Any]:
-        return {"model": self.config, "dim": self.dim, "norm": False, "max_tokens": self.max_tokens, "max_chars": self.max_chars}
+        return {
+            "model": self.config,
+            "dim": self.dim,
+            "norm": False,
+            "max_tokens": self.max_tokens,
+            "max_chars": self.max_chars,
+        }
 
     def prepare(self, samples: list[str]) -> list[np.ndarray]:
         """Token ids [<= max_tokens] per text (int32)."""
-        encoded = self.tokenizer.encode_batch(cut_texts(samples, self.max_chars), is_pretokenized=False, add_special_tokens=False)
+        encoded = self.tokenizer.encode_batch(
+            cut_texts(samples, self.max_chars), is_pretokenized=False, add_special_tokens=False
+        )
         return [np.asarray(e.ids[: self.max_tokens], dtype=np.int32) for e in encoded]
 
     def encode(self, prepared: list[np.ndarray]) -> np.ndarray:
@@ -348,7 +366,9 @@ class HuggingFaceEncoder:
             raise DynselError(f"--encoder hf:{path}: not a Hugging Face model directory (no config.json)")
         weights = sorted(path.glob("*.safetensors"))
         if not weights:
-            raise DynselError(f"--encoder hf:{path}: no .safetensors weights; dynsel loads only safetensors (it never unpickles)")
+            raise DynselError(
+                f"--encoder hf:{path}: no .safetensors weights; dynsel loads only safetensors (it never unpickles)"
+            )
         try:
             from transformers import AutoModel, AutoTokenizer
         except ImportError:
@@ -356,8 +376,16 @@ class HuggingFaceEncoder:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-                self.model = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True, trust_remote_code=False).eval().to(device)
+                self.tokenizer = AutoTokenizer.from_pretrained(
+                    str(path), local_files_only=True, trust_remote_code=False
+                )
+                self.model = (
+                    AutoModel.from_pretrained(
+                        str(path), local_files_only=True, use_safetensors=True, trust_remote_code=False
+                    )
+                    .eval()
+                    .to(device)
+                )
         except (OSError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DynselError(f"--encoder hf:{path}: cannot load it offline ({first})") from None
@@ -370,10 +398,24 @@ class HuggingFaceEncoder:
         self.weights = {w.name: sha256_file(w) for w in weights}
 
     def settings(self) -> dict[str, Any]:
-        return {"path": str(self.path), "pooling": "mean", "max_length": self.max_length, "max_chars": self.max_chars, "weights_sha256": self.weights}
+        return {
+            "path": str(self.path),
+            "pooling": "mean",
+            "max_length": self.max_length,
+            "max_chars": self.max_chars,
+            "weights_sha256": self.weights,
+        }
 
     def prepare(self, samples: list[str]) -> dict[str, torch.Tensor]:
-        return dict(self.tokenizer(cut_texts(samples, self.max_chars), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"))
+        return dict(
+            self.tokenizer(
+                cut_texts(samples, self.max_chars),
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
+        )
 
     @torch.inference_mode()
     def encode(self, prepared: dict[str, torch.Tensor]) -> np.ndarray:
@@ -396,7 +438,9 @@ class TorchScriptEncoder:
     dimensions are flattened).
     """
 
-    def __init__(self, path: Path, source_kind: str, sample_dim: int | None, image_size: int, device: torch.device) -> None:
+    def __init__(
+        self, path: Path, source_kind: str, sample_dim: int | None, image_size: int, device: torch.device
+    ) -> None:
         if not path.is_file():
             raise DynselError(f"--encoder torchscript:{path}: no such file")
         if source_kind not in ("images", "vectors"):
@@ -406,20 +450,28 @@ class TorchScriptEncoder:
                 warnings.simplefilter("ignore")
                 self.module = torch.jit.load(str(path), map_location=device).eval()
         except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad archive
-            raise DynselError(f"--encoder torchscript:{path}: not a loadable TorchScript file ({type(exc).__name__})") from None
+            raise DynselError(
+                f"--encoder torchscript:{path}: not a loadable TorchScript file ({type(exc).__name__})"
+            ) from None
         self.path = path
         self.name = f"torchscript:{path}"
         self.input = source_kind
         self.device = device
         self.image_size = image_size
         self.sha256 = sha256_file(path)
-        probe = torch.zeros(1, 3, image_size, image_size) if source_kind == "images" else torch.zeros(1, int(sample_dim or 1))
+        probe = (
+            torch.zeros(1, 3, image_size, image_size)
+            if source_kind == "images"
+            else torch.zeros(1, int(sample_dim or 1))
+        )
         try:
             out = self._run(probe)
         except DynselError:
             raise
         except Exception as exc:  # noqa: BLE001
-            raise DynselError(f"--encoder torchscript:{path}: fails on a {list(probe.shape)} input ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+            raise DynselError(
+                f"--encoder torchscript:{path}: fails on a {list(probe.shape)} input ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from None
         self.dim = int(out.shape[1])
 
     def settings(self) -> dict[str, Any]:
@@ -441,7 +493,9 @@ class TorchScriptEncoder:
             raise DynselError(f"--encoder torchscript:{self.path}: the module must return one tensor [B, dim]")
         out = out.reshape(out.shape[0], -1) if out.ndim > 2 else out
         if out.ndim != 2 or out.shape[0] != x.shape[0]:
-            raise DynselError(f"--encoder torchscript:{self.path}: returned shape {list(out.shape)} for {x.shape[0]} inputs; expected [B, dim]")
+            raise DynselError(
+                f"--encoder torchscript:{self.path}: returned shape {list(out.shape)} for {x.shape[0]} inputs; expected [B, dim]"
+            )
         return out
 
     def encode(self, prepared: torch.Tensor) -> np.ndarray:
@@ -471,7 +525,9 @@ class UserEncoder:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise DynselError(f"--encoder {spec}: cannot import {module_name!r} ({exc}); run from the folder that holds it or install it") from None
+            raise DynselError(
+                f"--encoder {spec}: cannot import {module_name!r} ({exc}); run from the folder that holds it or install it"
+            ) from None
         factory = getattr(module, factory_name, None)
         if not callable(factory):
             raise DynselError(f"--encoder {spec}: {module_name} has no callable {factory_name!r}")
@@ -482,7 +538,9 @@ class UserEncoder:
         kwargs = {k: v for k, v in {"device": device, "image_size": image_size}.items() if k in accepted}
         self.impl = factory(**kwargs)
         if not hasattr(self.impl, "encode") or not isinstance(getattr(self.impl, "dim", None), int):
-            raise DynselError(f"--encoder {spec}: the factory must return an object with an int 'dim' and an 'encode' method")
+            raise DynselError(
+                f"--encoder {spec}: the factory must return an object with an int 'dim' and an 'encode' method"
+            )
         self.input = getattr(self.impl, "input", source_kind)
         if self.input != source_kind:
             raise DynselError(f"--encoder {spec} takes {self.input}; this source holds {source_kind}")
@@ -525,7 +583,14 @@ def resolve_name(name: str, source_kind: str) -> str:
     return registry.default_for(source_kind) if name == "auto" else name
 
 
-def make_encoder(name: str, source_kind: str, sample_dim: int | None, image_size: int, device: torch.device, allow_user_code: bool = False) -> Encoder:
+def make_encoder(
+    name: str,
+    source_kind: str,
+    sample_dim: int | None,
+    image_size: int,
+    device: torch.device,
+    allow_user_code: bool = False,
+) -> Encoder:
     """Build the named encoder for a source of the given kind ('images', 'text' or 'vectors')."""
     name = resolve_name(name, source_kind)
     check_image_size(image_size)
@@ -536,7 +601,9 @@ def make_encoder(name: str, source_kind: str, sample_dim: int | None, image_size
     elif name in registry.ENCODERS:
         entry = registry.ENCODERS[name]
         if entry.takes != source_kind:
-            raise DynselError(f"--encoder {name} takes {entry.takes}; this source holds {source_kind} (use --encoder {registry.names_for(source_kind)})")
+            raise DynselError(
+                f"--encoder {name} takes {entry.takes}; this source holds {source_kind} (use --encoder {registry.names_for(source_kind)})"
+            )
         encoder = _BUILDERS[entry.class_name](sample_dim, image_size, device)
     elif _USER_CODE.match(name):
         if not allow_user_code:

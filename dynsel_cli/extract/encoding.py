@@ -16,9 +16,10 @@ import contextlib
 import functools
 import multiprocessing
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,7 +70,9 @@ def describe_encoder(encoder: Encoder, device: torch.device) -> EncoderInfo:
     return EncoderInfo(name=encoder.name, settings=dict(encoder.settings()), dim=int(encoder.dim), device=device.type)
 
 
-def read_prepared(source: Source, encoder: Encoder, start: int, stop: int) -> tuple[np.ndarray, Any, list[SampleProblem]]:
+def read_prepared(
+    source: Source, encoder: Encoder, start: int, stop: int
+) -> tuple[np.ndarray, Any, list[SampleProblem]]:
     """Positions ``[start, stop)`` read from the source and prepared for the encoder (None: nothing readable)."""
     raw = source.read(start, stop)
     prepared = encoder.prepare(raw.samples) if len(raw.positions) else None
@@ -114,10 +117,14 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def _local_batches(source: Source, encoder: Encoder, workers: int, device: torch.device, ranges: list[Range]) -> Iterator[EncodedBatch]:
+def _local_batches(
+    source: Source, encoder: Encoder, workers: int, device: torch.device, ranges: list[Range]
+) -> Iterator[EncodedBatch]:
     if workers:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    context = multiprocessing.get_context("fork") if workers and "fork" in multiprocessing.get_all_start_methods() else None
+    context = (
+        multiprocessing.get_context("fork") if workers and "fork" in multiprocessing.get_all_start_methods() else None
+    )
     loader = DataLoader(
         _Batches(source, encoder, ranges),
         batch_size=None,
@@ -140,7 +147,9 @@ def local_encoding(source: Source, config: ExtractConfig) -> Iterator[Encoding]:
     device = torch_device(config.device)
     encoder = make_encoder(config.encoder, source.kind, source.dim, config.image_size, device, config.allow_user_code)
     workers = default_workers(source) if config.workers is None else config.workers
-    yield Encoding("local", describe_encoder(encoder, device), functools.partial(_local_batches, source, encoder, workers, device))
+    yield Encoding(
+        "local", describe_encoder(encoder, device), functools.partial(_local_batches, source, encoder, workers, device)
+    )
 
 
 # -------------------------------------------------------------------------------------------------- ray
@@ -155,9 +164,13 @@ class BatchEncoder:
     def __init__(self, source: Path, options: SourceOptions, config: ExtractConfig, n: int) -> None:
         self.source = open_source(source, options)
         if len(self.source) < n:
-            raise DynselError(f"{source}: a Ray worker sees {len(self.source)} samples there, the driver {n}; every node must see the same source (a shared file system)")
+            raise DynselError(
+                f"{source}: a Ray worker sees {len(self.source)} samples there, the driver {n}; every node must see the same source (a shared file system)"
+            )
         self.device = torch_device(config.device)
-        self.encoder = make_encoder(config.encoder, self.source.kind, self.source.dim, config.image_size, self.device, config.allow_user_code)
+        self.encoder = make_encoder(
+            config.encoder, self.source.kind, self.source.dim, config.image_size, self.device, config.allow_user_code
+        )
 
     def describe(self) -> EncoderInfo:
         return describe_encoder(self.encoder, self.device)
@@ -172,18 +185,24 @@ def _samples(task: tuple[Any, ...]) -> str:
 
 
 @contextlib.contextmanager
-def ray_encoding(source_path: Path, source: Source, options: SourceOptions, config: ExtractConfig, n: int, batches: int, log: LogFn) -> Iterator[Encoding]:
+def ray_encoding(
+    source_path: Path, source: Source, options: SourceOptions, config: ExtractConfig, n: int, batches: int, log: LogFn
+) -> Iterator[Encoding]:
     """Connect to Ray and start the actors (before any output exists, so an unreachable cluster leaves
     nothing behind); every actor must describe the same encoder on the same device type."""
     from ..executors import ray_executor
 
     executor = ray_executor()
     factory = functools.partial(BatchEncoder, Path(source_path).resolve(), options, config, n)
-    with executor.pool(config.ray_address, factory, config.workers, config.gpus_per_worker, most=max(1, batches)) as actors:
+    with executor.pool(
+        config.ray_address, factory, config.workers, config.gpus_per_worker, most=max(1, batches)
+    ) as actors:
         infos = actors.describe()
         if any(info != infos[0] for info in infos):
             devices = ", ".join(sorted({i.device for i in infos}))
-            raise DynselError(f"the Ray workers run the encoder differently (devices: {devices}); pass --device cpu, or --gpus-per-worker so that every worker has a GPU")
+            raise DynselError(
+                f"the Ray workers run the encoder differently (devices: {devices}); pass --device cpu, or --gpus-per-worker so that every worker has a GPU"
+            )
         log(f"extract: {len(actors.actors)} Ray workers ({infos[0].name} on {infos[0].device})")
 
         def encode(ranges: list[Range]) -> Iterator[EncodedBatch]:

@@ -21,10 +21,10 @@ from .. import __version__
 from ..config import ExtractConfig, artifact_settings
 from ..errors import DynselError
 from ..executors import check_executor
-from ..limits import check_batch_pixels, check_image_size
 from ..formats.common import atomic_directory, fingerprint
-from ..formats.output import check_output
 from ..formats.features import KIND, VECTOR_DTYPES, FeatureShards, shard_name
+from ..formats.output import check_output
+from ..limits import check_batch_pixels, check_image_size
 from ..progress import LogFn, ProgressFn, null_log, null_progress
 from .encoding import EncodedBatch, Encoding, local_encoding, ray_encoding
 from .sources import SampleProblem, Source, SourceOptions, open_source
@@ -68,12 +68,20 @@ def _check(config: ExtractConfig) -> None:
 
 def _problem_record(source: Source, problem: SampleProblem) -> dict[str, Any]:
     sample_id = int(source.sample_ids(np.asarray([problem.position]))[0])
-    return {"id": sample_id if sample_id >= 0 else None, "position": problem.position, "source": problem.where, "reason": problem.reason, "detail": problem.detail}
+    return {
+        "id": sample_id if sample_id >= 0 else None,
+        "position": problem.position,
+        "source": problem.where,
+        "reason": problem.reason,
+        "detail": problem.detail,
+    }
 
 
 def _stop_error(source: Source, record: dict[str, Any]) -> DynselError:
     ident = f"sample id {record['id']}" if record["id"] is not None else f"position {record['position']}"
-    return DynselError(f"{source.full_where(record['source'])}: {record['detail']} ({ident}); fix or remove it, or pass --on-error skip")
+    return DynselError(
+        f"{source.full_where(record['source'])}: {record['detail']} ({ident}); fix or remove it, or pass --on-error skip"
+    )
 
 
 # what a group of bad samples has, by reason: (one sample, several samples)
@@ -163,7 +171,9 @@ def extract(
         return _extract(src, out, config, encoding, bounds, n, progress, log, force, source_name)
 
 
-def _encoding(source: Path, src: Source, config: ExtractConfig, n: int, batches: int, log: LogFn) -> contextlib.AbstractContextManager[Encoding]:
+def _encoding(
+    source: Path, src: Source, config: ExtractConfig, n: int, batches: int, log: LogFn
+) -> contextlib.AbstractContextManager[Encoding]:
     if config.executor == "ray":
         return ray_encoding(source, src, source_options(config), config, n, batches, log)
     return local_encoding(src, config)
@@ -175,7 +185,16 @@ def _batch_ranges(bounds: list[tuple[int, int]], batch_size: int) -> list[tuple[
 
 
 def _extract(
-    src: Source, out: Path, config: ExtractConfig, encoding: Encoding, bounds: list[tuple[int, int]], n: int, progress: ProgressFn, log: LogFn, force: bool, source_name: str | None
+    src: Source,
+    out: Path,
+    config: ExtractConfig,
+    encoding: Encoding,
+    bounds: list[tuple[int, int]],
+    n: int,
+    progress: ProgressFn,
+    log: LogFn,
+    force: bool,
+    source_name: str | None,
 ) -> dict[str, Any]:
     source_info = {**src.describe(), **({"path": source_name} if source_name else {})}
     encoder_info = encoding.encoder.manifest()
@@ -198,25 +217,48 @@ def _extract(
         done = work.resume()
         shards = FeatureShards(dim, config.dtype, has_labels)
         if done:
-            log(f"extract: resuming after {len(done)} of {len(bounds)} completed shards ({done[-1].stop} of {n} samples)")
+            log(
+                f"extract: resuming after {len(done)} of {len(bounds)} completed shards ({done[-1].stop} of {n} samples)"
+            )
         try:
             for record in done:
                 if config.on_error == "stop" and record.skipped:  # a fresh run would have stopped here too
                     raise _stop_error(src, record.skipped[0])
                 if record.file:
-                    shards.reuse(work.path / record.file, {"rows": record.rows, "bytes": record.bytes, "sha256": record.sha256})
-            _run(encoding, src, config, work, shards, bounds[len(done):], n, progress)
+                    shards.reuse(
+                        work.path / record.file, {"rows": record.rows, "bytes": record.bytes, "sha256": record.sha256}
+                    )
+            _run(encoding, src, config, work, shards, bounds[len(done) :], n, progress)
         except DynselError as exc:
             if not work.records:  # nothing worth resuming: leave no trace
                 work.remove()
                 raise
-            raise DynselError(f"{exc} [{len(work.records)} completed shards kept in {work.path}; a rerun resumes]") from None
-        manifest = _assemble(out, work, shards, n, src, {"source": source_info, "encoder": encoder_info, "settings": settings, "executor": encoding.executor}, force)
+            raise DynselError(
+                f"{exc} [{len(work.records)} completed shards kept in {work.path}; a rerun resumes]"
+            ) from None
+        manifest = _assemble(
+            out,
+            work,
+            shards,
+            n,
+            src,
+            {"source": source_info, "encoder": encoder_info, "settings": settings, "executor": encoding.executor},
+            force,
+        )
         work.remove()
     return manifest
 
 
-def _run(encoding: Encoding, src: Source, config: ExtractConfig, work: WorkDir, shards: FeatureShards, bounds: list[tuple[int, int]], n: int, progress: ProgressFn) -> None:
+def _run(
+    encoding: Encoding,
+    src: Source,
+    config: ExtractConfig,
+    work: WorkDir,
+    shards: FeatureShards,
+    bounds: list[tuple[int, int]],
+    n: int,
+    progress: ProgressFn,
+) -> None:
     done = bounds[0][0] if bounds else n
     progress("extract", done, n)
     if not bounds:
@@ -256,12 +298,18 @@ class _ShardBuffer:
         vectors = np.asarray(vectors)
         dim = self.shards.dim
         if vectors.shape != (len(positions), dim):
-            raise DynselError(f"encoder {self.config.encoder} returned shape {vectors.shape} for {len(positions)} samples, expected ({len(positions)}, {dim})")
+            raise DynselError(
+                f"encoder {self.config.encoder} returned shape {vectors.shape} for {len(positions)} samples, expected ({len(positions)}, {dim})"
+            )
         stored = vectors.astype(self.shards.np_dtype)
         finite = np.isfinite(stored).all(axis=1)
         if not finite.all():
             for position, ok_raw in zip(positions[~finite], np.isfinite(vectors[~finite]).all(axis=1)):
-                reason, detail = ("float16-overflow", "a feature value exceeds the float16 range; use --dtype float32") if ok_raw else ("non-finite-output", "the encoder produced NaN or Inf for this sample; check its values")
+                reason, detail = (
+                    ("float16-overflow", "a feature value exceeds the float16 range; use --dtype float32")
+                    if ok_raw
+                    else ("non-finite-output", "the encoder produced NaN or Inf for this sample; check its values")
+                )
                 self.problem(SampleProblem(int(position), self.src.where(int(position)), reason, detail))
             positions, stored = positions[finite], stored[finite]
         self.positions.append(positions)
@@ -269,7 +317,14 @@ class _ShardBuffer:
 
     def flush(self, index: int, bounds: tuple[int, int]) -> None:
         positions = np.concatenate(self.positions) if self.positions else np.zeros(0, np.int64)
-        record = ShardRecord(index=index, start=bounds[0], stop=bounds[1], file=None, rows=len(positions), skipped=sorted(self.skipped, key=lambda r: r["position"]))
+        record = ShardRecord(
+            index=index,
+            start=bounds[0],
+            stop=bounds[1],
+            file=None,
+            rows=len(positions),
+            skipped=sorted(self.skipped, key=lambda r: r["position"]),
+        )
         if len(positions):
             labels = self.src.labels[positions] if self.src.labels is not None else None
             tmp = self.work.temporary_path(index)
@@ -281,7 +336,9 @@ class _ShardBuffer:
         self.positions, self.vectors, self.skipped = [], [], []
 
 
-def _assemble(out: Path, work: WorkDir, shards: FeatureShards, n: int, src: Source, recorded: dict[str, Any], force: bool) -> dict[str, Any]:
+def _assemble(
+    out: Path, work: WorkDir, shards: FeatureShards, n: int, src: Source, recorded: dict[str, Any], force: bool
+) -> dict[str, Any]:
     """Link the completed shards into a fresh features directory with its manifest; rename it into place.
     ``recorded``: the manifest's source, encoder, settings and executor."""
     records = work.records

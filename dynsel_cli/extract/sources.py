@@ -30,10 +30,11 @@ import json
 import os
 import warnings
 import zipfile
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,14 @@ from ..formats.common import sha256_file
 INT64_MAX = 2**63 - 1  # ids and class ids are stored as int64
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
-TABLE_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+TABLE_SUFFIXES = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
 MAX_IMAGE_PIXELS = 64_000_000  # decompression-bomb guard: 8000 x 8000; larger images are refused per sample
 DEFAULT_LABELS_CSV = "labels.csv"
 _SAMPLE_KEYS = ("x_train", "x", "data", "images", "embeddings")
@@ -144,7 +152,15 @@ class Source:
 class ArraySource(Source):
     """Samples held in one numpy array (memory-mapped for .npy)."""
 
-    def __init__(self, path: Path, samples: np.ndarray, labels: np.ndarray | None, classes: list[str] | None, sample_key: str | None, label_key: str | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        samples: np.ndarray,
+        labels: np.ndarray | None,
+        classes: list[str] | None,
+        sample_key: str | None,
+        label_key: str | None,
+    ) -> None:
         self.path = path
         self.samples = samples
         self.labels = labels
@@ -177,7 +193,10 @@ class ArraySource(Source):
             finite = np.isfinite(block.reshape(len(block), -1)).all(axis=1)
             if not finite.all():
                 what = "vector" if self.kind == "vectors" else "image"
-                problems = [SampleProblem(int(p), self.where(int(p)), "non-finite", f"the {what} contains NaN or Inf") for p in positions[~finite]]
+                problems = [
+                    SampleProblem(int(p), self.where(int(p)), "non-finite", f"the {what} contains NaN or Inf")
+                    for p in positions[~finite]
+                ]
                 block, positions = block[finite], positions[finite]
         problems += self._label_problems(positions)
         if problems:
@@ -211,7 +230,9 @@ def open_array_source(path: Path, sample_key: str | None = None, label_key: str 
         return _open_npz(path, sample_key, label_key)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         if "Python objects" in str(exc) or "Object arrays" in str(exc):
-            raise DynselError(f"{path}: holds Python objects (pickled), which dynsel never loads; save a numeric array instead") from None
+            raise DynselError(
+                f"{path}: holds Python objects (pickled), which dynsel never loads; save a numeric array instead"
+            ) from None
         raise DynselError(f"{path}: not a readable numpy file ({exc})") from None
 
 
@@ -236,13 +257,24 @@ def _open_npz(path: Path, sample_key: str | None, label_key: str | None) -> Arra
     return _validated_array(path, samples, labels, classes, sample_key, label_key)
 
 
-def _validated_array(path: Path, samples: np.ndarray, labels: np.ndarray | None, classes: list[str] | None, sample_key: str | None, label_key: str | None) -> ArraySource:
+def _validated_array(
+    path: Path,
+    samples: np.ndarray,
+    labels: np.ndarray | None,
+    classes: list[str] | None,
+    sample_key: str | None,
+    label_key: str | None,
+) -> ArraySource:
     if samples.ndim not in (2, 3, 4):
-        raise DynselError(f"{path}: samples have shape {samples.shape}; expected [N, D] vectors or [N, H, W(, C)] images")
+        raise DynselError(
+            f"{path}: samples have shape {samples.shape}; expected [N, D] vectors or [N, H, W(, C)] images"
+        )
     if samples.shape[0] == 0:
         raise DynselError(f"{path}: the sample array is empty")
     if 0 in samples.shape[1:]:
-        raise DynselError(f"{path}: samples have shape {samples.shape}; every sample needs at least one value per dimension")
+        raise DynselError(
+            f"{path}: samples have shape {samples.shape}; every sample needs at least one value per dimension"
+        )
     if samples.dtype.kind not in "uif":
         raise DynselError(f"{path}: samples have dtype {samples.dtype}; expected numbers")
     if labels is not None:
@@ -286,7 +318,12 @@ def decode_image(path: Path, position: int, where: str) -> np.ndarray | SamplePr
         with _quiet_bomb_warning(Image), Image.open(path) as image:
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
-                return SampleProblem(position, where, "image-too-large", f"the image is {width}x{height} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel limit (a decompression bomb?)")
+                return SampleProblem(
+                    position,
+                    where,
+                    "image-too-large",
+                    f"the image is {width}x{height} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel limit (a decompression bomb?)",
+                )
             image.load()
             image = ImageOps.exif_transpose(image)
             return np.array(image.convert("RGB"), dtype=np.uint8)
@@ -295,7 +332,9 @@ def decode_image(path: Path, position: int, where: str) -> np.ndarray | SamplePr
     except PermissionError as exc:
         return SampleProblem(position, where, "unreadable", f"cannot read the file ({exc.strerror})")
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        return SampleProblem(position, where, "unreadable", "cannot open the file (missing, a broken link or not a file)")
+        return SampleProblem(
+            position, where, "unreadable", "cannot open the file (missing, a broken link or not a file)"
+        )
     except UnidentifiedImageError:
         return SampleProblem(position, where, "corrupt-image", "not a readable image (unknown or corrupt format)")
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -318,7 +357,16 @@ class ImageFolderSource(Source):
     kind = "images"
     unit = ("image", "images")
 
-    def __init__(self, root: Path, files: list[str], labels: np.ndarray | None, classes: list[str] | None, layout: str, labels_csv: Path | None, mixed_sizes: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        files: list[str],
+        labels: np.ndarray | None,
+        classes: list[str] | None,
+        layout: str,
+        labels_csv: Path | None,
+        mixed_sizes: str,
+    ) -> None:
         self.path = root
         self.files = files  # relative POSIX paths, in source order
         self.labels = labels
@@ -349,13 +397,28 @@ class ImageFolderSource(Source):
         if self.labels is None:
             return []
         missing = np.flatnonzero(self.labels[:stop] < 0)
-        return [SampleProblem(int(p), self.where(int(p)), "missing-label", f"no row for {self.files[p]!r} in the labels CSV {self.labels_csv}") for p in missing]
+        return [
+            SampleProblem(
+                int(p),
+                self.where(int(p)),
+                "missing-label",
+                f"no row for {self.files[p]!r} in the labels CSV {self.labels_csv}",
+            )
+            for p in missing
+        ]
 
     def read(self, start: int, stop: int) -> RawBatch:
         positions, images, problems = [], [], []
         for position in range(start, stop):
             if self.labels is not None and self.labels[position] < 0:
-                problems.append(SampleProblem(position, self.where(position), "missing-label", f"no row for {self.files[position]!r} in the labels CSV {self.labels_csv}"))
+                problems.append(
+                    SampleProblem(
+                        position,
+                        self.where(position),
+                        "missing-label",
+                        f"no row for {self.files[position]!r} in the labels CSV {self.labels_csv}",
+                    )
+                )
                 continue
             image = decode_image(self.path / self.files[position], position, self.where(position))
             if isinstance(image, SampleProblem):
@@ -364,7 +427,14 @@ class ImageFolderSource(Source):
             if self.reference_size is not None and (image.shape[1], image.shape[0]) != self.reference_size:
                 w, h = self.reference_size
                 first = self.files[self.reference[0]] if self.reference else "the first image"
-                problems.append(SampleProblem(position, self.where(position), "mixed-size", f"the image is {image.shape[1]}x{image.shape[0]} but {first} is {w}x{h}; make the sizes equal or pass --mixed-sizes resize"))
+                problems.append(
+                    SampleProblem(
+                        position,
+                        self.where(position),
+                        "mixed-size",
+                        f"the image is {image.shape[1]}x{image.shape[0]} but {first} is {w}x{h}; make the sizes equal or pass --mixed-sizes resize",
+                    )
+                )
                 continue
             positions.append(position)
             images.append(image)
@@ -399,15 +469,23 @@ def list_images(root: Path) -> list[str]:
 def _image_folder_layout(root: Path, labels_csv: str | None) -> tuple[list[str], str, Path | None]:
     files = list_images(root)
     if not files:
-        raise DynselError(f"{root}: no image files found ({', '.join(sorted(IMAGE_SUFFIXES))}); point at a folder of images")
-    csv_path = Path(labels_csv) if labels_csv else (root / DEFAULT_LABELS_CSV if (root / DEFAULT_LABELS_CSV).is_file() else None)
+        raise DynselError(
+            f"{root}: no image files found ({', '.join(sorted(IMAGE_SUFFIXES))}); point at a folder of images"
+        )
+    csv_path = (
+        Path(labels_csv)
+        if labels_csv
+        else (root / DEFAULT_LABELS_CSV if (root / DEFAULT_LABELS_CSV).is_file() else None)
+    )
     if labels_csv and not csv_path.is_file():  # type: ignore[union-attr]
         raise DynselError(f"--labels-csv {labels_csv}: no such file")
     if csv_path is not None:
         return files, "flat", csv_path
     top_level = [f for f in files if "/" not in f]
     if top_level and len(top_level) != len(files):
-        raise DynselError(f"{root}: holds images both directly ({top_level[0]}) and in subfolders; use class subfolders only, or a flat folder with a labels CSV")
+        raise DynselError(
+            f"{root}: holds images both directly ({top_level[0]}) and in subfolders; use class subfolders only, or a flat folder with a labels CSV"
+        )
     return files, ("flat" if top_level else "class-folders"), None
 
 
@@ -503,7 +581,21 @@ class TableSource(Source):
     ``skipped`` records name the table's own row.
     """
 
-    def __init__(self, path: Path, fmt: str, kind: str, values: Any, problems: dict[int, SampleProblem], labels: np.ndarray | None, classes: list[str] | None, ids: np.ndarray | None, columns: dict[str, str | None], n: int, rows: np.ndarray | None = None, split: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        fmt: str,
+        kind: str,
+        values: Any,
+        problems: dict[int, SampleProblem],
+        labels: np.ndarray | None,
+        classes: list[str] | None,
+        ids: np.ndarray | None,
+        columns: dict[str, str | None],
+        n: int,
+        rows: np.ndarray | None = None,
+        split: str | None = None,
+    ) -> None:
         self.path = path
         self.fmt = fmt
         self.kind = kind
@@ -527,13 +619,17 @@ class TableSource(Source):
     def read(self, start: int, stop: int) -> RawBatch:
         problems = [self.row_problems[p] for p in range(start, stop) if p in self.row_problems]
         bad = {p.position for p in problems}
-        label_bad = {p.position: p for p in self._label_problems(np.arange(start, stop, dtype=np.int64)) if p.position not in bad}
+        label_bad = {
+            p.position: p for p in self._label_problems(np.arange(start, stop, dtype=np.int64)) if p.position not in bad
+        }
         problems += label_bad.values()
         bad |= set(label_bad)
         positions: list[int] = []
         if self.kind == "vectors":
             positions = [p for p in range(start, stop) if p not in bad]
-            samples: Any = self.values[np.asarray(positions, dtype=np.int64)] if positions else np.zeros((0, self.dim), np.float32)
+            samples: Any = (
+                self.values[np.asarray(positions, dtype=np.int64)] if positions else np.zeros((0, self.dim), np.float32)
+            )
         else:
             raw = self.values[start:stop]
             raw = raw.to_pylist() if hasattr(raw, "to_pylist") else raw
@@ -600,13 +696,25 @@ def open_table(path: Path, options: SourceOptions) -> TableSource:
         n = table.num_rows
         repeated = sorted({name for name in table.column_names if table.column_names.count(name) > 1})
         if repeated:
-            raise DynselError(f"{path}: the column name {repeated[0]!r} appears more than once; give each column its own name")
+            raise DynselError(
+                f"{path}: the column name {repeated[0]!r} appears more than once; give each column its own name"
+            )
         columns = {name: table.column(index) for index, name in enumerate(table.column_names)}
         parse_problems = {}
     return _table_source(path, fmt, columns, n, parse_problems, options)
 
 
-def _table_source(path: Path, fmt: str, columns: dict[str, Any], n: int, parse_problems: dict[int, SampleProblem], options: SourceOptions, class_names: dict[str, list[str]] | None = None, split: str | None = None, cls: type[TableSource] = TableSource) -> TableSource:
+def _table_source(
+    path: Path,
+    fmt: str,
+    columns: dict[str, Any],
+    n: int,
+    parse_problems: dict[int, SampleProblem],
+    options: SourceOptions,
+    class_names: dict[str, list[str]] | None = None,
+    split: str | None = None,
+    cls: type[TableSource] = TableSource,
+) -> TableSource:
     """Choose the text/vector, label and id columns of a table read whole, apply ``--split``, check them.
 
     ``class_names``: columns whose integers are indices into known class names (a Hugging Face ClassLabel,
@@ -617,17 +725,31 @@ def _table_source(path: Path, fmt: str, columns: dict[str, Any], n: int, parse_p
         raise DynselError(f"{path}: the table has no rows")
     if not names and parse_problems:  # no line could be read at all: say why, not "no column"
         first = parse_problems[min(parse_problems)]
-        raise DynselError(f"{path} {first.where}: {first.detail}; no line of the file could be read (is it UTF-8 JSON Lines?)")
+        raise DynselError(
+            f"{path} {first.where}: {first.detail}; no line of the file could be read (is it UTF-8 JSON Lines?)"
+        )
 
     text_col, vector_col = options.text_column, options.vector_column
     if vector_col is None and text_col == "text" and "text" not in names:
         vector_col = next((c for c in _VECTOR_COLUMNS if c in names), None)
     label_col = options.label_column if options.label_column else ("label" if "label" in names else None)
-    chosen = {"text": None if vector_col else text_col, "vector": vector_col, "label": label_col, "id": options.id_column}
+    chosen = {
+        "text": None if vector_col else text_col,
+        "vector": vector_col,
+        "label": label_col,
+        "id": options.id_column,
+    }
     for role, name in chosen.items():
         if name is not None and name not in names:
-            flag = {"text": "--text-column", "vector": "--vector-column", "label": "--label-column", "id": "--id-column"}[role]
-            raise DynselError(f"{path}: no column {name!r} (columns: {', '.join(names)}); name the {role} column with {flag}")
+            flag = {
+                "text": "--text-column",
+                "vector": "--vector-column",
+                "label": "--label-column",
+                "id": "--id-column",
+            }[role]
+            raise DynselError(
+                f"{path}: no column {name!r} (columns: {', '.join(names)}); name the {role} column with {flag}"
+            )
     rows = None
     if split is None and options.split is not None:
         rows = _split_rows(path, options.split, columns, names, parse_problems)
@@ -641,7 +763,11 @@ def _table_source(path: Path, fmt: str, columns: dict[str, Any], n: int, parse_p
         labels, classes = _class_label_column(path, label_col, columns[label_col], names_of_labels)
     else:
         labels, classes = _labels_from_column(path, label_col, columns[label_col], n)
-    ids = None if options.id_column is None else _ids_from_column(path, options.id_column, columns[options.id_column], n, parse_problems)
+    ids = (
+        None
+        if options.id_column is None
+        else _ids_from_column(path, options.id_column, columns[options.id_column], n, parse_problems)
+    )
     if vector_col is not None:
         values, problems = _vectors_from_column(path, vector_col, columns[vector_col], n, parse_problems)
         kind = "vectors"
@@ -657,22 +783,32 @@ def _table_source(path: Path, fmt: str, columns: dict[str, Any], n: int, parse_p
         else:
             values = values.take(rows) if hasattr(values, "take") else [values[r] for r in rows.tolist()]
         position_of = {int(r): i for i, r in enumerate(rows.tolist()) if int(r) in problems}
-        problems = {position_of[r]: SampleProblem(position_of[r], p.where, p.reason, p.detail) for r, p in problems.items() if r in position_of}
+        problems = {
+            position_of[r]: SampleProblem(position_of[r], p.where, p.reason, p.detail)
+            for r, p in problems.items()
+            if r in position_of
+        }
         n = len(rows)
     return cls(path, fmt, kind, values, problems, labels, classes, ids, chosen, n, rows=rows, split=split)
 
 
-def _split_rows(path: Path, split: str, columns: dict[str, Any], names: list[str], parse_problems: dict[int, SampleProblem]) -> np.ndarray:
+def _split_rows(
+    path: Path, split: str, columns: dict[str, Any], names: list[str], parse_problems: dict[int, SampleProblem]
+) -> np.ndarray:
     """The rows of a table whose ``split`` column equals ``split``, in order. A line too broken to have a
     split (bad JSON) stays, as a bad row, so that it is reported rather than silently dropped."""
     if SPLIT_COLUMN not in names:
-        raise DynselError(f"--split {split}: {path} has no column {SPLIT_COLUMN!r} (columns: {', '.join(names)}); --split keeps the rows whose {SPLIT_COLUMN!r} column equals it")
+        raise DynselError(
+            f"--split {split}: {path} has no column {SPLIT_COLUMN!r} (columns: {', '.join(names)}); --split keeps the rows whose {SPLIT_COLUMN!r} column equals it"
+        )
     values = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in _to_list(columns[SPLIT_COLUMN])]
     rows = [i for i, v in enumerate(values) if v == split or i in parse_problems]
     if not any(values[i] == split for i in rows):
         found = sorted({str(v) for v in values if v is not None})
         shown = ", ".join(repr(v) for v in found[:10]) + (", …" if len(found) > 10 else "")
-        raise DynselError(f"--split {split}: no row of {path} has {SPLIT_COLUMN!r} = {split!r} (found: {shown or 'only nulls'})")
+        raise DynselError(
+            f"--split {split}: no row of {path} has {SPLIT_COLUMN!r} = {split!r} (found: {shown or 'only nulls'})"
+        )
     return np.asarray(rows, dtype=np.int64)
 
 
@@ -710,21 +846,29 @@ def _read_jsonl(path: Path) -> tuple[dict[str, list[Any]], int, dict[int, Sample
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            problems[position] = SampleProblem(position, where.format(position), "non-utf8", f"the line is not valid UTF-8 (byte {exc.start})")
+            problems[position] = SampleProblem(
+                position, where.format(position), "non-utf8", f"the line is not valid UTF-8 (byte {exc.start})"
+            )
             rows.append(None)
             continue
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            problems[position] = SampleProblem(position, where.format(position), "bad-json", f"not valid JSON ({exc.msg})")
+            problems[position] = SampleProblem(
+                position, where.format(position), "bad-json", f"not valid JSON ({exc.msg})"
+            )
             rows.append(None)
             continue
         except RecursionError:
-            problems[position] = SampleProblem(position, where.format(position), "bad-json", "the JSON is nested too deeply to read")
+            problems[position] = SampleProblem(
+                position, where.format(position), "bad-json", "the JSON is nested too deeply to read"
+            )
             rows.append(None)
             continue
         if not isinstance(value, dict):
-            problems[position] = SampleProblem(position, where.format(position), "bad-json", "the line is not a JSON object")
+            problems[position] = SampleProblem(
+                position, where.format(position), "bad-json", "the line is not a JSON object"
+            )
             rows.append(None)
             continue
         rows.append(value)
@@ -749,10 +893,14 @@ def _labels_from_column(path: Path, name: str, column: Any, n: int) -> tuple[np.
     present = [v for v in values if v is not None and v != ""]
     if not present:
         raise DynselError(f"{path}: the label column {name!r} is empty")
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in present) or all(isinstance(v, float) and v.is_integer() for v in present):
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in present) or all(
+        isinstance(v, float) and v.is_integer() for v in present
+    ):
         too_large = next((v for v in present if abs(int(v)) > INT64_MAX), None)
         if too_large is not None:
-            raise DynselError(f"{path}: label {too_large!r} in {name!r} is beyond a 64-bit integer; use class ids 0..C-1 or class names")
+            raise DynselError(
+                f"{path}: label {too_large!r} in {name!r} is beyond a 64-bit integer; use class ids 0..C-1 or class names"
+            )
         labels = np.asarray([-1 if v is None or v == "" else int(v) for v in values], dtype=np.int64)
         if (labels[[v is not None and v != "" for v in values]] < 0).any():
             raise DynselError(f"{path}: integer labels in {name!r} must be non-negative class ids")
@@ -769,7 +917,9 @@ def _class_label_column(path: Path, name: str, column: Any, class_names: list[st
     values = _to_list(column)
     labels = np.asarray([-1 if v is None or v < 0 else int(v) for v in values], dtype=np.int64)
     if (labels >= len(class_names)).any():
-        raise DynselError(f"{path}: the label column {name!r} holds {int(labels.max())}, but its ClassLabel has {len(class_names)} names")
+        raise DynselError(
+            f"{path}: the label column {name!r} holds {int(labels.max())}, but its ClassLabel has {len(class_names)} names"
+        )
     if (labels < 0).all():
         raise DynselError(f"{path}: the label column {name!r} is empty")
     return labels, list(class_names)
@@ -782,20 +932,30 @@ def _ids_from_column(path: Path, name: str, column: Any, n: int, problems: dict[
         if position in problems:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise DynselError(f"{path} row {position}: id {value!r} in {name!r} is not a non-negative integer; sample ids must be")
+            raise DynselError(
+                f"{path} row {position}: id {value!r} in {name!r} is not a non-negative integer; sample ids must be"
+            )
         if value > INT64_MAX:
-            raise DynselError(f"{path} row {position}: id {value!r} in {name!r} is beyond a 64-bit integer; sample ids must fit in int64")
+            raise DynselError(
+                f"{path} row {position}: id {value!r} in {name!r} is beyond a 64-bit integer; sample ids must fit in int64"
+            )
         ids[position] = int(value)
     valid = ids[ids >= 0]
     if len(np.unique(valid)) != len(valid):
         uniq, counts = np.unique(valid, return_counts=True)
-        raise DynselError(f"{path}: id {int(uniq[counts > 1][0])} appears more than once in {name!r}; sample ids must be unique")
+        raise DynselError(
+            f"{path}: id {int(uniq[counts > 1][0])} appears more than once in {name!r}; sample ids must be unique"
+        )
     return ids
 
 
-def _vectors_from_column(path: Path, name: str, column: Any, n: int, problems: dict[int, SampleProblem]) -> tuple[np.ndarray, dict[int, SampleProblem]]:
+def _vectors_from_column(
+    path: Path, name: str, column: Any, n: int, problems: dict[int, SampleProblem]
+) -> tuple[np.ndarray, dict[int, SampleProblem]]:
     values = _to_list(column)
-    dim = next((len(v) for i, v in enumerate(values) if isinstance(v, (list, tuple)) and i not in problems and len(v)), None)
+    dim = next(
+        (len(v) for i, v in enumerate(values) if isinstance(v, (list, tuple)) and i not in problems and len(v)), None
+    )
     if dim is None:
         raise DynselError(f"{path}: the vector column {name!r} holds no lists of numbers")
     vectors = np.zeros((n, dim), dtype=np.float32)
@@ -807,7 +967,9 @@ def _vectors_from_column(path: Path, name: str, column: Any, n: int, problems: d
         if not isinstance(value, (list, tuple)):
             problems[position] = SampleProblem(position, where, "bad-vector", "the vector is missing or not a list")
         elif len(value) != dim:
-            problems[position] = SampleProblem(position, where, "bad-vector", f"the vector has {len(value)} values, expected {dim}")
+            problems[position] = SampleProblem(
+                position, where, "bad-vector", f"the vector has {len(value)} values, expected {dim}"
+            )
         else:
             try:
                 row = np.asarray([np.nan if v is None else v for v in value], dtype=np.float32)
@@ -815,7 +977,9 @@ def _vectors_from_column(path: Path, name: str, column: Any, n: int, problems: d
                 problems[position] = SampleProblem(position, where, "bad-vector", "the vector holds non-numbers")
                 continue
             if not np.isfinite(row).all():
-                problems[position] = SampleProblem(position, where, "non-finite", "the vector contains NaN, Inf or null")
+                problems[position] = SampleProblem(
+                    position, where, "non-finite", "the vector contains NaN, Inf or null"
+                )
             else:
                 vectors[position] = row
     return vectors, problems
@@ -847,7 +1011,9 @@ def _hf_split_dir(root: Path, split: str | None) -> tuple[Path, str | None, bool
     listing = _hf_json(root / HF_DICT_FILE)
     splits = listing.get("splits") if isinstance(listing, dict) else None
     if not isinstance(splits, list) or not all(isinstance(x, str) for x in splits) or not splits:
-        raise DynselError(f"{root / HF_DICT_FILE}: expected {{\"splits\": [names]}}; is this a directory written by DatasetDict.save_to_disk?")
+        raise DynselError(
+            f'{root / HF_DICT_FILE}: expected {{"splits": [names]}}; is this a directory written by DatasetDict.save_to_disk?'
+        )
     if split is None:
         if len(splits) > 1:
             raise DynselError(f"{root}: a Hugging Face DatasetDict with splits {', '.join(splits)}; pass --split NAME")
@@ -856,7 +1022,9 @@ def _hf_split_dir(root: Path, split: str | None) -> tuple[Path, str | None, bool
         raise DynselError(f"--split {split}: {root} has splits {', '.join(splits)}")
     directory = root / split
     if not is_hf_dataset(directory) or (directory / HF_DICT_FILE).exists():
-        raise DynselError(f"{directory}: split {split!r} is not a Dataset directory (no {HF_STATE_FILE} and {HF_INFO_FILE})")
+        raise DynselError(
+            f"{directory}: split {split!r} is not a Dataset directory (no {HF_STATE_FILE} and {HF_INFO_FILE})"
+        )
     return directory, split, False
 
 
@@ -864,7 +1032,11 @@ def _hf_files(directory: Path) -> list[str]:
     """The files of a Dataset directory its content comes from: ``state.json``, ``dataset_info.json`` and
     the Arrow files ``state.json`` lists, in that order (not cache files ``map`` may have left there)."""
     state = _hf_json(directory / HF_STATE_FILE)
-    listed = [f.get("filename") for f in state.get("_data_files", []) if isinstance(f, dict)] if isinstance(state, dict) else []
+    listed = (
+        [f.get("filename") for f in state.get("_data_files", []) if isinstance(f, dict)]
+        if isinstance(state, dict)
+        else []
+    )
     return [HF_STATE_FILE, HF_INFO_FILE, *[f for f in listed if isinstance(f, str)]]
 
 
@@ -876,7 +1048,10 @@ class HFDatasetSource(TableSource):
 
     def content(self) -> dict[str, Any]:
         files = _hf_files(self.path)
-        return {"sha256": folder_fingerprint(self.path, files, None), "bytes": sum((self.path / f).stat().st_size for f in files)}
+        return {
+            "sha256": folder_fingerprint(self.path, files, None),
+            "bytes": sum((self.path / f).stat().st_size for f in files),
+        }
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "path": str(self.root)}
@@ -888,14 +1063,28 @@ def open_hf_dataset(root: Path, options: SourceOptions) -> HFDatasetSource:
     table = _read_hf_table(directory)
     info = _hf_json(directory / HF_INFO_FILE)
     features = info.get("features") if isinstance(info, dict) else None
-    class_names = {name: list(f["names"]) for name, f in (features or {}).items() if isinstance(f, dict) and f.get("_type") == "ClassLabel" and isinstance(f.get("names"), list)}
+    class_names = {
+        name: list(f["names"])
+        for name, f in (features or {}).items()
+        if isinstance(f, dict) and f.get("_type") == "ClassLabel" and isinstance(f.get("names"), list)
+    }
     columns = {name: table.column(name) for name in table.column_names}
     if filter_rows:
         state = _hf_json(directory / HF_STATE_FILE)
         if SPLIT_COLUMN not in columns and isinstance(state, dict) and state.get("_split") == options.split:
             filter_rows = False  # saved from load_dataset(..., split=NAME): the whole dataset is that split
         split = options.split
-    source = _table_source(directory, "hf-dataset", columns, table.num_rows, {}, options, class_names, split=None if filter_rows else split, cls=HFDatasetSource)
+    source = _table_source(
+        directory,
+        "hf-dataset",
+        columns,
+        table.num_rows,
+        {},
+        options,
+        class_names,
+        split=None if filter_rows else split,
+        cls=HFDatasetSource,
+    )
     source.root = root  # type: ignore[attr-defined]
     return source  # type: ignore[return-value]
 
@@ -908,7 +1097,9 @@ def _read_hf_table(directory: Path) -> Any:
     try:
         dataset = datasets.load_from_disk(str(directory))
     except Exception as exc:  # noqa: BLE001 - any failure of the library is a bad source
-        raise DynselError(f"{directory}: cannot read it as a Hugging Face dataset ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise DynselError(
+            f"{directory}: cannot read it as a Hugging Face dataset ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     if not isinstance(dataset, datasets.Dataset):
         raise DynselError(f"{directory}: not a Hugging Face Dataset directory; pass --split NAME for a DatasetDict")
     return dataset.with_format("arrow")[:] if len(dataset) else dataset.data.table.slice(0, 0)
@@ -920,8 +1111,14 @@ def _read_hf_arrow_files(directory: Path) -> Any:
 
     state = _hf_json(directory / HF_STATE_FILE)
     files = [f.get("filename") for f in state.get("_data_files", [])] if isinstance(state, dict) else []
-    if not files or not all(isinstance(f, str) for f in files) or (isinstance(state, dict) and state.get("_indices_files")):
-        raise DynselError(f"{directory / HF_STATE_FILE}: no plain list of data files; pip install datasets to read this directory")
+    if (
+        not files
+        or not all(isinstance(f, str) for f in files)
+        or (isinstance(state, dict) and state.get("_indices_files"))
+    ):
+        raise DynselError(
+            f"{directory / HF_STATE_FILE}: no plain list of data files; pip install datasets to read this directory"
+        )
     tables = []
     for name in files:
         path = directory / name
@@ -949,7 +1146,9 @@ def open_source(path: Path, options: SourceOptions = SourceOptions()) -> Source:
         _no_split(path, options, "an image folder")
         return open_image_folder(path, options)
     if not path.is_file():
-        raise DynselError(f"{path}: no such file or folder; pass an image folder, a .npy/.npz array, a Parquet/CSV/JSONL table or a Hugging Face dataset directory")
+        raise DynselError(
+            f"{path}: no such file or folder; pass an image folder, a .npy/.npz array, a Parquet/CSV/JSONL table or a Hugging Face dataset directory"
+        )
     suffix = path.suffix.lower()
     if suffix in (".npy", ".npz"):
         _no_split(path, options, "a numpy array")
@@ -963,7 +1162,9 @@ def open_source(path: Path, options: SourceOptions = SourceOptions()) -> Source:
 
 def _no_split(path: Path, options: SourceOptions, what: str) -> None:
     if options.split is not None:
-        raise DynselError(f"--split {options.split}: {path} is {what}; --split applies to tables with a {SPLIT_COLUMN!r} column and Hugging Face dataset directories")
+        raise DynselError(
+            f"--split {options.split}: {path} is {what}; --split applies to tables with a {SPLIT_COLUMN!r} column and Hugging Face dataset directories"
+        )
 
 
 def source_fingerprint(path: Path, options: SourceOptions = SourceOptions()) -> str:

@@ -21,8 +21,18 @@ def _recorded(manifest: dict[str, Any]) -> dict[str, Any]:
     return {"source": (manifest.get("source") or {}).get("sha256")}
 
 
-def _build(inputs: dict[str, Path], out: Path, config: ExtractConfig, progress: ProgressFn, options: BuildOptions) -> dict[str, Any]:
-    return extract(Path(inputs["source"]), out, config, progress, log=options.log, force=options.force, source_name=options.source_name)
+def _build(
+    inputs: dict[str, Path], out: Path, config: ExtractConfig, progress: ProgressFn, options: BuildOptions
+) -> dict[str, Any]:
+    return extract(
+        Path(inputs["source"]),
+        out,
+        config,
+        progress,
+        log=options.log,
+        force=options.force,
+        source_name=options.source_name,
+    )
 
 
 EXTRACT = Stage(

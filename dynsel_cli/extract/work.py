@@ -21,9 +21,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import DynselError
 from ..formats.common import canonical_json, file_entry, read_json
@@ -92,15 +93,19 @@ class WorkDir:
         self._lock: Any = None
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator["WorkDir"]:
+    def locked(self) -> Iterator[WorkDir]:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise DynselError(f"{self.path}: cannot create the work directory ({exc.strerror}); choose a writable --out") from None
+            raise DynselError(
+                f"{self.path}: cannot create the work directory ({exc.strerror}); choose a writable --out"
+            ) from None
         handle = open(self.path / "lock", "a+")
         try:
             if _try_lock(handle) is False:  # None (not POSIX): run unlocked
-                raise DynselError(f"{self.path}: another dynsel extract is writing this output; wait for it to finish or stop it")
+                raise DynselError(
+                    f"{self.path}: another dynsel extract is writing this output; wait for it to finish or stop it"
+                )
             self._lock = handle
             yield self
         finally:
@@ -116,7 +121,13 @@ class WorkDir:
                 journal = read_json(journal_path, "extract journal")
             except DynselError:
                 journal = None
-        if journal and journal.get("format") == JOURNAL_KIND and journal.get("key") == self.key and journal.get("shard_size") == self.shard_size and journal.get("n") == self.n:
+        if (
+            journal
+            and journal.get("format") == JOURNAL_KIND
+            and journal.get("key") == self.key
+            and journal.get("shard_size") == self.shard_size
+            and journal.get("n") == self.n
+        ):
             for index, raw in enumerate(journal.get("shards", [])):
                 try:
                     record = ShardRecord(**raw)
@@ -163,7 +174,13 @@ class WorkDir:
         self._write_journal()
 
     def _write_journal(self) -> None:
-        body = {"format": JOURNAL_KIND, "key": self.key, "shard_size": self.shard_size, "n": self.n, "shards": [asdict(r) for r in self.records]}
+        body = {
+            "format": JOURNAL_KIND,
+            "key": self.key,
+            "shard_size": self.shard_size,
+            "n": self.n,
+            "shards": [asdict(r) for r in self.records],
+        }
         tmp = self.path / f".{JOURNAL}.tmp"
         tmp.write_text(canonical_json(body), encoding="utf-8")
         os.replace(tmp, self.path / JOURNAL)

@@ -9,24 +9,25 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..config import FactorsConfig
-from ..provenance import provenance
 from ..devices import torch_device
 from ..errors import ArtifactError, DynselError
 from ..executors import check_executor
 from ..formats.common import atomic_directory
-from ..formats.output import check_output
 from ..formats.factors import KIND as FACTORS_KIND
 from ..formats.factors import SampleFactors, SampleTableWriter, finish_factor_tables
 from ..formats.features import iter_shard_batches, read_features_manifest
+from ..formats.output import check_output
 from ..formats.sae import SaeWeights, read_sae
 from ..progress import ProgressFn, null_progress
+from ..provenance import provenance
 from ..sae.model import TopKSae
 from .statistics import UnitStatsAccumulator
 
@@ -69,10 +70,17 @@ class _Encoder:
 
 
 @torch.no_grad()
-def encode_codes(vectors: np.ndarray, weights: SaeWeights, config: FactorsConfig = FactorsConfig(), progress: ProgressFn = null_progress) -> tuple[np.ndarray, np.ndarray]:
+def encode_codes(
+    vectors: np.ndarray,
+    weights: SaeWeights,
+    config: FactorsConfig = FactorsConfig(),
+    progress: ProgressFn = null_progress,
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k unit ids (int32, -1 where the activation is 0) and activations (float32) of in-memory vectors."""
     if vectors.ndim != 2 or vectors.shape[1] != weights.dim:
-        raise DynselError(f"the features have dimension {vectors.shape[-1]} but the SAE expects {weights.dim}; use the SAE fitted on these features")
+        raise DynselError(
+            f"the features have dimension {vectors.shape[-1]} but the SAE expects {weights.dim}; use the SAE fitted on these features"
+        )
     encoder = _Encoder(weights, config)
     n = len(vectors)
     units = np.empty((n, weights.k), dtype=np.int32)
@@ -116,12 +124,16 @@ class ShardCodes:
             row += len(ids)
         if not parts:
             raise ArtifactError(f"{self.where}: shard {file} holds no rows; re-extract the features")
-        ids, labels, units, acts = (None if part[0] is None else np.concatenate(part) for part in zip(*parts))  # labels: one schema per shard
+        ids, labels, units, acts = (
+            None if part[0] is None else np.concatenate(part) for part in zip(*parts)
+        )  # labels: one schema per shard
         return ids, labels, units, acts
 
 
 @contextlib.contextmanager
-def _shard_codes(features: Path, dim: int, weights: SaeWeights, config: FactorsConfig, shards: int) -> Iterator[Callable[[Sequence[ShardTask]], Iterator[Codes]]]:
+def _shard_codes(
+    features: Path, dim: int, weights: SaeWeights, config: FactorsConfig, shards: int
+) -> Iterator[Callable[[Sequence[ShardTask]], Iterator[Codes]]]:
     """``codes(tasks)``: the codes of each shard, in order, from the configured executor."""
     factory = functools.partial(ShardCodes, Path(features).resolve(), dim, weights, config, str(features))
     if config.executor == "local":
@@ -130,21 +142,34 @@ def _shard_codes(features: Path, dim: int, weights: SaeWeights, config: FactorsC
         return
     from ..executors import ray_executor
 
-    with ray_executor().pool(config.ray_address, factory, config.workers, config.gpus_per_worker, most=shards) as actors:
+    with ray_executor().pool(
+        config.ray_address, factory, config.workers, config.gpus_per_worker, most=shards
+    ) as actors:
         devices = set(actors.describe())
         if len(devices) > 1:
-            raise DynselError(f"the Ray workers encode on different devices ({', '.join(sorted(devices))}); pass --device cpu, or --gpus-per-worker so that every worker has a GPU")
+            raise DynselError(
+                f"the Ray workers encode on different devices ({', '.join(sorted(devices))}); pass --device cpu, or --gpus-per-worker so that every worker has a GPU"
+            )
         yield lambda tasks: actors.map(tasks, what=lambda task: f"encoding shard {task[0]} of {features}")
 
 
-def _consume_codes(codes: Iterator[Codes], writer: SampleTableWriter, stats: UnitStatsAccumulator, n: int, features: Path, progress: ProgressFn) -> None:
+def _consume_codes(
+    codes: Iterator[Codes],
+    writer: SampleTableWriter,
+    stats: UnitStatsAccumulator,
+    n: int,
+    features: Path,
+    progress: ProgressFn,
+) -> None:
     """Feed each shard's codes, in order, to the sample table and the unit statistics; check the row count."""
     done = 0
     for ids, labels, units, acts in codes:
         if done + len(ids) > n:
             raise ArtifactError(f"{features}: shards hold more rows than the manifest's {n}; re-extract the features")
         if writer.has_labels and labels is None:
-            raise ArtifactError(f"{features}: the manifest says labelled but a shard has no label column; re-extract the features")
+            raise ArtifactError(
+                f"{features}: the manifest says labelled but a shard has no label column; re-extract the features"
+            )
         labels = labels if writer.has_labels else None
         writer.add(SampleFactors(ids=ids, labels=labels, units=units, acts=acts))
         stats.add(units, acts, labels)
@@ -179,7 +204,9 @@ def build_factor_tables(
     weights, sae_manifest = read_sae(sae)
     n, dim = int(feature_manifest["n_samples"]), int(feature_manifest["dim"])
     if dim != weights.dim:
-        raise DynselError(f"{features} has dimension {dim} but the SAE {sae} expects {weights.dim}; fit the SAE on these features (dynsel fit-sae)")
+        raise DynselError(
+            f"{features} has dimension {dim} but the SAE {sae} expects {weights.dim}; fit the SAE on these features (dynsel fit-sae)"
+        )
     if n == 0:
         raise DynselError(f"{features}: the features hold no samples; extract a non-empty data set first")
     trained_on = sae_manifest.get("inputs", {}).get("features")
@@ -195,7 +222,9 @@ def build_factor_tables(
     tasks = [(str(shard["file"]), int(row)) for shard, row in zip(shards, first_rows)]
     with atomic_directory(Path(out), FACTORS_KIND, force) as tmp:
         writer = SampleTableWriter(tmp / "samples.parquet", weights.k, has_labels)
-        accumulator = UnitStatsAccumulator(weights.width, has_labels, len(classes) if classes else None, source=str(features))
+        accumulator = UnitStatsAccumulator(
+            weights.width, has_labels, len(classes) if classes else None, source=str(features)
+        )
         with _shard_codes(features, dim, weights, config, len(tasks)) as codes:
             _consume_codes(codes(tasks), writer, accumulator, n, features, progress)
         stats = accumulator.finish()
@@ -204,7 +233,9 @@ def build_factor_tables(
             writer,
             stats,
             {
-                **provenance("factors", config, {"features": feature_manifest["fingerprint"], "sae": sae_manifest["fingerprint"]}),
+                **provenance(
+                    "factors", config, {"features": feature_manifest["fingerprint"], "sae": sae_manifest["fingerprint"]}
+                ),
                 "sae_trained_on_these_features": trained_on == feature_manifest["fingerprint"],
                 "classes": classes,
                 "dead_units": int(stats.dead.sum()),

@@ -21,8 +21,12 @@ def _fingerprints(inputs: dict[str, Path], config: FactorsConfig) -> dict[str, s
     }
 
 
-def _build(inputs: dict[str, Path], out: Path, config: FactorsConfig, progress: ProgressFn, options: BuildOptions) -> dict[str, Any]:
-    return build_factor_tables(Path(inputs["features"]), Path(inputs["sae"]), out, config, progress, force=options.force)
+def _build(
+    inputs: dict[str, Path], out: Path, config: FactorsConfig, progress: ProgressFn, options: BuildOptions
+) -> dict[str, Any]:
+    return build_factor_tables(
+        Path(inputs["features"]), Path(inputs["sae"]), out, config, progress, force=options.force
+    )
 
 
 FACTORS = Stage(

@@ -24,7 +24,9 @@ class UnitStatsAccumulator:
     before anything is allocated. :meth:`add` takes codes of any number of rows, in row order.
     """
 
-    def __init__(self, width: int, has_labels: bool, n_classes: int | None = None, source: str = "the features") -> None:
+    def __init__(
+        self, width: int, has_labels: bool, n_classes: int | None = None, source: str = "the features"
+    ) -> None:
         if has_labels and n_classes:
             check_class_ids(n_classes - 1, width, f"{source} (its class names)")
         self.width, self.has_labels, self.n_rows, self.source = width, has_labels, 0, source
@@ -57,7 +59,9 @@ class UnitStatsAccumulator:
         classes = max(high + 1, len(self._class_sizes))
         if classes > len(self._class_sizes):
             self._joint = np.vstack([self._joint, np.zeros((classes - len(self._joint), self.width), dtype=np.int64)])
-            self._class_sizes = np.concatenate([self._class_sizes, np.zeros(classes - len(self._class_sizes), dtype=np.int64)])
+            self._class_sizes = np.concatenate(
+                [self._class_sizes, np.zeros(classes - len(self._class_sizes), dtype=np.int64)]
+            )
         row_labels = np.broadcast_to(labels[:, None], fired.shape)[fired]
         self._joint += np.bincount(row_labels * self.width + ids, minlength=self._joint.size).reshape(self._joint.shape)
         self._class_sizes += np.bincount(labels, minlength=classes)
@@ -74,10 +78,19 @@ class UnitStatsAccumulator:
             sizes = np.zeros(classes, dtype=np.float64)
             sizes[: len(self._class_sizes)] = self._class_sizes
             class_frequency = np.divide(joint, sizes[:, None], out=np.zeros(joint.shape), where=sizes[:, None] > 0).T
-        return UnitStats(count=count, frequency=count / max(self.n_rows, 1), mass=mass, mean_act=mean_act, max_act=self.max_act.copy(), class_frequency=class_frequency)
+        return UnitStats(
+            count=count,
+            frequency=count / max(self.n_rows, 1),
+            mass=mass,
+            mean_act=mean_act,
+            max_act=self.max_act.copy(),
+            class_frequency=class_frequency,
+        )
 
 
-def unit_statistics(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray | None = None, n_classes: int | None = None) -> UnitStats:
+def unit_statistics(
+    units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray | None = None, n_classes: int | None = None
+) -> UnitStats:
     """Per-unit count, frequency, activation mass, mean and max; per-class frequency when labelled."""
     stats = UnitStatsAccumulator(width, labels is not None, n_classes)
     stats.add(units, acts, labels)

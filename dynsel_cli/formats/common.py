@@ -19,8 +19,9 @@ import secrets
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import ArtifactError, DynselError
 from .output import check_output_path, check_replaceable, listed_files  # noqa: F401 (listed_files: re-exported)
@@ -156,7 +157,9 @@ def atomic_directory(final: Path, kind: str | None = None, force: bool = False) 
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DynselError(f"{final}: cannot create output directory ({exc.strerror}); choose a writable --out") from None
+        raise DynselError(
+            f"{final}: cannot create output directory ({exc.strerror}); choose a writable --out"
+        ) from None
     if kind is not None:
         check_replaceable(final, kind, force=force)
     sweep_stale_temporaries(final)
@@ -193,7 +196,9 @@ def atomic_directory(final: Path, kind: str | None = None, force: bool = False) 
 
 _TMP, _OLD = ".tmp-", ".old-"
 _PARKED = "artifact"  # the artifact inside a temporary: the one being written, or the previous version parked
-TEMPORARY_MARKER = ".dynsel-temporary"  # in every temporary folder dynsel makes: only folders holding it are ever removed or moved
+TEMPORARY_MARKER = (
+    ".dynsel-temporary"  # in every temporary folder dynsel makes: only folders holding it are ever removed or moved
+)
 TEMPORARY_FORMAT = "dynsel.temporary"
 _RANDOM_SUFFIX = re.compile(r"[0-9a-f]{16}")
 
@@ -304,7 +309,11 @@ def sweep_stale_temporaries(final: Path) -> None:
     for entry in entries:
         for marker in (_TMP, _OLD):
             head = f".{final.name}{marker}"
-            if entry.name.startswith(head) and _RANDOM_SUFFIX.fullmatch(entry.name[len(head) :]) and entry.is_dir(follow_symlinks=False):
+            if (
+                entry.name.startswith(head)
+                and _RANDOM_SUFFIX.fullmatch(entry.name[len(head) :])
+                and entry.is_dir(follow_symlinks=False)
+            ):
                 break
         else:
             continue
@@ -399,7 +408,9 @@ def safe_child(directory: Path, name: str, what: str) -> Path:
     return candidate
 
 
-def read_artifact_manifest(path: Path, kind: str, what: str, a_what: str, made_by: str, verify: bool = True, name: str = "manifest.json") -> dict[str, Any]:
+def read_artifact_manifest(
+    path: Path, kind: str, what: str, a_what: str, made_by: str, verify: bool = True, name: str = "manifest.json"
+) -> dict[str, Any]:
     """Read an artifact directory's manifest, check its kind and version, and (by default) its files' checksums.
 
     ``what`` names the artifact in messages ("SAE checkpoint"); ``a_what`` with its article ("an SAE checkpoint directory").

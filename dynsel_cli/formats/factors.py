@@ -13,9 +13,10 @@ Layout::
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -151,14 +152,18 @@ class SampleTableWriter:
         return self._ids.manifest_fields(self.n_samples)
 
 
-def write_factor_tables(directory: Path, samples: SampleFactors, units: UnitStats, extra: dict[str, Any]) -> dict[str, Any]:
+def write_factor_tables(
+    directory: Path, samples: SampleFactors, units: UnitStats, extra: dict[str, Any]
+) -> dict[str, Any]:
     """Write both tables and the manifest into ``directory`` (a temporary directory of an atomic write)."""
     writer = SampleTableWriter(directory / "samples.parquet", int(samples.units.shape[1]), samples.labels is not None)
     writer.add(samples)
     return finish_factor_tables(directory, writer, units, extra)
 
 
-def finish_factor_tables(directory: Path, samples: SampleTableWriter, units: UnitStats, extra: dict[str, Any]) -> dict[str, Any]:
+def finish_factor_tables(
+    directory: Path, samples: SampleTableWriter, units: UnitStats, extra: dict[str, Any]
+) -> dict[str, Any]:
     """Close the samples table, write units.parquet and the manifest (after :class:`SampleTableWriter` was fed)."""
     id_span = samples.close()
     width = len(units.count)
@@ -200,7 +205,9 @@ def _fixed_list_to_numpy(column: pa.ChunkedArray, dtype: type, path: Path, name:
     array = column.combine_chunks()
     if not pa.types.is_fixed_size_list(array.type):
         raise ArtifactError(f"{path}: column {name!r} must be a fixed-size list")
-    return np.asarray(array.flatten().to_numpy(zero_copy_only=False), dtype=dtype).reshape(len(array), array.type.list_size)
+    return np.asarray(array.flatten().to_numpy(zero_copy_only=False), dtype=dtype).reshape(
+        len(array), array.type.list_size
+    )
 
 
 def read_factor_tables(path: Path, verify: bool = True) -> FactorTables:
@@ -223,7 +230,9 @@ def read_factor_tables(path: Path, verify: bool = True) -> FactorTables:
     )
     class_frequency = None
     if "class_frequency" in unit_table.column_names:
-        class_frequency = _fixed_list_to_numpy(unit_table.column("class_frequency"), np.float64, path, "class_frequency")
+        class_frequency = _fixed_list_to_numpy(
+            unit_table.column("class_frequency"), np.float64, path, "class_frequency"
+        )
     units = UnitStats(
         count=unit_table.column("count").to_numpy().astype(np.int64),
         frequency=unit_table.column("frequency").to_numpy().astype(np.float64),
@@ -239,7 +248,9 @@ def read_factor_tables(path: Path, verify: bool = True) -> FactorTables:
 SCAN_BATCH = 1 << 16
 
 
-def iter_sample_batches(path: Path, columns: Sequence[str], batch_rows: int = SCAN_BATCH) -> Iterator[dict[str, np.ndarray]]:
+def iter_sample_batches(
+    path: Path, columns: Sequence[str], batch_rows: int = SCAN_BATCH
+) -> Iterator[dict[str, np.ndarray]]:
     """samples.parquet of a factor tables directory, ``batch_rows`` rows at a time, as numpy arrays.
 
     ``columns`` names any of ``id``, ``label`` (int64 [rows]), ``units`` (int32 [rows, k]) and ``acts``
@@ -264,14 +275,21 @@ def _batch_column(array: pa.Array, name: str, path: Path) -> np.ndarray:
     if not pa.types.is_fixed_size_list(array.type):
         raise ArtifactError(f"{path}: column {name!r} must be a fixed-size list")
     dtype = np.int32 if name == "units" else np.float32
-    return np.asarray(array.flatten().to_numpy(zero_copy_only=False), dtype=dtype).reshape(len(array), array.type.list_size)
+    return np.asarray(array.flatten().to_numpy(zero_copy_only=False), dtype=dtype).reshape(
+        len(array), array.type.list_size
+    )
 
 
 def read_unit_frequency(path: Path) -> np.ndarray:
     """units.parquet's ``frequency`` column (float64 [width]), without the sample table."""
     path = Path(path)
     try:
-        return pq.read_table(path / "units.parquet", columns=["frequency"]).column("frequency").to_numpy().astype(np.float64)
+        return (
+            pq.read_table(path / "units.parquet", columns=["frequency"])
+            .column("frequency")
+            .to_numpy()
+            .astype(np.float64)
+        )
     except (pa.ArrowInvalid, OSError, KeyError) as exc:
         raise ArtifactError(f"{path}: unreadable Parquet ({exc}); rebuild the factor tables") from None
 

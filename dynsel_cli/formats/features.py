@@ -14,9 +14,10 @@ reads the directory as one table.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -95,14 +96,22 @@ class FeatureShards:
         self._digest = hashlib.sha256()
         self._ids = IdRange()
 
-    def stored(self, ids: np.ndarray, labels: np.ndarray | None, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    def stored(
+        self, ids: np.ndarray, labels: np.ndarray | None, vectors: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Rows as they are stored and hashed: int64 LE ids and labels, vectors in the stored dtype."""
         vectors = np.ascontiguousarray(vectors, dtype=self.np_dtype)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(vectors) != len(ids):
-            raise DynselError(f"features: vectors of shape {vectors.shape} for {len(ids)} ids, expected ({len(ids)}, {self.dim})")
+            raise DynselError(
+                f"features: vectors of shape {vectors.shape} for {len(ids)} ids, expected ({len(ids)}, {self.dim})"
+            )
         if (labels is not None) != self.has_labels:
             raise ValueError("labels must be given exactly when the features have labels")
-        return np.ascontiguousarray(ids, dtype="<i8"), None if labels is None else np.ascontiguousarray(labels, dtype="<i8"), vectors
+        return (
+            np.ascontiguousarray(ids, dtype="<i8"),
+            None if labels is None else np.ascontiguousarray(labels, dtype="<i8"),
+            vectors,
+        )
 
     def write(self, path: Path, ids: np.ndarray, labels: np.ndarray | None, vectors: np.ndarray) -> dict[str, Any]:
         """Write the next shard (at least one row) to ``path`` and hash it; returns its rows, bytes and sha256."""
@@ -112,8 +121,12 @@ class FeatureShards:
         columns: list[pa.Array] = [pa.array(ids, pa.int64())]
         if labels is not None:
             columns.append(pa.array(labels, pa.int64()))
-        columns.append(pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), VECTOR_DTYPES[self.dtype]), self.dim))
-        pq.write_table(pa.Table.from_arrays(columns, schema=self.schema), path, compression="zstd", row_group_size=65_536)
+        columns.append(
+            pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), VECTOR_DTYPES[self.dtype]), self.dim)
+        )
+        pq.write_table(
+            pa.Table.from_arrays(columns, schema=self.schema), path, compression="zstd", row_group_size=65_536
+        )
         self._hash(ids, labels, vectors)
         return self._count({"rows": len(ids), **file_entry(path)})
 
@@ -124,7 +137,9 @@ class FeatureShards:
         ids = table.column("id").to_numpy()
         labels = table.column("label").to_numpy() if self.has_labels else None
         values = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        ids, labels, vectors = self.stored(ids, labels, np.asarray(values, dtype=self.np_dtype).reshape(len(ids), self.dim))
+        ids, labels, vectors = self.stored(
+            ids, labels, np.asarray(values, dtype=self.np_dtype).reshape(len(ids), self.dim)
+        )
         self._hash(ids, labels, vectors)
         return self._count(dict(entry) if entry is not None else {"rows": len(ids), **file_entry(path)})
 
@@ -192,7 +207,12 @@ class FeatureShardWriter:
         rest = (ids[rows:], None if labels is None else labels[rows:], vectors[rows:])
         self._pending = [rest] if len(rest[0]) else []
         self._pending_rows = len(rest[0])
-        self.shards.write(self.directory / shard_name(len(self.shards.entries)), ids[:rows], None if labels is None else labels[:rows], vectors[:rows])
+        self.shards.write(
+            self.directory / shard_name(len(self.shards.entries)),
+            ids[:rows],
+            None if labels is None else labels[:rows],
+            vectors[:rows],
+        )
 
     def finish(self, extra: dict[str, Any]) -> dict[str, Any]:
         """Write the last shard and the manifest; returns the manifest."""
@@ -203,7 +223,9 @@ class FeatureShardWriter:
         return self.shards.write_manifest(self.directory, extra)
 
 
-def _concat(parts: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+def _concat(
+    parts: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     ids = np.concatenate([p[0] for p in parts])
     labels = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])  # type: ignore[misc]
     vectors = np.concatenate([p[2] for p in parts])
@@ -212,13 +234,17 @@ def _concat(parts: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]]) -> tu
 
 def read_features_manifest(path: Path, verify: bool = True) -> dict[str, Any]:
     """Read and check a features directory's manifest (and, by default, every shard's checksum)."""
-    manifest = read_artifact_manifest(path, KIND, WHAT, "a features directory", "dynsel extract", verify=False, name=MANIFEST)
+    manifest = read_artifact_manifest(
+        path, KIND, WHAT, "a features directory", "dynsel extract", verify=False, name=MANIFEST
+    )
     if verify:
         verify_files(Path(path), {s["file"]: s for s in manifest["shards"]}, WHAT)
     return manifest
 
 
-def iter_feature_batches(path: Path, batch_rows: int = 65_536, manifest: dict[str, Any] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
+def iter_feature_batches(
+    path: Path, batch_rows: int = 65_536, manifest: dict[str, Any] | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
     """Stream (ids, labels, float32 vectors) batches in row order without loading the whole table."""
     path = Path(path)
     manifest = manifest or read_features_manifest(path)
@@ -226,7 +252,9 @@ def iter_feature_batches(path: Path, batch_rows: int = 65_536, manifest: dict[st
         yield from iter_shard_batches(path, shard["file"], int(manifest["dim"]), batch_rows)
 
 
-def iter_shard_batches(path: Path, file: str, dim: int, batch_rows: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
+def iter_shard_batches(
+    path: Path, file: str, dim: int, batch_rows: int = 65_536
+) -> Iterator[tuple[np.ndarray, np.ndarray | None, np.ndarray]]:
     """The (ids, labels, float32 vectors) batches of one shard of ``path``, as :func:`iter_feature_batches` yields them."""
     reader = pq.ParquetFile(safe_child(Path(path), file, WHAT))
     for batch in reader.iter_batches(batch_size=batch_rows):

@@ -28,15 +28,18 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePath
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..errors import ArtifactError, DynselError
 
 MANIFEST_NAMES = ("manifest.json", "_manifest.json")
 RUN_KIND = "dynsel.run"
 RUN_STAGES = {"features": "dynsel.features", "sae": "dynsel.sae", "factors": "dynsel.factors", "plan": "dynsel.plan"}
-MANIFEST_FILE = {kind: "_manifest.json" if kind == "dynsel.features" else "manifest.json" for kind in RUN_STAGES.values()}
+MANIFEST_FILE = {
+    kind: "_manifest.json" if kind == "dynsel.features" else "manifest.json" for kind in RUN_STAGES.values()
+}
 KIND_NAMES = {
     "dynsel.features": "features directory",
     "dynsel.sae": "SAE checkpoint",
@@ -68,7 +71,9 @@ def check_output_path(final: Path, option: str = "--out") -> None:
         raise DynselError(f"{final}: cannot be created because {ancestor} is not writable; choose another {option}")
 
 
-def check_output(final: Path, kind: str, *, inputs: Iterable[Path | None] = (), force: bool = False, option: str = "--out") -> None:
+def check_output(
+    final: Path, kind: str, *, inputs: Iterable[Path | None] = (), force: bool = False, option: str = "--out"
+) -> None:
     """Refuse, with one line, any ``--out`` whose replacement could lose a user's data (see the module doc).
 
     ``kind`` is the artifact kind the command writes (``dynsel.plan``, ... or :data:`RUN_KIND`);
@@ -77,7 +82,9 @@ def check_output(final: Path, kind: str, *, inputs: Iterable[Path | None] = (), 
     final = Path(final)
     _check_not_cwd(final, option)
     if final.name in ("", ".", ".."):
-        raise DynselError(f"{final}: does not name a directory of its own; spell {option} without a trailing '.' or '..'")
+        raise DynselError(
+            f"{final}: does not name a directory of its own; spell {option} without a trailing '.' or '..'"
+        )
     if final.is_symlink():
         raise DynselError(f"{final}: is a symbolic link; pass the directory it points to as {option}")
     check_output_path(final, option)
@@ -144,17 +151,28 @@ def listed_files(manifest: dict[str, Any], where: Path | str, what: str) -> dict
     lists its ``shards``, every other kind its ``files``. A malformed list is an ArtifactError naming ``where``."""
     field = "shards" if "shards" in manifest else "files"
     entries: Any = manifest.get(field)
-    if field == "shards" and isinstance(entries, list) and all(isinstance(shard, dict) and isinstance(shard.get("file"), str) for shard in entries):
+    if (
+        field == "shards"
+        and isinstance(entries, list)
+        and all(isinstance(shard, dict) and isinstance(shard.get("file"), str) for shard in entries)
+    ):
         entries = {shard.get("file"): shard for shard in entries}
     if not isinstance(entries, dict) or not all(_is_file_entry(name, entry) for name, entry in entries.items()):
-        raise ArtifactError(f"{where}: malformed manifest ({field!r} must give every file's bytes and sha256); not a usable dynsel {what}")
+        raise ArtifactError(
+            f"{where}: malformed manifest ({field!r} must give every file's bytes and sha256); not a usable dynsel {what}"
+        )
     return dict(entries)
 
 
 def _is_file_entry(name: Any, entry: Any) -> bool:
     size = entry.get("bytes") if isinstance(entry, dict) else None
-    return isinstance(name, str) and bool(name) and isinstance(size, int) and not isinstance(size, bool) and isinstance(entry.get("sha256"), str)
-
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and isinstance(size, int)
+        and not isinstance(size, bool)
+        and isinstance(entry.get("sha256"), str)
+    )
 
 
 def _tree_files(directory: Path, prefix: str = "") -> Iterable[str]:
@@ -185,7 +203,9 @@ def check_kind(where: Path | str, found: str | None, kind: str, *, force: bool =
             f"{where}: exists and is not a dynsel {what}; dynsel replaces only its own artifacts: choose a new {option} or remove it yourself"
         )
     if not force:
-        raise DynselError(f"{where}: holds a dynsel {KIND_NAMES.get(found, found)}, not {'an' if what[0] in 'AEIOUS' else 'a'} {what}; choose another {option}, or pass --force to replace it")
+        raise DynselError(
+            f"{where}: holds a dynsel {KIND_NAMES.get(found, found)}, not {'an' if what[0] in 'AEIOUS' else 'a'} {what}; choose another {option}, or pass --force to replace it"
+        )
 
 
 def check_output_file(path: Path, marker: str, *, inputs: Iterable[Path | None] = (), option: str) -> None:
@@ -202,10 +222,14 @@ def check_output_file(path: Path, marker: str, *, inputs: Iterable[Path | None] 
         except OSError as exc:
             raise DynselError(f"{path}: cannot be read ({exc.strerror}); choose another {option}") from None
         if marker.encode() not in head:
-            raise DynselError(f"{path}: exists and was not written by dynsel; choose another {option} or remove it yourself")
+            raise DynselError(
+                f"{path}: exists and was not written by dynsel; choose another {option} or remove it yourself"
+            )
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise DynselError(f"{path}: cannot be written because {parent} is not a writable directory; choose another {option}")
+        raise DynselError(
+            f"{path}: cannot be written because {parent} is not a writable directory; choose another {option}"
+        )
 
 
 def artifact_kind(directory: Path) -> str | None:
@@ -243,12 +267,21 @@ def _is_empty(directory: Path) -> bool:
 def _check_not_cwd(final: Path, option: str) -> None:
     resolved, cwd = final.resolve(), Path.cwd().resolve()
     if resolved == cwd:
-        raise DynselError(f"{final}: is the current directory; choose a new directory for {option} (dynsel replaces the whole {option} directory)")
+        raise DynselError(
+            f"{final}: is the current directory; choose a new directory for {option} (dynsel replaces the whole {option} directory)"
+        )
     if resolved in cwd.parents:
-        raise DynselError(f"{final}: holds the current directory; choose a new directory for {option} (dynsel replaces the whole {option} directory)")
+        raise DynselError(
+            f"{final}: holds the current directory; choose a new directory for {option} (dynsel replaces the whole {option} directory)"
+        )
 
 
-def check_not_input(final: PurePath | str, inputs: Iterable[PurePath | str], option: str, resolve: Callable[[Any], PurePath] = lambda p: Path(p).resolve()) -> None:
+def check_not_input(
+    final: PurePath | str,
+    inputs: Iterable[PurePath | str],
+    option: str,
+    resolve: Callable[[Any], PurePath] = lambda p: Path(p).resolve(),
+) -> None:
     """Refuse an ``--out`` that is, holds or lies inside an input of the same command. ``resolve`` gives a
     location's identity (a local path resolved; a URI as :func:`dynsel_cli.formats.storage.shown` spells it)."""
     resolved = resolve(final)
@@ -263,7 +296,13 @@ def check_not_input(final: PurePath | str, inputs: Iterable[PurePath | str], opt
 
 
 def check_run_entries(
-    where: Path | str, entries: Iterable[tuple[str, bool]], check_stage: Callable[[str], None], *, own: Callable[[str], bool], what: str, option: str
+    where: Path | str,
+    entries: Iterable[tuple[str, bool]],
+    check_stage: Callable[[str], None],
+    *,
+    own: Callable[[str], bool],
+    what: str,
+    option: str,
 ) -> None:
     """A run directory or prefix holds only the stage artifacts (``features/``, ``sae/``, ``factors/``,
     ``plan/``) and dynsel's own work files (``own``). ``entries`` are its (name, is a folder) pairs;
@@ -272,9 +311,13 @@ def check_run_entries(
         if name in RUN_STAGES and is_folder:
             check_stage(name)
         elif name in RUN_STAGES:
-            raise DynselError(f"{where}/{name}: exists and is not a directory; the {what} {where} is not dynsel's: choose a new {option}")
+            raise DynselError(
+                f"{where}/{name}: exists and is not a directory; the {what} {where} is not dynsel's: choose a new {option}"
+            )
         elif not own(name):
-            raise DynselError(f"{where}: exists and is not a dynsel {what} (it holds {name!r}); dynsel replaces only its own artifacts: choose a new {option}")
+            raise DynselError(
+                f"{where}: exists and is not a dynsel {what} (it holds {name!r}); dynsel replaces only its own artifacts: choose a new {option}"
+            )
 
 
 def _check_run_directory(final: Path, force: bool, option: str) -> None:

@@ -20,10 +20,11 @@ from __future__ import annotations
 import hashlib
 import operator
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TextIO, overload
+from typing import TYPE_CHECKING, Any, TextIO, overload
 
 import numpy as np
 
@@ -198,7 +199,9 @@ class _ParquetRows:
         fields = [("epoch", pa.int32()), ("position", pa.int64()), ("index", pa.int64())]
         self._schema = pa.schema(fields + ([("weight", pa.float32())] if has_weights else []))
         self._writer = pq.ParquetWriter(sink, self._schema, compression="zstd")
-        self._pending: list[tuple[int, int, np.ndarray, np.ndarray | None]] = []  # (epoch, first position, ids, weights)
+        self._pending: list[
+            tuple[int, int, np.ndarray, np.ndarray | None]
+        ] = []  # (epoch, first position, ids, weights)
         self._pending_rows = 0
         self._written = False
         self._worker = worker
@@ -220,7 +223,9 @@ class _ParquetRows:
         parts = self._pending
         columns = [
             pa.array(np.concatenate([np.full(len(ids), epoch, np.int32) for epoch, _, ids, _ in parts])),
-            pa.array(np.concatenate([np.arange(first, first + len(ids), dtype=np.int64) for _, first, ids, _ in parts])),
+            pa.array(
+                np.concatenate([np.arange(first, first + len(ids), dtype=np.int64) for _, first, ids, _ in parts])
+            ),
             pa.array(np.concatenate([ids.astype(np.int64) for _, _, ids, _ in parts])),
         ]
         if len(self._schema) == 4:
@@ -302,11 +307,17 @@ class PlanWriter:
         self._npy = None
         if "npy" in self.formats:
             self._npy = _HashedFile(self.directory / "indices.npy")
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype(index_dtype)), "fortran_order": False, "shape": (sum(self.counts),)}
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(index_dtype)),
+                "fortran_order": False,
+                "shape": (sum(self.counts),),
+            }
             np.lib.format.write_array_header_1_0(self._npy, header)  # type: ignore[arg-type]
         self._worker = _Worker()
         self._parquet_file = _HashedFile(self.directory / "plan.parquet") if "parquet" in self.formats else None
-        self._parquet = _ParquetRows(self._parquet_file, has_weights, self._worker) if self._parquet_file is not None else None
+        self._parquet = (
+            _ParquetRows(self._parquet_file, has_weights, self._worker) if self._parquet_file is not None else None
+        )
         if "txt" in self.formats:
             (self.directory / "epochs").mkdir()
 
@@ -425,7 +436,9 @@ def write_plan(
     """Write a plan held in memory into ``directory`` (a temporary directory of an atomic write); returns
     the manifest. The index dtype fits the largest id the epochs hold."""
     max_id = max((int(e.max()) for e in epochs if len(e)), default=0)
-    with PlanWriter(directory, [len(e) for e in epochs], index_dtype_for(max_id), formats, has_weights=weights is not None) as writer:
+    with PlanWriter(
+        directory, [len(e) for e in epochs], index_dtype_for(max_id), formats, has_weights=weights is not None
+    ) as writer:
         for e, epoch in enumerate(epochs):
             writer.add(epoch, None if weights is None else weights[e])
         return writer.finish(n_samples, batch_size, world_size, drop_last, extra, signals)

@@ -76,12 +76,21 @@ def write_sae(directory: Path, weights: SaeWeights, metrics: dict[str, Any], ext
         "W_dec": weights.decoder_weight,
         "b_dec": weights.decoder_bias,
     }
-    save_file({k: v.detach().to(torch.float32).contiguous().cpu() for k, v in tensors.items()}, str(directory / "sae.safetensors"))
+    save_file(
+        {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in tensors.items()},
+        str(directory / "sae.safetensors"),
+    )
     norm = {"mean": weights.input_mean, "scale": weights.input_scale.reshape(1)}
-    save_file({k: v.detach().to(torch.float32).contiguous().cpu() for k, v in norm.items()}, str(directory / "input_norm.safetensors"))
+    save_file(
+        {k: v.detach().to(torch.float32).contiguous().cpu() for k, v in norm.items()},
+        str(directory / "input_norm.safetensors"),
+    )
     write_json(directory / "cfg.json", sparsify_cfg(weights.dim, weights.width, weights.k))
     write_json(directory / "metrics.json", metrics)
-    files = {name: file_entry(directory / name) for name in ("cfg.json", "sae.safetensors", "input_norm.safetensors", "metrics.json")}
+    files = {
+        name: file_entry(directory / name)
+        for name in ("cfg.json", "sae.safetensors", "input_norm.safetensors", "metrics.json")
+    }
     manifest = {
         "format": KIND,
         "format_version": FORMAT_VERSION,
@@ -115,18 +124,28 @@ def read_sae(path: Path, verify: bool = True) -> tuple[SaeWeights, dict[str, Any
         raise ArtifactError(f"{path}/sae.safetensors: missing tensors {missing}; not a TopK SAE checkpoint")
     for name, found in (("cfg.json", cfg), ("manifest.json", manifest)):
         if not isinstance(found.get("k"), int) or found["k"] < 1:
-            raise ArtifactError(f"{path}/{name}: k must be a positive integer (found {found.get('k')!r}); rebuild the SAE")
+            raise ArtifactError(
+                f"{path}/{name}: k must be a positive integer (found {found.get('k')!r}); rebuild the SAE"
+            )
     if "mean" not in norm or "scale" not in norm:
         raise ArtifactError(f"{path}/input_norm.safetensors: needs tensors 'mean' and 'scale'; rebuild the SAE")
     m, d = (tuple(tensors["encoder.weight"].shape) + (-1, -1))[:2]
     expected = {"encoder.weight": (m, d), "encoder.bias": (m,), "W_dec": (m, d), "b_dec": (d,)}
-    shapes = {**{k: tuple(tensors[k].shape) for k in WEIGHT_KEYS}, "mean": tuple(norm["mean"].shape), "scale": tuple(norm["scale"].shape)}
+    shapes = {
+        **{k: tuple(tensors[k].shape) for k in WEIGHT_KEYS},
+        "mean": tuple(norm["mean"].shape),
+        "scale": tuple(norm["scale"].shape),
+    }
     expected.update({"mean": (d,), "scale": (1,)})
     wrong = [f"{k} {list(shapes[k])} (expected {list(v)})" for k, v in expected.items() if shapes[k] != v]
     if tensors["encoder.weight"].dim() != 2 or wrong:
-        raise ArtifactError(f"{path}: tensor shapes do not fit together: {', '.join(wrong) or 'encoder.weight is not 2-D'}; rebuild the SAE")
+        raise ArtifactError(
+            f"{path}: tensor shapes do not fit together: {', '.join(wrong) or 'encoder.weight is not 2-D'}; rebuild the SAE"
+        )
     if cfg.get("num_latents") != m or cfg.get("d_in") != d or manifest.get("width") != m or manifest.get("d_in") != d:
-        raise ArtifactError(f"{path}: cfg.json/manifest.json say width {cfg.get('num_latents')}, d_in {cfg.get('d_in')} but the weights are {m} × {d}; rebuild the SAE")
+        raise ArtifactError(
+            f"{path}: cfg.json/manifest.json say width {cfg.get('num_latents')}, d_in {cfg.get('d_in')} but the weights are {m} × {d}; rebuild the SAE"
+        )
     weights = SaeWeights(
         encoder_weight=tensors["encoder.weight"],
         encoder_bias=tensors["encoder.bias"],

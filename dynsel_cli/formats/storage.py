@@ -35,14 +35,24 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ArtifactError, DynselError
-from .common import canonical_json, check_manifest_kind, fingerprint, hold_directory, listed_files, parse_json, safe_child, sha256_bytes
+from .common import (
+    canonical_json,
+    check_manifest_kind,
+    fingerprint,
+    hold_directory,
+    listed_files,
+    parse_json,
+    safe_child,
+    sha256_bytes,
+)
 from .output import (
     KIND_NAMES,
     MANIFEST_FILE,
@@ -59,7 +69,9 @@ from .output import (
 
 MARKER = ".dynsel-publishing.json"
 PUBLISHING = "dynsel.publishing"
-PROBE = ".dynsel-write-check-"  # the test object of :func:`check_writable`; one left by a killed command is dynsel's too
+PROBE = (
+    ".dynsel-write-check-"  # the test object of :func:`check_writable`; one left by a killed command is dynsel's too
+)
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")  # two letters at least: C:\\ is a Windows path, not a URI
 _CHUNK = 8 << 20
 _WORKERS = 8
@@ -103,7 +115,7 @@ class Location:
     def name(self) -> str:
         return self.path.rpartition("/")[2]
 
-    def child(self, name: str) -> "Location":
+    def child(self, name: str) -> Location:
         return Location(self.fs, self.key(name), self.at(name))
 
     def key(self, name: str) -> str:
@@ -157,7 +169,9 @@ def open_location(uri: str) -> Location:
     try:
         filesystem, path = pafs.FileSystem.from_uri(uri)
     except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
-        raise DynselError(f"{shown(uri)}: cannot open this URI ({_first_line(exc)}); see docs/scale.md, \"Object stores\"") from None
+        raise DynselError(
+            f'{shown(uri)}: cannot open this URI ({_first_line(exc)}); see docs/scale.md, "Object stores"'
+        ) from None
     path = path.rstrip("/")
     if any(segment in ("", ".", "..") for segment in path.split("/")[1:]):  # what pyarrow made of it: the keys used
         raise DynselError(f"{shown(uri)}: names a key with a '.', '..' or empty segment; write the path without them")
@@ -170,10 +184,19 @@ def open_location(uri: str) -> Location:
 
 _HINTS = (
     ("NO_SUCH_BUCKET", "the bucket {bucket!r} does not exist; create it or fix the URI"),
-    ("INVALID_ACCESS_KEY_ID", "the object store refused the credentials (unknown access key); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
-    ("SIGNATURE_DOES_NOT_MATCH", "the object store refused the credentials (wrong secret key); check AWS_SECRET_ACCESS_KEY"),
+    (
+        "INVALID_ACCESS_KEY_ID",
+        "the object store refused the credentials (unknown access key); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    ),
+    (
+        "SIGNATURE_DOES_NOT_MATCH",
+        "the object store refused the credentials (wrong secret key); check AWS_SECRET_ACCESS_KEY",
+    ),
     ("ACCESS_DENIED", "access denied while {doing}; check the credentials' permissions and the bucket policy"),
-    ("NETWORK_CONNECTION", "cannot connect to the object store; check the endpoint (AWS_ENDPOINT_URL or ?endpoint_override=) and the network"),
+    (
+        "NETWORK_CONNECTION",
+        "cannot connect to the object store; check the endpoint (AWS_ENDPOINT_URL or ?endpoint_override=) and the network",
+    ),
 )
 
 
@@ -182,7 +205,9 @@ def _failure(exc: OSError, loc: Location, doing: str) -> DynselError:
     for code, hint in _HINTS:
         if code in text:
             return DynselError(f"{loc.uri}: {hint.format(bucket=loc.path.split('/')[0], doing=doing)}")
-    return DynselError(f"{loc.uri}: {doing} failed ({_first_line(exc)}); check the URI, the endpoint and the credentials")
+    return DynselError(
+        f"{loc.uri}: {doing} failed ({_first_line(exc)}); check the URI, the endpoint and the credentials"
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -238,7 +263,11 @@ def delete_object(loc: Location, name: str, doing: str = "") -> None:
 
 def upload_file(source: Path, loc: Location, name: str) -> None:
     try:
-        with _storage(loc, f"uploading {name}"), open(source, "rb") as handle, loc.fs.open_output_stream(loc.key(name)) as stream:
+        with (
+            _storage(loc, f"uploading {name}"),
+            open(source, "rb") as handle,
+            loc.fs.open_output_stream(loc.key(name)) as stream,
+        ):
             _copy(handle, stream)
     except FileNotFoundError as exc:  # the staged file went away under us
         raise DynselError(f"{loc.at(name)}: uploading failed ({_first_line(exc)}); rerun the command") from None
@@ -247,7 +276,11 @@ def upload_file(source: Path, loc: Location, name: str) -> None:
 def _download(loc: Location, name: str, target: Path) -> tuple[int, str]:
     """Copy one object to the file ``target``; its size and sha256."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _storage(loc, f"reading {name or 'the source'}"), loc.fs.open_input_stream(loc.key(name)) as stream, open(target, "wb") as handle:
+    with (
+        _storage(loc, f"reading {name or 'the source'}"),
+        loc.fs.open_input_stream(loc.key(name)) as stream,
+        open(target, "wb") as handle,
+    ):
         return _copy(stream, handle)
 
 
@@ -280,7 +313,9 @@ def read_manifest(loc: Location, kind: str) -> tuple[bytes, dict[str, Any]]:
     what, name = KIND_NAMES[kind], MANIFEST_FILE[kind]
     data = read_object(loc, name)
     if data is None:
-        raise ArtifactError(f"{loc.uri}: no {name}, so not a published dynsel {what} (or its publishing was interrupted: rerun the command that writes it)")
+        raise ArtifactError(
+            f"{loc.uri}: no {name}, so not a published dynsel {what} (or its publishing was interrupted: rerun the command that writes it)"
+        )
     manifest = parse_json(data, loc.at(name), what)
     check_manifest_kind(manifest, kind, loc.uri, what)
     return data, manifest
@@ -312,7 +347,9 @@ def _fetch_file(loc: Location, name: str, target: Path, entry: dict[str, Any], w
     except FileNotFoundError:
         raise ArtifactError(f"{loc.at(name)}: missing from the {what}; rebuild it") from None
     if found != (entry["bytes"], entry["sha256"]):
-        raise ArtifactError(f"{loc.at(name)}: checksum mismatch (modified, truncated, or being replaced right now); rerun, or rebuild the {what}")
+        raise ArtifactError(
+            f"{loc.at(name)}: checksum mismatch (modified, truncated, or being replaced right now); rerun, or rebuild the {what}"
+        )
 
 
 def _artifact_entry(manifest: bytes, name: str) -> Path:
@@ -366,7 +403,10 @@ def fetch_source(uri: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
-        _each(lambda name: _fetch_source_object(loc, name, infos[name], safe_child(tmp, name, "source") if name else tmp), infos)
+        _each(
+            lambda name: _fetch_source_object(loc, name, infos[name], safe_child(tmp, name, "source") if name else tmp),
+            infos,
+        )
         os.utime(tmp, ns=(started, started))
         if target.is_dir():  # a racy folder entry: replaced (a file entry is replaced by the rename itself)
             shutil.rmtree(target, ignore_errors=True)
@@ -451,7 +491,11 @@ def _ownership(loc: Location, objects: set[str]) -> tuple[str | None, set[str]]:
     if MARKER in objects:
         marker = json_object(read_object(loc, MARKER))
         files = marker.get("files")
-        if marker.get("format") == PUBLISHING and dynsel_kind({"format": marker.get("kind")}) and isinstance(files, list):
+        if (
+            marker.get("format") == PUBLISHING
+            and dynsel_kind({"format": marker.get("kind")})
+            and isinstance(files, list)
+        ):
             found, owned = marker["kind"], {MARKER, *map(str, files)}
     for name in MANIFEST_NAMES:
         listing = manifest_listing(json_object(read_object(loc, name)), name, loc.at(name)) if name in objects else None
@@ -491,12 +535,16 @@ def publish_artifact(local: Path, loc: Location, kind: str, *, force: bool = Fal
     sources = {name: safe_child(local, name, what) for name in files}
     for name in sorted(files):
         if not sources[name].is_file() or sources[name].stat().st_size != files[name]["bytes"]:
-            raise DynselError(f"{loc.uri}: the staged {what} lacks {name!r} or it changed after it was built, so nothing at {loc.uri} was changed; rerun the command")
+            raise DynselError(
+                f"{loc.uri}: the staged {what} lacks {name!r} or it changed after it was built, so nothing at {loc.uri} was changed; rerun the command"
+            )
     present = check_remote_output(loc, kind, force=force)
     check_writable(loc, present)  # also deletes the test objects a killed command left
     present = {name for name in present if not _is_probe(name)}
     keep = set(files) | {manifest_name}
-    write_object(loc, MARKER, canonical_json({"format": PUBLISHING, "kind": kind, "files": sorted(present | keep)}).encode())
+    write_object(
+        loc, MARKER, canonical_json({"format": PUBLISHING, "kind": kind, "files": sorted(present | keep)}).encode()
+    )
     unpublished = False
     try:
         for name in MANIFEST_NAMES:
@@ -548,7 +596,9 @@ def check_writable(loc: Location, present: Iterable[str] = ()) -> None:
 
 
 @contextlib.contextmanager
-def remote_output(out: str, kind: str, *, force: bool = False, inputs: Sequence[str | Path | None] = ()) -> Iterator[tuple[Location, Path]]:
+def remote_output(
+    out: str, kind: str, *, force: bool = False, inputs: Sequence[str | Path | None] = ()
+) -> Iterator[tuple[Location, Path]]:
     """Check the ``--out`` URI before any work (not an input, the replacement rule, writable) and yield it
     opened, with the local staging directory to build in. The staging folder is locked while the command
     runs, so a second dynsel command writing the same URI from this machine is refused."""
@@ -580,7 +630,9 @@ def _writer_lock(folder: Path, uri: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def artifact_output(out: str | Path, kind: str, *, force: bool = False, inputs: Sequence[str | Path | None] = ()) -> Iterator[Path]:
+def artifact_output(
+    out: str | Path, kind: str, *, force: bool = False, inputs: Sequence[str | Path | None] = ()
+) -> Iterator[Path]:
     """The directory a command writes its ``kind`` artifact into.
 
     A local ``out`` is itself. For a URI (:func:`remote_output`), the command builds into a local staging

@@ -77,7 +77,9 @@ class PlanDataModule(LightningDataModule):
             world_size = trainer.world_size if trainer is not None else int(self.plan.manifest["world_size"])
         return steps_per_epoch(self.plan, self.batch_size, world_size, self.drop_last)
 
-    def total_steps(self, max_epochs: int | None = None, accumulate_grad_batches: int = 1, world_size: int | None = None) -> int:
+    def total_steps(
+        self, max_epochs: int | None = None, accumulate_grad_batches: int = 1, world_size: int | None = None
+    ) -> int:
         """Optimizer steps of the first ``max_epochs`` plan epochs (default all) on each rank.
 
         Lightning steps the optimizer every ``accumulate_grad_batches`` batches and at the end of each epoch,

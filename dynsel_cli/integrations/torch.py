@@ -24,8 +24,9 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch.distributed as dist

@@ -13,8 +13,8 @@ Triton and torch are imported lazily: this package imports with numpy alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 

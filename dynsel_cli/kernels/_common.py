@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def _f32(x: float) -> float:
     return float(np.float32(x))
 
 
-def epoch_scalars(params: "SelectionParams", t: int) -> EpochScalars:
+def epoch_scalars(params: SelectionParams, t: int) -> EpochScalars:
     """Scalars for epoch ``t``: ``lam = f32(λ_t)``, ``norm = f32(r·max(t,1))`` (product in float64)."""
     return EpochScalars(
         lam=_f32(params.lambdas[t]),
@@ -111,9 +112,7 @@ def check_factor_inputs(
     if units.size:
         lo, hi = int(units.min()), int(units.max())
         if lo < -1 or hi >= m:
-            raise ValueError(
-                f"units must be SAE unit ids in [0, {m}) or -1 for padding; found values in [{lo}, {hi}]"
-            )
+            raise ValueError(f"units must be SAE unit ids in [0, {m}) or -1 for padding; found values in [{lo}, {hi}]")
     if acts.size and not (np.isfinite(acts).all() and acts.min() >= 0):
         raise ValueError("acts must be finite and >= 0")
     if unit_freq.size and not (np.isfinite(unit_freq).all() and unit_freq.min() >= 0 and unit_freq.max() <= 1):
@@ -124,7 +123,7 @@ def check_factor_inputs(
 
 
 def check_selection_inputs(
-    r_score: np.ndarray, d_score: np.ndarray, params: "SelectionParams"
+    r_score: np.ndarray, d_score: np.ndarray, params: SelectionParams
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Validate ``select_epochs`` inputs.
 
@@ -136,7 +135,9 @@ def check_selection_inputs(
     if r_score.ndim != 1 or d_score.ndim != 1:
         raise ValueError(f"r_score and d_score must be 1-D, got shapes {r_score.shape} and {d_score.shape}")
     if r_score.shape != d_score.shape:
-        raise ValueError(f"r_score and d_score must have the same length, got {r_score.shape[0]} and {d_score.shape[0]}")
+        raise ValueError(
+            f"r_score and d_score must have the same length, got {r_score.shape[0]} and {d_score.shape[0]}"
+        )
     _require_float32("r_score", r_score)
     _require_float32("d_score", d_score)
     n = r_score.shape[0]

@@ -7,7 +7,8 @@ epochs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,9 +24,7 @@ _ROW_CHUNK = 1 << 12  # rows per chunk in factor_scores_cpu (keeps the [chunk, k
 _KEY_CHUNK = 1 << 16  # samples per chunk of the per-epoch key and mask passes
 
 
-def factor_scores_cpu(
-    units: np.ndarray, acts: np.ndarray, unit_freq: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def factor_scores_cpu(units: np.ndarray, acts: np.ndarray, unit_freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Raw representativeness and rarity per sample (float32 [N] each); inputs already validated.
 
     ``s_i = Σ_j w_ij`` with ``w_ij = acts_ij`` (0 for padding ``units_ij = -1``), accumulated over
@@ -38,6 +37,7 @@ def factor_scores_cpu(
     d_out = np.empty(n, dtype=np.float32)
     zero = np.float32(0.0)
     one = np.float32(1.0)
+
     def chunk(start: int, stop: int) -> None:
         u = np.ascontiguousarray(units[start:stop].T)  # [k, rows]
         valid = u >= 0
@@ -64,7 +64,7 @@ def factor_scores_cpu(
 
 
 def epoch_keys_cpu(
-    r: np.ndarray, d: np.ndarray, counts: np.ndarray, params: "SelectionParams", t: int, start: int = 0
+    r: np.ndarray, d: np.ndarray, counts: np.ndarray, params: SelectionParams, t: int, start: int = 0
 ) -> np.ndarray:
     """float32 selection keys of epoch ``t`` given the counts ``c`` before epoch ``t``.
 
@@ -81,7 +81,9 @@ def epoch_keys_cpu(
     else:
         s = b - f(sc.beta) * q
     if params.tau > 0:
-        g = gumbel_from_uint32(philox_uint32(int(params.seed), t, np.arange(start, start + r.shape[0], dtype=np.uint64)))
+        g = gumbel_from_uint32(
+            philox_uint32(int(params.seed), t, np.arange(start, start + r.shape[0], dtype=np.uint64))
+        )
         return s + f(sc.tau) * g
     return s
 
@@ -105,12 +107,14 @@ def composite_keys(key: np.ndarray, start: int = 0) -> np.ndarray:
 _NEVER = np.int64(np.iinfo(np.int64).max)
 
 
-def _composites(r: np.ndarray, d: np.ndarray, counts: np.ndarray, params: "SelectionParams", t: int) -> np.ndarray:
+def _composites(r: np.ndarray, d: np.ndarray, counts: np.ndarray, params: SelectionParams, t: int) -> np.ndarray:
     """Composite keys of every sample for epoch ``t``, computed in chunks (temporaries stay chunk-sized)."""
     out = np.empty(r.shape[0], dtype=np.int64)
 
     def chunk(start: int, stop: int) -> None:
-        out[start:stop] = composite_keys(epoch_keys_cpu(r[start:stop], d[start:stop], counts[start:stop], params, t, start), start)
+        out[start:stop] = composite_keys(
+            epoch_keys_cpu(r[start:stop], d[start:stop], counts[start:stop], params, t, start), start
+        )
 
     run_chunks(r.shape[0], _KEY_CHUNK, chunk)
     return out
@@ -136,7 +140,10 @@ class _ClassGroups:
     def thresholds(self, comp: np.ndarray) -> np.ndarray:
         """Per class, the smallest composite key among its ``quota`` largest (int64 [C])."""
         grouped = comp[self.order]
-        return np.array([_kth_largest(grouped[a:b], int(q)) for a, b, q in zip(self.bounds[:-1], self.bounds[1:], self.quota)], dtype=np.int64)
+        return np.array(
+            [_kth_largest(grouped[a:b], int(q)) for a, b, q in zip(self.bounds[:-1], self.bounds[1:], self.quota)],
+            dtype=np.int64,
+        )
 
 
 def _picked(comp: np.ndarray, thresholds: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
@@ -154,7 +161,7 @@ def _picked(comp: np.ndarray, thresholds: np.ndarray, labels: np.ndarray | None)
 def select_epochs_cpu(
     r: np.ndarray,
     d: np.ndarray,
-    params: "SelectionParams",
+    params: SelectionParams,
     labels: np.ndarray | None,
     quota: np.ndarray | None,
     progress: Callable[[int], None] | None = None,

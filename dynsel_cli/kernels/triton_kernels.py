@@ -9,7 +9,8 @@ launched with ``enable_fp_fusion=False`` so that ``acc + a·x`` is a rounded mul
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -271,7 +272,7 @@ def epoch_composite_triton(
     counts: torch.Tensor,
     prev: torch.Tensor,
     comp: torch.Tensor,
-    params: "SelectionParams",
+    params: SelectionParams,
     t: int,
     update: bool,
 ) -> None:
@@ -308,7 +309,7 @@ def epoch_composite_triton(
 def select_epochs_triton(
     r_np: np.ndarray,
     d_np: np.ndarray,
-    params: "SelectionParams",
+    params: SelectionParams,
     labels: np.ndarray | None,
     quota: np.ndarray | None,
     progress: Callable[[int], None] | None = None,
@@ -335,9 +336,7 @@ def select_epochs_triton(
     comp = torch.empty(n, dtype=torch.int64, device=dev)
     members: list[tuple[torch.Tensor, int]] | None = None
     if quota is not None:
-        members = [
-            (_to_dev(mem, dev), int(q)) for mem, q in zip(class_members(labels, quota.shape[0]), quota) if q > 0
-        ]
+        members = [(_to_dev(mem, dev), int(q)) for mem, q in zip(class_members(labels, quota.shape[0]), quota) if q > 0]
     bufs = [torch.empty(k, dtype=torch.int64, pin_memory=is_cuda) for _ in range(2 if is_cuda else 1)]
     events: list[object] = [None, None]
     empty = torch.empty(0, dtype=torch.int64, device=dev)
@@ -345,7 +344,11 @@ def select_epochs_triton(
     def enqueue(t: int) -> None:
         epoch_composite_triton(r, d, counts, prev, comp, params, t, update=t > 0)
         if members is None:
-            sel = torch.topk(comp, k, sorted=False).indices if 0 < k < n else (torch.arange(n, device=dev) if k == n else empty)
+            sel = (
+                torch.topk(comp, k, sorted=False).indices
+                if 0 < k < n
+                else (torch.arange(n, device=dev) if k == n else empty)
+            )
         else:
             parts = [mem[torch.topk(comp[mem], q, sorted=False).indices] for mem, q in members]
             sel = torch.cat(parts) if parts else empty

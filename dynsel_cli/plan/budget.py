@@ -96,7 +96,9 @@ def class_floors(labels: np.ndarray, groups: np.ndarray | None, budget: int, flo
     return wanted
 
 
-def content_class_quotas(labels: np.ndarray, weights: np.ndarray, budget: int, floors: np.ndarray | None = None) -> np.ndarray:
+def content_class_quotas(
+    labels: np.ndarray, weights: np.ndarray, budget: int, floors: np.ndarray | None = None
+) -> np.ndarray:
     """Split ``budget`` over classes in proportion to the exposure mass each holds, Σ π_i over its rows
     (distinct, trusted content), not its row count; capped by class size, the excess shared again by mass.
 
@@ -107,7 +109,9 @@ def content_class_quotas(labels: np.ndarray, weights: np.ndarray, budget: int, f
     labels = np.asarray(labels, dtype=np.int64)
     sizes = np.bincount(labels).astype(np.int64)
     mass = np.bincount(labels, weights=np.asarray(weights, dtype=np.float64), minlength=len(sizes))
-    quotas = np.zeros_like(sizes) if floors is None else np.minimum(np.asarray(floors, dtype=np.int64)[: len(sizes)], sizes)
+    quotas = (
+        np.zeros_like(sizes) if floors is None else np.minimum(np.asarray(floors, dtype=np.int64)[: len(sizes)], sizes)
+    )
     left = min(int(budget), int(sizes.sum())) - int(quotas.sum())
     if left < 0:
         raise DynselError("class floors exceed the epoch budget")

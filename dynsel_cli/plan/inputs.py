@@ -17,7 +17,14 @@ import numpy as np
 from .. import kernels
 from ..errors import ArtifactError
 from ..formats.common import id_fields
-from ..formats.factors import FactorTables, iter_sample_batches, read_factor_tables, read_factors_manifest, read_unit_frequency, sample_table_columns
+from ..formats.factors import (
+    FactorTables,
+    iter_sample_batches,
+    read_factor_tables,
+    read_factors_manifest,
+    read_unit_frequency,
+    sample_table_columns,
+)
 from .scores import normalise, raw_scores
 
 
@@ -66,7 +73,13 @@ def row_ids(ids: np.ndarray) -> np.ndarray | None:
     return None if np.array_equal(ids, np.arange(len(ids))) else ids
 
 
-def inputs_from_tables(tables: FactorTables, scores: tuple[str, ...] = (), normaliser: str = "rank", device: str = "cpu", codes: bool = False) -> PlanInputs:
+def inputs_from_tables(
+    tables: FactorTables,
+    scores: tuple[str, ...] = (),
+    normaliser: str = "rank",
+    device: str = "cpu",
+    codes: bool = False,
+) -> PlanInputs:
     """:class:`PlanInputs` of factor tables already in memory. ``scores`` names any of "R", "D"."""
     r = d = None
     if scores:
@@ -94,13 +107,17 @@ class _Column:
 
     def put(self, start: int, batch: np.ndarray) -> None:
         if len(batch):
-            wanted = np.result_type(self.values.dtype, np.min_scalar_type(int(batch.min())), np.min_scalar_type(int(batch.max())))
+            wanted = np.result_type(
+                self.values.dtype, np.min_scalar_type(int(batch.min())), np.min_scalar_type(int(batch.max()))
+            )
             if wanted != self.values.dtype:
                 self.values = self.values.astype(wanted)
         self.values[start : start + len(batch)] = batch
 
 
-def scan_factor_tables(path: Path, scores: tuple[str, ...] = (), normaliser: str = "rank", device: str = "cpu", verify: bool = True) -> PlanInputs:
+def scan_factor_tables(
+    path: Path, scores: tuple[str, ...] = (), normaliser: str = "rank", device: str = "cpu", verify: bool = True
+) -> PlanInputs:
     """:class:`PlanInputs` from one pass over samples.parquet in record batches.
 
     ``scores`` names the normalised scores to compute, any of "R" and "D" (raw values per batch with
@@ -121,7 +138,9 @@ def scan_factor_tables(path: Path, scores: tuple[str, ...] = (), normaliser: str
     for batch in iter_sample_batches(path, columns):
         rows = len(batch["id"])
         if start + rows > n:
-            raise ArtifactError(f"{path}: samples.parquet has more rows than the manifest's n_samples ({n}); rebuild the factor tables")
+            raise ArtifactError(
+                f"{path}: samples.parquet has more rows than the manifest's n_samples ({n}); rebuild the factor tables"
+            )
         if ids is None and not np.array_equal(batch["id"], np.arange(start, start + rows)):
             ids = np.empty(n, dtype=np.int64)
             ids[:start] = np.arange(start)
@@ -136,7 +155,9 @@ def scan_factor_tables(path: Path, scores: tuple[str, ...] = (), normaliser: str
                     raw[name][start : start + rows] = values
         start += rows
     if start != n:
-        raise ArtifactError(f"{path}: samples.parquet has {start} rows, the manifest says n_samples {n}; rebuild the factor tables")
+        raise ArtifactError(
+            f"{path}: samples.parquet has {start} rows, the manifest says n_samples {n}; rebuild the factor tables"
+        )
     normalised = {}
     for name in scores:
         normalised[name] = normalise(raw.pop(name), normaliser)  # frees each raw score as soon as it is scaled
@@ -151,7 +172,9 @@ def scan_factor_tables(path: Path, scores: tuple[str, ...] = (), normaliser: str
     )
 
 
-def read_plan_inputs(path: Path, scores: tuple[str, ...] = (), normaliser: str = "rank", device: str = "cpu", codes: bool = False) -> PlanInputs:
+def read_plan_inputs(
+    path: Path, scores: tuple[str, ...] = (), normaliser: str = "rank", device: str = "cpu", codes: bool = False
+) -> PlanInputs:
     """What a method needs from the factor tables at ``path``: the whole table when it needs the ``codes``
     (dynsel's neighbour signals), else one chunked pass (:func:`scan_factor_tables`)."""
     if codes:

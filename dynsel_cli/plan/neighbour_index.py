@@ -16,8 +16,9 @@ last bits of its BLAS products, depend on the thread count).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,14 @@ def exact_search(vectors: np.ndarray, want: int) -> np.ndarray:
     return found
 
 
-def ivf_search(project: Callable[[int, int], np.ndarray], n: int, dim: int, want: int, nprobe: int | None = None, queries: int | None = None) -> np.ndarray:
+def ivf_search(
+    project: Callable[[int, int], np.ndarray],
+    n: int,
+    dim: int,
+    want: int,
+    nprobe: int | None = None,
+    queries: int | None = None,
+) -> np.ndarray:
     """Each row's ``want`` best rows by inner product found in its ``nprobe`` nearest cells, int64 [N, want]
     (−1 where fewer were found); ``nprobe`` defaults to :data:`NPROBE`, ``queries`` (benchmarks) searches only
     the first rows. ``project(start, stop)`` gives rows start..stop as L2-normalised float32
@@ -95,7 +103,9 @@ def ivf_search(project: Callable[[int, int], np.ndarray], n: int, dim: int, want
     index.cp.seed = KMEANS_SEED
     index.cp.niter = KMEANS_ITERATIONS
     index.cp.max_points_per_centroid = TRAIN_PER_CELL  # faiss never subsamples again: the sample below fits
-    sample = np.sort(np.random.default_rng(_TRAIN_SAMPLE_KEY).choice(n, size=min(n, TRAIN_PER_CELL * nlist), replace=False))
+    sample = np.sort(
+        np.random.default_rng(_TRAIN_SAMPLE_KEY).choice(n, size=min(n, TRAIN_PER_CELL * nlist), replace=False)
+    )
     searched = n if queries is None else min(n, queries)
     found = np.empty((searched, want), dtype=np.int64)
     with one_thread():

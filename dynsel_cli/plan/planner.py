@@ -7,22 +7,23 @@ the plan's size on disk never has to fit in memory; what a method holds per samp
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import pyarrow as pa
 
 from ..config import PlanConfig
-from ..provenance import provenance
 from ..errors import DynselError
 from ..formats.common import atomic_directory
-from ..formats.output import check_output
 from ..formats.factors import FactorTables, read_factors_manifest
 from ..formats.features import Features, read_features
+from ..formats.output import check_output
 from ..formats.plan import KIND, PlanWriter, index_dtype_for, write_plan_stream
 from ..progress import ProgressFn, null_progress
+from ..provenance import provenance
 from . import streams
 from .budget import epoch_budget
 from .inputs import PlanInputs, inputs_from_tables, read_plan_inputs
@@ -77,7 +78,9 @@ def plan_stream(inputs: PlanInputs, config: PlanConfig, features: Features | Non
         "ratio": config.ratio,
         "seed": config.seed,
         "budget": epoch_budget(config.ratio, inputs.n_samples),
-        "class_quota_applied": bool(config.class_quota != "none" and inputs.labels is not None and quotas_apply(config.method)),
+        "class_quota_applied": bool(
+            config.class_quota != "none" and inputs.labels is not None and quotas_apply(config.method)
+        ),
         "schedule": {"kind": config.schedule, "lambda": selection.lambdas} if config.method == "score" else None,
         "dataset_fingerprint": inputs.manifest.get("inputs", {}).get("features"),
         **id_span,
@@ -85,14 +88,20 @@ def plan_stream(inputs: PlanInputs, config: PlanConfig, features: Features | Non
         "signals": selection.signals.summary() if selection.signals is not None else None,
     }
     epochs = (inputs.ids_of(training_order(rows, config.seed, t)) for t, rows in enumerate(selection.rows))
-    return PlanStream(epochs, selection.counts, index_dtype_for(id_span["id_max"] or 0), extra, inputs, selection.signals)
+    return PlanStream(
+        epochs, selection.counts, index_dtype_for(id_span["id_max"] or 0), extra, inputs, selection.signals
+    )
 
 
-def compute_plan(tables: FactorTables, config: PlanConfig, progress: ProgressFn = null_progress, features: Features | None = None) -> PlanResult:
+def compute_plan(
+    tables: FactorTables, config: PlanConfig, progress: ProgressFn = null_progress, features: Features | None = None
+) -> PlanResult:
     """The whole plan in memory, from factor tables in memory (verify, tests, small data sets)."""
     validate(config)
     wanted = needs(config, tables.n_samples)
-    inputs = inputs_from_tables(tables, wanted.scores, config.normalise, _score_device(config, wanted), codes=wanted.codes)
+    inputs = inputs_from_tables(
+        tables, wanted.scores, config.normalise, _score_device(config, wanted), codes=wanted.codes
+    )
     stream = plan_stream(inputs, config, features)
     epochs = list(_reported(stream, progress))
     return PlanResult(epochs=epochs, manifest_extra=stream.manifest_extra, signals=stream.signals_table())
@@ -110,7 +119,9 @@ def read_inputs(factors: Path, config: PlanConfig) -> PlanInputs:
     validate(config)
     n = int(read_factors_manifest(Path(factors), verify=False)["n_samples"])
     wanted = needs(config, n)
-    return read_plan_inputs(Path(factors), wanted.scores, config.normalise, _score_device(config, wanted), codes=wanted.codes)
+    return read_plan_inputs(
+        Path(factors), wanted.scores, config.normalise, _score_device(config, wanted), codes=wanted.codes
+    )
 
 
 _SIGNALS_CHUNK = 1 << 20  # rows per repeated chunk of a constant signals column (a multiple of the writer's batches)
@@ -127,8 +138,12 @@ def signals_table(ids: np.ndarray, signals: Signals) -> pa.Table:
         "id": pa.array(ids, pa.int64()),
         "group": pa.array(ids if signals.groups is None else ids[signals.groups], pa.int64()),
         "group_size": _constant(n, 1, pa.int64()) if signals.sizes is None else pa.array(signals.sizes, pa.int64()),
-        "label_support": pa.array(signals.label_support, pa.float32()) if signals.label_support is not None else _constant(n, None, pa.float32()),
-        "suspect": _constant(n, False, pa.bool_()) if signals.suspects is None else pa.array(signals.suspects, pa.bool_()),
+        "label_support": pa.array(signals.label_support, pa.float32())
+        if signals.label_support is not None
+        else _constant(n, None, pa.float32()),
+        "suspect": _constant(n, False, pa.bool_())
+        if signals.suspects is None
+        else pa.array(signals.suspects, pa.bool_()),
         "weight": _constant(n, 1.0, pa.float64()) if weights is None else pa.array(weights, pa.float64()),
     }
     return pa.table(columns)
@@ -136,12 +151,22 @@ def signals_table(ids: np.ndarray, signals: Signals) -> pa.Table:
 
 def _constant(n: int, value: Any, kind: pa.DataType) -> pa.ChunkedArray:
     """A column of ``n`` copies of ``value`` (None: nulls), as one shared chunk repeated."""
-    chunk = pa.nulls(min(n, _SIGNALS_CHUNK), kind) if value is None else pa.array(np.full(min(n, _SIGNALS_CHUNK), value), kind)
+    chunk = (
+        pa.nulls(min(n, _SIGNALS_CHUNK), kind)
+        if value is None
+        else pa.array(np.full(min(n, _SIGNALS_CHUNK), value), kind)
+    )
     whole, rest = divmod(n, _SIGNALS_CHUNK)
     return pa.chunked_array([chunk] * whole + ([chunk.slice(0, rest)] if rest else []), kind)
 
 
-def print_plan(factors: Path, handle: TextIO, config: PlanConfig = PlanConfig(), progress: ProgressFn = null_progress, features: Path | None = None) -> None:
+def print_plan(
+    factors: Path,
+    handle: TextIO,
+    config: PlanConfig = PlanConfig(),
+    progress: ProgressFn = null_progress,
+    features: Path | None = None,
+) -> None:
     """``dynsel plan --out -``: compute the plan and print one line of ids per epoch (nothing on disk)."""
     inputs = read_inputs(Path(factors), config)
     feature_table = read_features(Path(features)) if features is not None else None
@@ -158,7 +183,9 @@ def _reported(stream: PlanStream, progress: ProgressFn) -> Iterator[np.ndarray]:
 def check_same_data_set(inputs: PlanInputs, features: Features) -> None:
     expected = inputs.manifest.get("inputs", {}).get("features")
     if expected != features.fingerprint or not np.array_equal(features.ids, inputs.all_ids()):
-        raise DynselError(f"{features.path}: these features are not the ones {inputs.path} was made from (fingerprint mismatch); pass the matching --features")
+        raise DynselError(
+            f"{features.path}: these features are not the ones {inputs.path} was made from (fingerprint mismatch); pass the matching --features"
+        )
 
 
 def build_plan(
@@ -177,7 +204,17 @@ def build_plan(
     inputs = read_inputs(Path(factors), config)
     feature_table = read_features(Path(features)) if features is not None else None
     stream = plan_stream(inputs, config, feature_table)
-    with atomic_directory(Path(out), KIND, force) as tmp, PlanWriter(tmp, stream.counts, stream.index_dtype, formats) as writer:
+    with (
+        atomic_directory(Path(out), KIND, force) as tmp,
+        PlanWriter(tmp, stream.counts, stream.index_dtype, formats) as writer,
+    ):
         for epoch in _reported(stream, progress):
             writer.add(epoch)
-        return writer.finish(inputs.n_samples, config.batch_size, config.world_size, config.drop_last, stream.manifest_extra, stream.signals_table())
+        return writer.finish(
+            inputs.n_samples,
+            config.batch_size,
+            config.world_size,
+            config.drop_last,
+            stream.manifest_extra,
+            stream.signals_table(),
+        )

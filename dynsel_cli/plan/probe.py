@@ -43,8 +43,8 @@ orders from named streams.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -80,7 +80,9 @@ class LabelTrust:
     @property
     def separability(self) -> float:
         """(accuracy − chance) / (1 − chance), clipped to [0, 1]."""
-        return float(np.clip((self.accuracy - self.chance) / (1.0 - self.chance), 0.0, 1.0)) if self.chance < 1.0 else 0.0
+        return (
+            float(np.clip((self.accuracy - self.chance) / (1.0 - self.chance), 0.0, 1.0)) if self.chance < 1.0 else 0.0
+        )
 
 
 @dataclass
@@ -118,10 +120,24 @@ def normalised_codes(units: np.ndarray, acts: np.ndarray) -> tuple[np.ndarray, n
     return np.maximum(units, 0), a
 
 
-def train_probe(units: np.ndarray, acts: np.ndarray, labels: np.ndarray, rows: np.ndarray, width: int, classes: int, seed: int, fold: int) -> _Probe:
+def train_probe(
+    units: np.ndarray,
+    acts: np.ndarray,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    width: int,
+    classes: int,
+    seed: int,
+    fold: int,
+) -> _Probe:
     """Softmax regression on the codes of ``rows`` by mini-batch Adam (deterministic for a seed and fold)."""
     probe = _Probe(np.zeros((width, classes), np.float32), np.zeros(classes, np.float32))
-    moments = [np.zeros_like(probe.weights), np.zeros_like(probe.weights), np.zeros_like(probe.bias), np.zeros_like(probe.bias)]
+    moments = [
+        np.zeros_like(probe.weights),
+        np.zeros_like(probe.weights),
+        np.zeros_like(probe.bias),
+        np.zeros_like(probe.bias),
+    ]
     batches_per_pass = max(1, math.ceil(len(rows) / BATCH))
     passes = max(1, math.ceil(TARGET_STEPS / batches_per_pass))
     step = 0
@@ -134,7 +150,9 @@ def train_probe(units: np.ndarray, acts: np.ndarray, labels: np.ndarray, rows: n
     return probe
 
 
-def _adam_step(probe: _Probe, moments: list[np.ndarray], units: np.ndarray, acts: np.ndarray, labels: np.ndarray, step: int) -> None:
+def _adam_step(
+    probe: _Probe, moments: list[np.ndarray], units: np.ndarray, acts: np.ndarray, labels: np.ndarray, step: int
+) -> None:
     residual = probe.probabilities(units, acts)
     residual[np.arange(len(labels)), labels] -= 1.0
     residual /= len(labels)
@@ -142,10 +160,15 @@ def _adam_step(probe: _Probe, moments: list[np.ndarray], units: np.ndarray, acts
     flat_units, flat_acts = units.ravel(), acts.ravel()
     width = probe.weights.shape[0]
     for c in range(residual.shape[1]):  # one bincount per class: the sparse product codesᵀ · residual
-        grad_w[:, c] += np.bincount(flat_units, weights=flat_acts * np.repeat(residual[:, c], units.shape[1]), minlength=width)
+        grad_w[:, c] += np.bincount(
+            flat_units, weights=flat_acts * np.repeat(residual[:, c], units.shape[1]), minlength=width
+        )
     grad_b = residual.sum(axis=0)
     beta1, beta2 = 0.9, 0.999
-    for value, grad, m, v in ((probe.weights, grad_w, moments[0], moments[1]), (probe.bias, grad_b, moments[2], moments[3])):
+    for value, grad, m, v in (
+        (probe.weights, grad_w, moments[0], moments[1]),
+        (probe.bias, grad_b, moments[2], moments[3]),
+    ):
         m *= beta1
         m += (1 - beta1) * grad
         v *= beta2
@@ -155,7 +178,9 @@ def _adam_step(probe: _Probe, moments: list[np.ndarray], units: np.ndarray, acts
         value -= (LEARNING_RATE * m_hat / (np.sqrt(v_hat) + 1e-8)).astype(value.dtype)
 
 
-def _out_of_fold(probes: list[_Probe], folds: np.ndarray, units: np.ndarray, acts: np.ndarray) -> Iterator[tuple[int, int, np.ndarray]]:
+def _out_of_fold(
+    probes: list[_Probe], folds: np.ndarray, units: np.ndarray, acts: np.ndarray
+) -> Iterator[tuple[int, int, np.ndarray]]:
     """(start, stop, p [rows, C]) in chunks: every row's probabilities from the probe that did not see it."""
     n = len(folds)
     for start in range(0, n, _CHUNK):
@@ -168,7 +193,9 @@ def _out_of_fold(probes: list[_Probe], folds: np.ndarray, units: np.ndarray, act
         yield start, stop, p
 
 
-def label_trust(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray, seed: int = 0, check_filter: bool = False) -> LabelTrust:
+def label_trust(
+    units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray, seed: int = 0, check_filter: bool = False
+) -> LabelTrust:
     """Suspected mislabels by confident learning on a cross-validated code probe (see the module doc).
 
     ``labels``: class ids 0..C−1 (renumber first). ``seed``: folds and batch orders. ``check_filter``: keep
@@ -185,7 +212,9 @@ def label_trust(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndar
     units, acts = normalised_codes(units, acts)
     width = max(int(width), int(units.max()) + 1)
     folds = fold_of(n, seed)
-    probes = [train_probe(units, acts, labels, np.flatnonzero(folds != f), width, classes, seed, f) for f in range(FOLDS)]
+    probes = [
+        train_probe(units, acts, labels, np.flatnonzero(folds != f), width, classes, seed, f) for f in range(FOLDS)
+    ]
 
     # pass 1: thresholds t_c and accuracy
     sums = np.zeros(classes, np.float64)
@@ -235,7 +264,9 @@ CUT_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5)  # shares of rows the held-out cut tries,
 CUT_REFINE = 0.05  # then the best share's neighbours at this distance
 
 
-def held_out_cut(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray, seed: int = 0) -> tuple[LabelTrust, float]:
+def held_out_cut(
+    units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray, seed: int = 0
+) -> tuple[LabelTrust, float]:
     """(verdict, chosen share): the suspects are the lowest-odds rows up to the share whose removal best
     helps fold probes predict held-out given labels (module doc, "Held-out cut"); none if no share helps."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -276,15 +307,34 @@ def held_out_cut(units: np.ndarray, acts: np.ndarray, width: int, labels: np.nda
     cut = min(round(best * n), cuttable) if best else 0
     suspects = np.zeros(n, bool)
     suspects[order[:cut]] = True
-    chosen = LabelTrust(suspects, verdict.label_probability, verdict.best_probability, verdict.accuracy, verdict.chance, True, tried[cut], cut)
+    chosen = LabelTrust(
+        suspects,
+        verdict.label_probability,
+        verdict.best_probability,
+        verdict.accuracy,
+        verdict.chance,
+        True,
+        tried[cut],
+        cut,
+    )
     return chosen, cut / n if n else 0.0
 
 
 def _held_out_accuracy(
-    units: np.ndarray, acts: np.ndarray, labels: np.ndarray, folds: np.ndarray, keep: np.ndarray, width: int, classes: int, seed: int
+    units: np.ndarray,
+    acts: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    keep: np.ndarray,
+    width: int,
+    classes: int,
+    seed: int,
 ) -> float:
     """Accuracy on every row's given label of fold probes trained on the other folds' ``keep`` rows only."""
-    probes = [train_probe(units, acts, labels, np.flatnonzero((folds != f) & keep), width, classes, seed, f) for f in range(FOLDS)]
+    probes = [
+        train_probe(units, acts, labels, np.flatnonzero((folds != f) & keep), width, classes, seed, f)
+        for f in range(FOLDS)
+    ]
     hits = 0
     for start, stop, p in _out_of_fold(probes, folds, units, acts):
         hits += int(np.count_nonzero(p.argmax(axis=1) == labels[start:stop]))

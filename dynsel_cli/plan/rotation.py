@@ -17,12 +17,11 @@ Two selectors, both returning each epoch's rows sorted ascending:
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
 from . import streams
-
 
 _CHUNK = 1 << 16  # samples per chunk of the turn computation (bounds the hashing temporaries)
 
@@ -74,10 +73,15 @@ class _Walk:
         return taken if self.members is None else self.members[taken]
 
 
-def rs2_epochs(n: int, budget: int, epochs: int, seed: int, labels: np.ndarray | None = None, quotas: np.ndarray | None = None) -> Iterator[np.ndarray]:
+def rs2_epochs(
+    n: int, budget: int, epochs: int, seed: int, labels: np.ndarray | None = None, quotas: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
     """RS2 without replacement: ``budget`` rows per epoch (``quotas[c]`` of class c when given)."""
     parts = _class_members(n, labels, quotas)
-    walks = [(_Walk(members, n if members is None else len(members), c, seed), budget if c < 0 else int(quotas[c])) for members, c in parts]  # type: ignore[index]
+    walks = [
+        (_Walk(members, n if members is None else len(members), c, seed), budget if c < 0 else int(quotas[c]))
+        for members, c in parts
+    ]  # type: ignore[index]
     for _ in range(epochs):
         yield _rows_of([walk.take(quota) for walk, quota in walks], n)
 
@@ -109,7 +113,9 @@ def _turns(weights: np.ndarray | None, counts: np.ndarray, seed: int) -> np.ndar
     for start in range(0, len(counts), _CHUNK):
         stop = min(start + _CHUNK, len(counts))
         c = counts[start:stop]
-        turn[start:stop] = c + streams.hashed_uniform(seed, streams.ROTATION, np.arange(start, stop, dtype=np.uint64), c)
+        turn[start:stop] = c + streams.hashed_uniform(
+            seed, streams.ROTATION, np.arange(start, stop, dtype=np.uint64), c
+        )
         if weights is not None:
             turn[start:stop] /= weights[start:stop]
     return turn

@@ -71,7 +71,9 @@ def raw_scores(tables: FactorTables, device: str = "cpu") -> tuple[np.ndarray, n
     return kernels.factor_scores(tables.samples.units, tables.samples.acts, frequency, device=device)
 
 
-def representativeness_and_rarity(tables: FactorTables, how: str = "rank", device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def representativeness_and_rarity(
+    tables: FactorTables, how: str = "rank", device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
     """Normalised (R, D) in [0, 1], float32 [N], in factor-table row order."""
     r, d = raw_scores(tables, device)
     return normalise(r, how), normalise(d, how)

@@ -40,8 +40,8 @@ int32 (int64 beyond 2³¹ rows); the arrays a caller asks for are int64 as befor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -60,7 +60,9 @@ class Signals:
     say) is None, and the full arrays are made only when asked for (``group``, ``group_size``, ...)."""
 
     n: int
-    groups: np.ndarray | None  # [N] near-duplicate group id (the group's smallest row), uint32 or int64; None: each row its own
+    groups: (
+        np.ndarray | None
+    )  # [N] near-duplicate group id (the group's smallest row), uint32 or int64; None: each row its own
     sizes: np.ndarray | None  # int32 or int64 [N] group sizes; None: all 1
     label_support: np.ndarray | None  # float64 [N]: p_i(y_i); None without labels
     suspects: np.ndarray | None  # bool [N]; None: nobody is suspected (trust off or no labels)
@@ -133,13 +135,17 @@ def _projector(units: np.ndarray, a: np.ndarray, width: int) -> Callable[[int, i
     faiss = neighbour_index.load_faiss()
 
     rows_needed = max(width, int(units.max()) + 1, 1)
-    projection = np.random.default_rng([streams.PROJECTION]).standard_normal((rows_needed, PROJECTION_DIM)).astype(np.float32)
+    projection = (
+        np.random.default_rng([streams.PROJECTION]).standard_normal((rows_needed, PROJECTION_DIM)).astype(np.float32)
+    )
 
     def project(start: int, stop: int) -> np.ndarray:
         projected = np.empty((stop - start, PROJECTION_DIM), dtype=np.float32)
         for lo in range(start, stop, 4096):
             hi = min(lo + 4096, stop)
-            projected[lo - start : hi - start] = np.einsum("nk,nkd->nd", a[lo:hi].astype(np.float32), projection[units[lo:hi]])
+            projected[lo - start : hi - start] = np.einsum(
+                "nk,nkd->nd", a[lo:hi].astype(np.float32), projection[units[lo:hi]]
+            )
         faiss.normalize_L2(projected)
         return projected
 
@@ -241,7 +247,9 @@ def _first_of_group(groups: np.ndarray) -> np.ndarray:
     return first
 
 
-def label_support(neighbours: np.ndarray, cosines: np.ndarray, group: np.ndarray, labels: np.ndarray, voters: int = VOTERS) -> tuple[np.ndarray, np.ndarray]:
+def label_support(
+    neighbours: np.ndarray, cosines: np.ndarray, group: np.ndarray, labels: np.ndarray, voters: int = VOTERS
+) -> tuple[np.ndarray, np.ndarray]:
     """(p [N, C]: smoothed neighbour vote per class, voted-for mask [N, K] actually used)."""
     n = len(labels)
     classes = int(labels.max()) + 1
@@ -295,7 +303,15 @@ def compute_signals(
             support, suspects, trusts, separability = _label_trust(found, cosines, group, labels, trust_full)
         if dedup:
             groups = group.astype(_index_dtype(n))
-    return Signals(n=n, groups=groups, sizes=sizes, label_support=support, suspects=suspects, trusts=trusts, separability=separability)
+    return Signals(
+        n=n,
+        groups=groups,
+        sizes=sizes,
+        label_support=support,
+        suspects=suspects,
+        trusts=trusts,
+        separability=separability,
+    )
 
 
 def _label_trust(
@@ -344,7 +360,9 @@ def _probe_trust(
     else:
         verdict = label_trust(units, acts, width, labels, check_filter=mode == "probe-checked")
     if mode == "probe-odds":
-        odds = verdict.label_probability.astype(np.float64) / np.maximum(verdict.best_probability.astype(np.float64), 1e-12)
+        odds = verdict.label_probability.astype(np.float64) / np.maximum(
+            verdict.best_probability.astype(np.float64), 1e-12
+        )
         trust_values = np.where(verdict.suspects, np.clip(odds, SUSPECT_WEIGHT, 1.0), 1.0)
     else:
         trust_values = np.where(verdict.suspects, SUSPECT_WEIGHT, 1.0)

@@ -12,8 +12,8 @@ from ..formats.plan import KIND, read_plan
 from ..progress import ProgressFn
 from ..stage import BuildOptions, Stage, recorded_inputs
 from .budget import epoch_budget
-from .planner import build_plan
 from .methods import NEEDS_FEATURES, validate
+from .planner import build_plan
 
 
 def _inputs(config: PlanConfig) -> tuple[str, ...]:
@@ -32,15 +32,23 @@ def _fingerprints(inputs: dict[str, Path], config: PlanConfig) -> dict[str, str]
     return found
 
 
-def _build(inputs: dict[str, Path], out: Path, config: PlanConfig, progress: ProgressFn, options: BuildOptions) -> dict[str, Any]:
+def _build(
+    inputs: dict[str, Path], out: Path, config: PlanConfig, progress: ProgressFn, options: BuildOptions
+) -> dict[str, Any]:
     features = Path(inputs["features"]) if "features" in inputs else None
-    return build_plan(Path(inputs["factors"]), out, config, progress, formats=options.formats, features=features, force=options.force)
+    return build_plan(
+        Path(inputs["factors"]), out, config, progress, formats=options.formats, features=features, force=options.force
+    )
 
 
 def _has_formats(manifest: dict[str, Any], options: BuildOptions) -> bool:
     """Whether an existing plan holds exactly the files ``--formats`` asks for."""
     files = set(manifest.get("files") or {})
-    present = {"txt": any(f.startswith("epochs/") for f in files), "npy": "indices.npy" in files, "parquet": "plan.parquet" in files}
+    present = {
+        "txt": any(f.startswith("epochs/") for f in files),
+        "npy": "indices.npy" in files,
+        "parquet": "plan.parquet" in files,
+    }
     return all(present[name] == (name in options.formats) for name in present)
 
 

@@ -33,8 +33,16 @@ M_LEFT, M_RIGHT, M_TOP, M_BOTTOM = 52, 16, 34, 40
 
 #: the charts a report with factor tables and labels shows, in page order
 CHARTS_ALL = (
-    "coverage", "budget", "usage-histogram", "usage-trend", "overlap", "lambda",
-    "scores", "factor-coverage", "class-deviation", "class-share",
+    "coverage",
+    "budget",
+    "usage-histogram",
+    "usage-trend",
+    "overlap",
+    "lambda",
+    "scores",
+    "factor-coverage",
+    "class-deviation",
+    "class-share",
 )
 #: the charts that need no factor tables
 CHARTS_PLAN_ONLY = ("coverage", "budget", "usage-histogram", "usage-trend", "overlap", "lambda")
@@ -107,13 +115,17 @@ def _axes(frame: _Frame, y_kind: str, x_label: str, y_label: str, x_ticks: Seque
     for t in frame.y_ticks:
         y = frame.y(t)
         out.append(f'<line class="grid" x1="{frame.x0}" x2="{frame.x1}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        out.append(f'<text class="tick" x="{frame.x0 - 6}" y="{y + 3.5:.1f}" text-anchor="end">{_esc(_tick_label(t, y_kind))}</text>')
+        out.append(
+            f'<text class="tick" x="{frame.x0 - 6}" y="{y + 3.5:.1f}" text-anchor="end">{_esc(_tick_label(t, y_kind))}</text>'
+        )
     out.append(f'<line class="axis" x1="{frame.x0}" x2="{frame.x1}" y1="{frame.y0}" y2="{frame.y0}"/>')
     for pos, text in x_ticks:
         x = frame.x(pos)
         out.append(f'<line class="axis" x1="{x:.1f}" x2="{x:.1f}" y1="{frame.y0}" y2="{frame.y0 + 4}"/>')
         out.append(f'<text class="tick" x="{x:.1f}" y="{frame.y0 + 16}" text-anchor="middle">{_esc(text)}</text>')
-    out.append(f'<text class="axis-label" x="{(frame.x0 + frame.x1) / 2:.1f}" y="{frame.height - 6}" text-anchor="middle">{_esc(x_label)}</text>')
+    out.append(
+        f'<text class="axis-label" x="{(frame.x0 + frame.x1) / 2:.1f}" y="{frame.height - 6}" text-anchor="middle">{_esc(x_label)}</text>'
+    )
     out.append(
         f'<text class="axis-label" x="12" y="{(frame.y0 + frame.y1) / 2:.1f}" text-anchor="middle" '
         f'transform="rotate(-90 12 {(frame.y0 + frame.y1) / 2:.1f})">{_esc(y_label)}</text>'
@@ -149,9 +161,22 @@ class Series:
     """One line: its legend name, per-epoch values, colour, dash pattern, value kind and stroke width."""
 
     def __init__(
-        self, name: str, values: Sequence[float | None], color: str, dash: str = "", kind: str = "float", width: float = 2.2
+        self,
+        name: str,
+        values: Sequence[float | None],
+        color: str,
+        dash: str = "",
+        kind: str = "float",
+        width: float = 2.2,
     ) -> None:
-        self.name, self.values, self.color, self.dash, self.kind, self.width = name, list(values), color, dash, kind, width
+        self.name, self.values, self.color, self.dash, self.kind, self.width = (
+            name,
+            list(values),
+            color,
+            dash,
+            kind,
+            width,
+        )
 
 
 def line_chart(
@@ -236,7 +261,9 @@ def bar_chart(
     out += out_axes
     for i, cat in enumerate(categories):
         if i % ticks_every == 0:
-            out.append(f'<text class="tick" x="{cx(i):.1f}" y="{frame.y0 + 16}" text-anchor="middle">{_esc(cat)}</text>')
+            out.append(
+                f'<text class="tick" x="{cx(i):.1f}" y="{frame.y0 + 16}" text-anchor="middle">{_esc(cat)}</text>'
+            )
     out += _legend([(g, color, "") for g, _, color in groups], swatch="box")
     inner = slot * 0.8
     bw = inner / max(len(groups), 1)
@@ -286,7 +313,9 @@ def class_heatmap(name: str, report: dict[str, Any], compare: dict[str, Any] | N
     data_share = report.get("class_share_dataset") or []
     drawn = (report.get("overall") or {}).get("class_share") or []
     for c in range(n_classes):
-        shares = f" {fmt(data_share[c], 'pct')} → {fmt(drawn[c], 'pct')}" if c < len(data_share) and c < len(drawn) else ""
+        shares = (
+            f" {fmt(data_share[c], 'pct')} → {fmt(drawn[c], 'pct')}" if c < len(data_share) and c < len(drawn) else ""
+        )
         out.append(
             f'<text class="tick" x="{label_w - 6}" y="{y_top + row_h * (c + 0.5) + 3.5:.1f}" text-anchor="end">{_esc(class_label(report, c) + shares)}</text>'
         )
@@ -296,7 +325,9 @@ def class_heatmap(name: str, report: dict[str, Any], compare: dict[str, Any] | N
         ref = r["class_share_dataset"]
         n_ep = max(len(recs), 1)
         cw = panel_w / n_ep
-        out.append(f'<text class="legend" x="{x_left}" y="{M_TOP}" style="fill:{COLORS[who]}">{_esc(f"{who}: {plan_title(r)}")}</text>')
+        out.append(
+            f'<text class="legend" x="{x_left}" y="{M_TOP}" style="fill:{COLORS[who]}">{_esc(f"{who}: {plan_title(r)}")}</text>'
+        )
         for e, rec in enumerate(recs):
             shares = rec.get("class_share")
             for c in range(min(n_classes, len(ref))):
@@ -312,7 +343,9 @@ def class_heatmap(name: str, report: dict[str, Any], compare: dict[str, Any] | N
                     f'<rect class="cell" x="{x:.2f}" y="{y:.2f}" width="{cw + 0.3:.2f}" height="{row_h + 0.3:.2f}" fill="{fill}"><title>{_esc(tip)}</title></rect>'
                 )
         for e, text in _epoch_ticks(n_ep):
-            out.append(f'<text class="tick" x="{x_left + (e + 0.5) * cw:.1f}" y="{y_top + row_h * n_classes + 14:.1f}" text-anchor="middle">{_esc(text)}</text>')
+            out.append(
+                f'<text class="tick" x="{x_left + (e + 0.5) * cw:.1f}" y="{y_top + row_h * n_classes + 14:.1f}" text-anchor="middle">{_esc(text)}</text>'
+            )
         out.append(
             f'<text class="axis-label" x="{x_left + panel_w / 2:.1f}" y="{y_top + row_h * n_classes + 30:.1f}" text-anchor="middle">epoch</text>'
         )
@@ -322,8 +355,12 @@ def class_heatmap(name: str, report: dict[str, Any], compare: dict[str, Any] | N
     for i in range(41):
         v = -scale + 2 * scale * i / 40
         out.append(f'<rect x="{sx + i * 4}" y="{sy - 8}" width="4.2" height="8" fill="{_diverging(v, scale)}"/>')
-    out.append(f'<text class="tick" x="{sx - 4}" y="{sy}" text-anchor="end">{_esc(fmt_delta("class_worst_deviation", -scale))}</text>')
-    out.append(f'<text class="tick" x="{sx + 168}" y="{sy}">{_esc(fmt_delta("class_worst_deviation", scale))} vs data set share</text>')
+    out.append(
+        f'<text class="tick" x="{sx - 4}" y="{sy}" text-anchor="end">{_esc(fmt_delta("class_worst_deviation", -scale))}</text>'
+    )
+    out.append(
+        f'<text class="tick" x="{sx + 168}" y="{sy}">{_esc(fmt_delta("class_worst_deviation", scale))} vs data set share</text>'
+    )
     out.append("</svg>")
     return "\n".join(out)
 
@@ -343,75 +380,191 @@ def _charts(report: dict[str, Any], compare: dict[str, Any] | None) -> list[tupl
     with_classes = any(r.get("class_share_dataset") for _, r in plans)
 
     def one(key: str, kind: str, who: str, r: dict[str, Any], dash: str = "", text: str = "") -> Series:
-        name = f"{who}: {plan_title(r)}" if compare is not None and not text else _prefix(who, compare, text) or plan_title(r)
+        name = (
+            f"{who}: {plan_title(r)}"
+            if compare is not None and not text
+            else _prefix(who, compare, text) or plan_title(r)
+        )
         # plan A is drawn wider than plan B so that identical series stay visible as a B line inside an A band
         width = 3.4 if compare is not None and who == "A" else 2.0
         return Series(name, series(r, key), COLORS[who], dash, kind, width)
 
     charts: list[tuple[str, str, str]] = []
-    charts.append((
-        "coverage", "Cumulative share of the data set seen",
-        line_chart("coverage", "Cumulative share of the data set seen", [one("cumulative_seen", "pct", w, r) for w, r in plans],
-                   "seen so far", "pct", (0.0, 1.0)),
-    ))
-    charts.append((
-        "budget", "Budget per epoch (samples)",
-        line_chart("budget", "Budget per epoch", [one("count", "int", w, r) for w, r in plans], "samples", "int", (0.0, None)),
-    ))
+    charts.append(
+        (
+            "coverage",
+            "Cumulative share of the data set seen",
+            line_chart(
+                "coverage",
+                "Cumulative share of the data set seen",
+                [one("cumulative_seen", "pct", w, r) for w, r in plans],
+                "seen so far",
+                "pct",
+                (0.0, 1.0),
+            ),
+        )
+    )
+    charts.append(
+        (
+            "budget",
+            "Budget per epoch (samples)",
+            line_chart(
+                "budget",
+                "Budget per epoch",
+                [one("count", "int", w, r) for w, r in plans],
+                "samples",
+                "int",
+                (0.0, None),
+            ),
+        )
+    )
     max_k = max(len(r["overall"]["usage_histogram"]) for _, r in plans)
-    charts.append((
-        "usage-histogram", "Usage counts: how many samples were selected k times",
-        bar_chart(
-            "usage-histogram", "Usage-count histogram", [str(k) for k in range(max_k)],
-            [(f"{w}: {plan_title(r)}" if compare is not None else plan_title(r),
-              [(r["overall"]["usage_histogram"][k] if k < len(r["overall"]["usage_histogram"]) else None) for k in range(max_k)],
-              COLORS[w]) for w, r in plans],
-            "samples", "times selected (k)",
-        ),
-    ))
-    charts.append((
-        "usage-trend", "Usage spread over time: Gini (solid) and never-selected share (dashed)",
-        line_chart("usage-trend", "Usage Gini and never-selected share",
-                   [s for w, r in plans for s in (one("usage_gini", "float", w, r, "", "Gini"),
-                                                  one("usage_never_selected_share", "pct", w, r, "6 4", "never selected"))],
-                   "share / Gini", "float", (0.0, 1.0)),
-    ))
-    charts.append((
-        "overlap", "Overlap with the previous epoch: share repeated (solid), Jaccard (dashed)",
-        line_chart("overlap", "Overlap with the previous epoch",
-                   [s for w, r in plans for s in (one("overlap_prev", "pct", w, r, "", "overlap"),
-                                                  one("jaccard_prev", "float", w, r, "6 4", "Jaccard"))],
-                   "overlap", "float", (0.0, 1.0), empty_note="overlap needs at least two epochs"),
-    ))
+    charts.append(
+        (
+            "usage-histogram",
+            "Usage counts: how many samples were selected k times",
+            bar_chart(
+                "usage-histogram",
+                "Usage-count histogram",
+                [str(k) for k in range(max_k)],
+                [
+                    (
+                        f"{w}: {plan_title(r)}" if compare is not None else plan_title(r),
+                        [
+                            (r["overall"]["usage_histogram"][k] if k < len(r["overall"]["usage_histogram"]) else None)
+                            for k in range(max_k)
+                        ],
+                        COLORS[w],
+                    )
+                    for w, r in plans
+                ],
+                "samples",
+                "times selected (k)",
+            ),
+        )
+    )
+    charts.append(
+        (
+            "usage-trend",
+            "Usage spread over time: Gini (solid) and never-selected share (dashed)",
+            line_chart(
+                "usage-trend",
+                "Usage Gini and never-selected share",
+                [
+                    s
+                    for w, r in plans
+                    for s in (
+                        one("usage_gini", "float", w, r, "", "Gini"),
+                        one("usage_never_selected_share", "pct", w, r, "6 4", "never selected"),
+                    )
+                ],
+                "share / Gini",
+                "float",
+                (0.0, 1.0),
+            ),
+        )
+    )
+    charts.append(
+        (
+            "overlap",
+            "Overlap with the previous epoch: share repeated (solid), Jaccard (dashed)",
+            line_chart(
+                "overlap",
+                "Overlap with the previous epoch",
+                [
+                    s
+                    for w, r in plans
+                    for s in (
+                        one("overlap_prev", "pct", w, r, "", "overlap"),
+                        one("jaccard_prev", "float", w, r, "6 4", "Jaccard"),
+                    )
+                ],
+                "overlap",
+                "float",
+                (0.0, 1.0),
+                empty_note="overlap needs at least two epochs",
+            ),
+        )
+    )
     if any(_has_schedule(r) for _, r in plans):  # only --method score has a scheduler weight
-        charts.append((
-            "lambda", "Scheduler weight λ (0 = representativeness, 1 = rarity)",
-            line_chart("lambda", "Scheduler weight", [one("lambda", "float", w, r) for w, r in plans], "λ", "float", (0.0, 1.0),
-                       empty_note="no scheduler weight in the plan (baselines select without a schedule)"),
-        ))
+        charts.append(
+            (
+                "lambda",
+                "Scheduler weight λ (0 = representativeness, 1 = rarity)",
+                line_chart(
+                    "lambda",
+                    "Scheduler weight",
+                    [one("lambda", "float", w, r) for w, r in plans],
+                    "λ",
+                    "float",
+                    (0.0, 1.0),
+                    empty_note="no scheduler weight in the plan (baselines select without a schedule)",
+                ),
+            )
+        )
     if with_factors and any(r.get("method") in SCORED_METHODS for _, r in plans):  # elsewhere R and D sit near 0.5
-        charts.append((
-            "scores", "Mean representativeness R (solid) and rarity D (dashed) of the selected samples",
-            line_chart("scores", "Mean R and D of selected samples",
-                       [s for w, r in plans for s in (one("r_mean", "float", w, r, "", "R"), one("d_mean", "float", w, r, "6 4", "D"))],
-                       "mean score (0–1)", "float", (0.0, 1.0)),
-        ))
+        charts.append(
+            (
+                "scores",
+                "Mean representativeness R (solid) and rarity D (dashed) of the selected samples",
+                line_chart(
+                    "scores",
+                    "Mean R and D of selected samples",
+                    [
+                        s
+                        for w, r in plans
+                        for s in (one("r_mean", "float", w, r, "", "R"), one("d_mean", "float", w, r, "6 4", "D"))
+                    ],
+                    "mean score (0–1)",
+                    "float",
+                    (0.0, 1.0),
+                ),
+            )
+        )
     if with_factors:
-        charts.append((
-            "factor-coverage", "Factors covered per epoch: frequent (solid) and rare (dashed)",
-            line_chart("factor-coverage", "Frequent and rare factor coverage",
-                       [s for w, r in plans for s in (one("frequent_covered", "pct", w, r, "", "frequent"),
-                                                      one("rare_covered", "pct", w, r, "6 4", "rare"))],
-                       "units covered", "pct", (0.0, 1.0)),
-        ))
+        charts.append(
+            (
+                "factor-coverage",
+                "Factors covered per epoch: frequent (solid) and rare (dashed)",
+                line_chart(
+                    "factor-coverage",
+                    "Frequent and rare factor coverage",
+                    [
+                        s
+                        for w, r in plans
+                        for s in (
+                            one("frequent_covered", "pct", w, r, "", "frequent"),
+                            one("rare_covered", "pct", w, r, "6 4", "rare"),
+                        )
+                    ],
+                    "units covered",
+                    "pct",
+                    (0.0, 1.0),
+                ),
+            )
+        )
     if with_classes:
-        charts.append((
-            "class-deviation", "Worst class deviation from the data set's class shares",
-            line_chart("class-deviation", "Worst class deviation", [one("class_worst_deviation", "pp", w, r) for w, r in plans],
-                       "share points", "pp", (0.0, None)),
-        ))
-        charts.append(("class-share", "Per-class share per epoch minus the data set's share (red: over, blue: under)",
-                       class_heatmap("class-share", report, compare)))
+        charts.append(
+            (
+                "class-deviation",
+                "Worst class deviation from the data set's class shares",
+                line_chart(
+                    "class-deviation",
+                    "Worst class deviation",
+                    [one("class_worst_deviation", "pp", w, r) for w, r in plans],
+                    "share points",
+                    "pp",
+                    (0.0, None),
+                ),
+            )
+        )
+        charts.append(
+            (
+                "class-share",
+                "Per-class share per epoch minus the data set's share (red: over, blue: under)",
+                class_heatmap("class-share", report, compare),
+            )
+        )
     return charts
 
 
@@ -432,23 +585,35 @@ def _messy_section(report: dict[str, Any], compare: dict[str, Any] | None) -> st
     if not any(f"{key}_data_share" in mine for _, key in MESSY_ROWS) and "class_size_ratio" not in mine:
         return ""
     other = (compare or {}).get("messy_data") or {}
-    head = "<tr><th>signal</th><th>data set</th>" + ("<th class='a'>A: draws</th><th class='b'>B: draws</th>" if compare is not None else "<th>draws</th>") + "</tr>"
+    head = (
+        "<tr><th>signal</th><th>data set</th>"
+        + ("<th class='a'>A: draws</th><th class='b'>B: draws</th>" if compare is not None else "<th>draws</th>")
+        + "</tr>"
+    )
     rows = []
     for name, key in MESSY_ROWS:
         if f"{key}_data_share" in mine:
             cells = [name, fmt(mine[f"{key}_data_share"], "pct"), fmt(mine[f"{key}_draw_share"], "pct")]
             if compare is not None:
                 cells.append(fmt(other.get(f"{key}_draw_share"), "pct"))
-            rows.append(f"<tr><td>{_esc(cells[0])}</td>" + "".join(f"<td class='num'>{_esc(c)}</td>" for c in cells[1:]) + "</tr>")
+            rows.append(
+                f"<tr><td>{_esc(cells[0])}</td>"
+                + "".join(f"<td class='num'>{_esc(c)}</td>" for c in cells[1:])
+                + "</tr>"
+            )
     hint = ""
     if "class_size_ratio" in mine:
         ratio = f"{mine['class_size_ratio']:.1f}×"
-        rows.append(f"<tr><td>largest / smallest class</td><td class='num'>{_esc(ratio)}</td><td></td>{'<td></td>' if compare is not None else ''}</tr>")
+        rows.append(
+            f"<tr><td>largest / smallest class</td><td class='num'>{_esc(ratio)}</td><td></td>{'<td></td>' if compare is not None else ''}</tr>"
+        )
         if mine.get("balanced_quota_suggested"):
             hint = "<p class='sub'>The largest class is at least 10× the smallest: consider <code>--class-quota balanced</code> (docs/method.md).</p>"
-    note = ("<p class='sub'>Near-duplicates: rows in a near-duplicate group of two or more. Suspected mislabels: rows "
-            "whose given label the plan's label-trust signal contradicts. A share of the draws below the data-set "
-            "share means the plan trains on them less often.</p>")
+    note = (
+        "<p class='sub'>Near-duplicates: rows in a near-duplicate group of two or more. Suspected mislabels: rows "
+        "whose given label the plan's label-trust signal contradicts. A share of the draws below the data-set "
+        "share means the plan trains on them less often.</p>"
+    )
     return f"<h2>Messy data</h2><table class='summary' id='messy-data'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>{hint}{note}"
 
 
@@ -472,24 +637,59 @@ def captions_for(report: dict[str, Any]) -> dict[str, str]:
     lambdas = [v for v in ((report.get("schedule") or {}).get("lambda") or []) if v is not None]
     if not lambdas:
         captions["lambda"] = "This plan has no scheduler weight (only --method score has one)."
-        captions["scores"] = "Mean normalised R and D of the selected samples. Random selection and rotation stay near 0.5."
+        captions["scores"] = (
+            "Mean normalised R and D of the selected samples. Random selection and rotation stay near 0.5."
+        )
     elif max(lambdas) - min(lambdas) < 1e-9:
-        captions["lambda"] = f"The scheduler's weight on rarity is constant at {lambdas[0]:g} in this plan (--schedule constant)."
-        captions["scores"] = "Mean normalised R and D of the selected samples. With a constant weight the usage penalty, not the schedule, moves them."
+        captions["lambda"] = (
+            f"The scheduler's weight on rarity is constant at {lambdas[0]:g} in this plan (--schedule constant)."
+        )
+        captions["scores"] = (
+            "Mean normalised R and D of the selected samples. With a constant weight the usage penalty, not the schedule, moves them."
+        )
     else:
         direction = "rises" if lambdas[-1] > lambdas[0] else "falls"
-        captions["lambda"] = f"The scheduler's weight on rarity {direction} from {lambdas[0]:g} to {lambdas[-1]:g} in this plan."
-        captions["scores"] = f"Mean normalised R and D of the selected samples; as λ {direction}, the plan should trade {'R for D' if direction == 'rises' else 'D for R'}."
+        captions["lambda"] = (
+            f"The scheduler's weight on rarity {direction} from {lambdas[0]:g} to {lambdas[-1]:g} in this plan."
+        )
+        captions["scores"] = (
+            f"Mean normalised R and D of the selected samples; as λ {direction}, the plan should trade {'R for D' if direction == 'rises' else 'D for R'}."
+        )
     return captions
 
 
 SUMMARY_GROUPS = (
-    ("Budget and coverage", ("total_selected", "total_steps", "count_mean", "cumulative_seen", "epochs_to_full_coverage")),
-    ("Usage", ("usage_min", "usage_median", "usage_max", "usage_gini", "usage_never_selected_share",
-               "usage_longest_run_max", "usage_longest_run_mean")),
+    (
+        "Budget and coverage",
+        ("total_selected", "total_steps", "count_mean", "cumulative_seen", "epochs_to_full_coverage"),
+    ),
+    (
+        "Usage",
+        (
+            "usage_min",
+            "usage_median",
+            "usage_max",
+            "usage_gini",
+            "usage_never_selected_share",
+            "usage_longest_run_max",
+            "usage_longest_run_mean",
+        ),
+    ),
     ("Overlap and schedule", ("overlap_prev_mean", "jaccard_prev_mean", "lambda_first", "lambda_last")),
-    ("Factors and classes", ("r_mean", "d_mean", "frequent_covered_mean", "rare_covered_mean", "frequent_covered",
-                             "rare_covered", "live_covered", "class_worst_deviation", "class_worst_deviation_mean")),
+    (
+        "Factors and classes",
+        (
+            "r_mean",
+            "d_mean",
+            "frequent_covered_mean",
+            "rare_covered_mean",
+            "frequent_covered",
+            "rare_covered",
+            "live_covered",
+            "class_worst_deviation",
+            "class_worst_deviation_mean",
+        ),
+    ),
 )
 
 
@@ -497,7 +697,11 @@ def _summary_table(report: dict[str, Any], compare: dict[str, Any] | None) -> st
     """The overall metrics as a grid of small tables (one per group), with a Δ column when comparing."""
     oa = report["overall"]
     ob = compare["overall"] if compare is not None else {}
-    head = "<tr><th>{}</th>" + ("<th class='a'>A</th><th class='b'>B</th><th>Δ (B − A)</th>" if compare is not None else "<th>value</th>") + "</tr>"
+    head = (
+        "<tr><th>{}</th>"
+        + ("<th class='a'>A</th><th class='b'>B</th><th>Δ (B − A)</th>" if compare is not None else "<th>value</th>")
+        + "</tr>"
+    )
     tables = []
     for title, keys in SUMMARY_GROUPS:
         rows = []
@@ -508,10 +712,14 @@ def _summary_table(report: dict[str, Any], compare: dict[str, Any] | None) -> st
             cells = f"<td>{_esc(label(key))}</td><td class='num'>{_esc(fmt_field(key, a))}</td>"
             if compare is not None:
                 delta = None if a is None or b is None else b - a
-                cells += f"<td class='num'>{_esc(fmt_field(key, b))}</td><td class='num'>{_esc(fmt_delta(key, delta))}</td>"
+                cells += (
+                    f"<td class='num'>{_esc(fmt_field(key, b))}</td><td class='num'>{_esc(fmt_delta(key, delta))}</td>"
+                )
             rows.append(f"<tr>{cells}</tr>")
         if rows:
-            tables.append(f"<table class='summary'><thead>{head.format(_esc(title))}</thead><tbody>{''.join(rows)}</tbody></table>")
+            tables.append(
+                f"<table class='summary'><thead>{head.format(_esc(title))}</thead><tbody>{''.join(rows)}</tbody></table>"
+            )
     return f"<div class='summary-grid'>{''.join(tables)}</div>"
 
 
@@ -540,11 +748,24 @@ def _identity(who: str, r: dict[str, Any], compare: dict[str, Any] | None) -> st
 
 def _epoch_table(who: str, r: dict[str, Any], compare: dict[str, Any] | None) -> str:
     cols = [
-        ("epoch", "epoch"), ("count", "budget"), ("steps", "steps"), ("cumulative_seen", "seen"), ("new", "new"),
-        ("overlap_prev", "overlap"), ("jaccard_prev", "Jaccard"), ("lambda", "λ"), ("usage_gini", "Gini"),
-        ("usage_never_selected_share", "never"), ("usage_longest_run_max", "run max"), ("usage_longest_run_mean", "run mean"),
-        ("r_mean", "R"), ("d_mean", "D"), ("frequent_covered", "freq cov"), ("rare_covered", "rare cov"),
-        ("live_covered", "live cov"), ("class_worst_deviation", "worst class"),
+        ("epoch", "epoch"),
+        ("count", "budget"),
+        ("steps", "steps"),
+        ("cumulative_seen", "seen"),
+        ("new", "new"),
+        ("overlap_prev", "overlap"),
+        ("jaccard_prev", "Jaccard"),
+        ("lambda", "λ"),
+        ("usage_gini", "Gini"),
+        ("usage_never_selected_share", "never"),
+        ("usage_longest_run_max", "run max"),
+        ("usage_longest_run_mean", "run mean"),
+        ("r_mean", "R"),
+        ("d_mean", "D"),
+        ("frequent_covered", "freq cov"),
+        ("rare_covered", "rare cov"),
+        ("live_covered", "live cov"),
+        ("class_worst_deviation", "worst class"),
     ]
     recs = r["per_epoch"]
     cols = [c for c in cols if c[0] == "epoch" or has_values([rec.get(c[0]) for rec in recs])]
@@ -557,7 +778,11 @@ def _epoch_table(who: str, r: dict[str, Any], compare: dict[str, Any] | None) ->
             text = str(value) if key == "epoch" else fmt_field(key, value)
             if key == "class_worst_deviation" and value is not None and rec.get("class_worst") is not None:
                 classes = r.get("classes") or []
-                name = class_label(r, classes.index(rec["class_worst"])) if rec["class_worst"] in classes else str(rec["class_worst"])
+                name = (
+                    class_label(r, classes.index(rec["class_worst"]))
+                    if rec["class_worst"] in classes
+                    else str(rec["class_worst"])
+                )
                 text += f" ({name})"
             cells.append(f"<td class='num'>{_esc(text)}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
@@ -621,7 +846,9 @@ def render_html(report: dict[str, Any], compare: dict[str, Any] | None = None) -
     figures = []
     for name, heading, svg in charts:
         wide = " wide" if name == "class-share" and compare is not None else ""
-        figures.append(f"<figure class='chart{wide}' id='chart-{name}'><h3>{_esc(heading)}</h3>{svg}<figcaption>{_esc(captions.get(name, ''))}</figcaption></figure>")
+        figures.append(
+            f"<figure class='chart{wide}' id='chart-{name}'><h3>{_esc(heading)}</h3>{svg}<figcaption>{_esc(captions.get(name, ''))}</figcaption></figure>"
+        )
     if not any(r.get("factors") for _, r in plans):
         figures.append(
             "<figure class='chart note-card'><h3>Factor metrics</h3><p class='sub'>Pass the factor tables "
@@ -630,27 +857,34 @@ def render_html(report: dict[str, Any], compare: dict[str, Any] | None = None) -
         )
     payload = {"report": report, "compare": compare}
     # JSON inside <script>: escape <, > and & so no user text can close the element or look like markup
-    data = json.dumps(payload, sort_keys=True, allow_nan=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    data = (
+        json.dumps(payload, sort_keys=True, allow_nan=False)
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
     sub = f"{report.get('n_samples', 0):,} samples · {report.get('epochs', 0)} epochs · ratio {fmt(report.get('ratio'), 'float')}"
-    return "\n".join([
-        "<!DOCTYPE html>",
-        "<html lang='en'><head><meta charset='utf-8'>",
-        f"<meta name='generator' content='{GENERATOR}'>",
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">",
-        f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{_esc(title)}</h1><p class='sub'>{_esc(sub)}</p>",
-        "<div class='cards'>" + "".join(_identity(w, r, compare) for w, r in plans) + "</div>",
-        "<h2>Overall</h2>",
-        _summary_table(report, compare),
-        _messy_section(report, compare),
-        "<h2>Charts</h2>",
-        "<div class='charts'>" + "".join(figures) + "</div>",
-        "<h2 style='margin-top:18px'>Per epoch</h2>",
-        "".join(_epoch_table(w, r, compare) for w, r in plans),
-        "<footer>Generated by <code>dynsel report</code> (report schema "
-        f"{_esc(report.get('schema_version'))}). Metric definitions: docs/report.md. Hover points and cells for exact values.</footer>",
-        f"<script type='application/json' id='dynsel-report'>{data}</script>",
-        "</body></html>",
-        "",
-    ])
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            "<html lang='en'><head><meta charset='utf-8'>",
+            f"<meta name='generator' content='{GENERATOR}'>",
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+            "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">",
+            f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>",
+            f"<h1>{_esc(title)}</h1><p class='sub'>{_esc(sub)}</p>",
+            "<div class='cards'>" + "".join(_identity(w, r, compare) for w, r in plans) + "</div>",
+            "<h2>Overall</h2>",
+            _summary_table(report, compare),
+            _messy_section(report, compare),
+            "<h2>Charts</h2>",
+            "<div class='charts'>" + "".join(figures) + "</div>",
+            "<h2 style='margin-top:18px'>Per epoch</h2>",
+            "".join(_epoch_table(w, r, compare) for w, r in plans),
+            "<footer>Generated by <code>dynsel report</code> (report schema "
+            f"{_esc(report.get('schema_version'))}). Metric definitions: docs/report.md. Hover points and cells for exact values.</footer>",
+            f"<script type='application/json' id='dynsel-report'>{data}</script>",
+            "</body></html>",
+            "",
+        ]
+    )

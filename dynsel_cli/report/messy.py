@@ -18,7 +18,9 @@ import numpy as np
 BALANCED_QUOTA_HINT_RATIO = 10.0
 
 
-def read_plan_signals(plan_dir: Path, to_rows: Callable[[np.ndarray], np.ndarray], n: int) -> dict[str, np.ndarray] | None:
+def read_plan_signals(
+    plan_dir: Path, to_rows: Callable[[np.ndarray], np.ndarray], n: int
+) -> dict[str, np.ndarray] | None:
     """signals.parquet of a plan, as per-row arrays (rows as the report numbers them), or None."""
     path = Path(plan_dir) / "signals.parquet"
     if not path.is_file():
@@ -45,12 +47,20 @@ def signals_from_factors(factors: Any, settings: dict[str, Any]) -> dict[str, np
     cosine = float(settings.get("dup_cosine") or 0.9)
     key = (str(factors.manifest.get("fingerprint")), cosine)
     if key not in _COMPUTED:
-        signals = compute_signals(factors.samples.units, factors.samples.acts, int(factors.manifest.get("width", 0)), factors.samples.labels, dup_cosine=cosine)
+        signals = compute_signals(
+            factors.samples.units,
+            factors.samples.acts,
+            int(factors.manifest.get("width", 0)),
+            factors.samples.labels,
+            dup_cosine=cosine,
+        )
         _COMPUTED[key] = {"group_size": signals.group_size, "suspect": signals.suspect}
     return _COMPUTED[key]
 
 
-def messy_data_summary(usage: np.ndarray, signals: dict[str, np.ndarray] | None, labels: np.ndarray | None) -> dict[str, Any] | None:
+def messy_data_summary(
+    usage: np.ndarray, signals: dict[str, np.ndarray] | None, labels: np.ndarray | None
+) -> dict[str, Any] | None:
     """Shares of the data set and of the plan's draws (all epochs) that are near-duplicates and suspects;
     the class-size imbalance and whether it calls for balanced quotas."""
     if signals is None and labels is None:

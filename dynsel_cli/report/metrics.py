@@ -188,7 +188,9 @@ def overlap(previous: np.ndarray, current: np.ndarray) -> tuple[float, float]:
 # factors
 
 
-def frequent_rare_units(frequency: np.ndarray, frequent_share: float = 0.1, rare_share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def frequent_rare_units(
+    frequency: np.ndarray, frequent_share: float = 0.1, rare_share: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks [m] of the *frequent* and *rare* units among live units (frequency > 0).
 
     Live units are ranked by frequency, descending, ties broken by unit id (lower first). Frequent: the

@@ -263,7 +263,11 @@ def build_report(plan: Plan, factors: FactorTables | None = None) -> dict[str, A
             total = pooled_class_counts.sum()
             pooled = pooled_class_counts / total if total else pooled_class_counts.astype(np.float64)
             overall["class_share"] = [float(x) for x in pooled]
-            devs = [(rec["class_worst_deviation"], rec["epoch"], rec["class_worst"]) for rec in per_epoch if rec["class_worst_deviation"] is not None]
+            devs = [
+                (rec["class_worst_deviation"], rec["epoch"], rec["class_worst"])
+                for rec in per_epoch
+                if rec["class_worst_deviation"] is not None
+            ]
             if devs:
                 worst = max(devs, key=lambda t: t[0])
                 overall["class_worst_deviation"] = worst[0]
@@ -276,7 +280,9 @@ def build_report(plan: Plan, factors: FactorTables | None = None) -> dict[str, A
     ids_exact = factors is not None or plan.manifest.get("ids_dense") is True
     signals = read_plan_signals(plan.path, to_rows, n) if ids_exact else None
     if signals is None and factors is not None:
-        signals = signals_from_factors(factors, manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {})
+        signals = signals_from_factors(
+            factors, manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {}
+        )
     messy = messy_data_summary(usage, signals, factors.samples.labels if factors is not None else None)
 
     class_names = None
@@ -302,9 +308,9 @@ def build_report(plan: Plan, factors: FactorTables | None = None) -> dict[str, A
         "world_size": manifest.get("world_size"),
         "drop_last": manifest.get("drop_last"),
         "steps_per_epoch": steps,
-        "total_steps": int(manifest["total_steps"]) if manifest.get("total_steps") is not None else (
-            int(sum(s for s in steps if s is not None)) if steps and all(s is not None for s in steps) else None
-        ),
+        "total_steps": int(manifest["total_steps"])
+        if manifest.get("total_steps") is not None
+        else (int(sum(s for s in steps if s is not None)) if steps and all(s is not None for s in steps) else None),
         "has_weights": bool(manifest.get("has_weights", plan.weights is not None)),
         "settings": manifest.get("settings") if isinstance(manifest.get("settings"), dict) else {},
         "inputs": manifest.get("inputs") if isinstance(manifest.get("inputs"), dict) else {},
@@ -335,10 +341,15 @@ def _overall(
     with_factors: bool,
 ) -> dict[str, Any]:
     stats = m.usage_stats(usage, longest)
-    full = next((rec["epoch"] for rec in per_epoch if rec["cumulative_seen"] is not None and rec["cumulative_seen"] >= 1.0), None)
+    full = next(
+        (rec["epoch"] for rec in per_epoch if rec["cumulative_seen"] is not None and rec["cumulative_seen"] >= 1.0),
+        None,
+    )
     overall: dict[str, Any] = {
         "total_selected": int(sum(counts)),
-        "total_steps": int(sum(s for s in steps if s is not None)) if steps and all(s is not None for s in steps) else None,
+        "total_steps": int(sum(s for s in steps if s is not None))
+        if steps and all(s is not None for s in steps)
+        else None,
         "count_mean": float(np.mean(counts)) if counts else None,
         "count_min": int(min(counts)) if counts else None,
         "count_max": int(max(counts)) if counts else None,
@@ -392,9 +403,13 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """
     warnings: list[str] = []
     if a.get("n_samples") != b.get("n_samples"):
-        warnings.append(f"the plans are over different data sets ({a.get('n_samples')} vs {b.get('n_samples')} samples)")
+        warnings.append(
+            f"the plans are over different data sets ({a.get('n_samples')} vs {b.get('n_samples')} samples)"
+        )
     if a.get("epochs") != b.get("epochs"):
-        warnings.append(f"the plans have different epoch counts ({a.get('epochs')} vs {b.get('epochs')}); per-epoch rows cover the common ones")
+        warnings.append(
+            f"the plans have different epoch counts ({a.get('epochs')} vs {b.get('epochs')}); per-epoch rows cover the common ones"
+        )
     if a.get("sha256") and a.get("sha256") == b.get("sha256"):
         warnings.append("the two plans are identical (same sha256)")
     overall_keys = [k for k, v in a.get("overall", {}).items() if not isinstance(v, (list, dict))]

@@ -113,11 +113,33 @@ def _overall(report: dict[str, Any], compare: dict[str, Any] | None) -> Table:
     oa = report.get("overall", {})
     ob = compare.get("overall", {}) if compare is not None else {}
     keys = [
-        "total_selected", "total_steps", "count_mean", "cumulative_seen", "epochs_to_full_coverage",
-        "usage_min", "usage_median", "usage_max", "usage_gini", "usage_never_selected_share",
-        "usage_longest_run_max", "usage_longest_run_mean", "overlap_prev_mean", "jaccard_prev_mean",
-        "overlap_lag2_mean", "distinct_epoch_sets", "repeated_epoch_sets", "lambda_first", "lambda_last", "r_mean", "d_mean", "frequent_covered_mean", "rare_covered_mean",
-        "frequent_covered", "rare_covered", "class_worst_deviation", "class_worst_deviation_mean",
+        "total_selected",
+        "total_steps",
+        "count_mean",
+        "cumulative_seen",
+        "epochs_to_full_coverage",
+        "usage_min",
+        "usage_median",
+        "usage_max",
+        "usage_gini",
+        "usage_never_selected_share",
+        "usage_longest_run_max",
+        "usage_longest_run_mean",
+        "overlap_prev_mean",
+        "jaccard_prev_mean",
+        "overlap_lag2_mean",
+        "distinct_epoch_sets",
+        "repeated_epoch_sets",
+        "lambda_first",
+        "lambda_last",
+        "r_mean",
+        "d_mean",
+        "frequent_covered_mean",
+        "rare_covered_mean",
+        "frequent_covered",
+        "rare_covered",
+        "class_worst_deviation",
+        "class_worst_deviation_mean",
     ]
     for key in keys:
         a, b = oa.get(key), ob.get(key)
@@ -167,7 +189,7 @@ def _trends(report: dict[str, Any], compare: dict[str, Any] | None) -> Table:
                 return "–"
             first = next(v for v in values if v is not None)
             last = next(v for v in reversed(values) if v is not None)
-            return f"{sparkline(values, lo_, hi_)} {fmt_field(key, first)} → {fmt_field(key, last)}"
+            return f"{sparkline(values, lo_, hi_)} {fmt_field(key, first)} → {fmt_field(key, last)}"  # noqa: B023 (called in this iteration)
 
         _add_row(table, [label(key), cell(sa), *([cell(sb)] if compare is not None else [])])
     return table
@@ -219,7 +241,11 @@ def _per_epoch(report: dict[str, Any], title: str, style: str, width: int) -> Ta
         dropped += [c[0] for c in victims]
     caption = f"not shown at this width: {', '.join(dropped)} (see --json or --html)" if dropped else None
     table = Table(
-        title=_text(title, f"bold {style}"), caption=caption, box=box.SIMPLE_HEAD, title_justify="left", caption_justify="left",
+        title=_text(title, f"bold {style}"),
+        caption=caption,
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        caption_justify="left",
         pad_edge=False,
     )
     for head, _, _, _ in cols:
@@ -246,7 +272,9 @@ def _histogram(report: dict[str, Any], compare: dict[str, Any] | None) -> Table:
     ha = report.get("overall", {}).get("usage_histogram", [])
     hb = compare.get("overall", {}).get("usage_histogram", []) if compare is not None else []
     top = max(ha + hb + [1])
-    table = Table(title="Usage counts (samples selected k times)", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    table = Table(
+        title="Usage counts (samples selected k times)", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False
+    )
     table.add_column("k", justify="right")
     table.add_column("A" if compare is not None else "samples", style=COLOR_A, no_wrap=True)
     if compare is not None:
@@ -267,10 +295,16 @@ def _classes(report: dict[str, Any], compare: dict[str, Any] | None) -> Table | 
     ref = report.get("class_share_dataset")
     if not ref:
         return None
-    table = Table(title="Class shares per epoch (vs data set)", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    table = Table(
+        title="Class shares per epoch (vs data set)", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False
+    )
     table.add_column("class")
     table.add_column("data set", justify="right")
-    with_b = compare is not None and compare.get("class_share_dataset") is not None and compare.get("classes") == report.get("classes")
+    with_b = (
+        compare is not None
+        and compare.get("class_share_dataset") is not None
+        and compare.get("classes") == report.get("classes")
+    )
     a = "A: " if compare is not None else ""  # the A/B prefixes only where there is a B
     table.add_column(f"{a}per epoch", style=COLOR_A, no_wrap=True)
     table.add_column(f"{a}min–max", justify="right", style=COLOR_A)
@@ -297,7 +331,12 @@ def _messy(report: dict[str, Any], compare: dict[str, Any] | None) -> Table | No
     if "near_duplicates_data_share" not in mine and "class_size_ratio" not in mine:
         return None
     other = (compare or {}).get("messy_data") or {}
-    table = Table(title="Messy data (share of the data set vs of the plan's draws)", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    table = Table(
+        title="Messy data (share of the data set vs of the plan's draws)",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        pad_edge=False,
+    )
     table.add_column("signal")
     table.add_column("data set", justify="right")
     table.add_column("A: draws" if compare is not None else "draws", justify="right", style=COLOR_A)
@@ -310,7 +349,9 @@ def _messy(report: dict[str, Any], compare: dict[str, Any] | None) -> Table | No
                 cells.append(fmt(other.get(f"{key}_draw_share"), "pct"))
             _add_row(table, cells)
     if "class_size_ratio" in mine:
-        hint = "  (≥ 10: consider --class-quota balanced, docs/method.md)" if mine.get("balanced_quota_suggested") else ""
+        hint = (
+            "  (≥ 10: consider --class-quota balanced, docs/method.md)" if mine.get("balanced_quota_suggested") else ""
+        )
         cells = ["largest / smallest class", f"{mine['class_size_ratio']:.1f}×{hint}", ""]
         if compare is not None:
             cells.append("")
@@ -338,7 +379,11 @@ def render_terminal(report: dict[str, Any], console: Console, compare: dict[str,
     console.print(_overall(report, compare))
     console.print(_trends(report, compare))
     width = console.width
-    console.print(_per_epoch(report, f"Per epoch: A = {plan_title(report)}" if compare is not None else "Per epoch", COLOR_A, width))
+    console.print(
+        _per_epoch(
+            report, f"Per epoch: A = {plan_title(report)}" if compare is not None else "Per epoch", COLOR_A, width
+        )
+    )
     if compare is not None:
         console.print(_per_epoch(compare, f"Per epoch: B = {plan_title(compare)}", COLOR_B, width))
     console.print(_histogram(report, compare))

@@ -22,9 +22,10 @@ bounded by the buffer, the held-out rows (at most :data:`MAX_HOLDOUT`) and the i
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -74,7 +75,14 @@ class ScanResult:
 class FeatureStream:
     """Seeded, shuffled batches of the training rows of a features directory."""
 
-    def __init__(self, path: Path, buffer_rows: int, manifest: dict[str, Any] | None = None, cache: bool = True, block_rows: int = BLOCK_ROWS) -> None:
+    def __init__(
+        self,
+        path: Path,
+        buffer_rows: int,
+        manifest: dict[str, Any] | None = None,
+        cache: bool = True,
+        block_rows: int = BLOCK_ROWS,
+    ) -> None:
         self.path = Path(path)
         self.array: np.ndarray | None = None
         self.manifest = manifest if manifest is not None else read_features_manifest(self.path)
@@ -88,7 +96,9 @@ class FeatureStream:
         self.scan_result: ScanResult | None = None
 
     @classmethod
-    def from_array(cls, vectors: np.ndarray, buffer_rows: int, block_rows: int = BLOCK_ROWS, cache: bool = True) -> "FeatureStream":
+    def from_array(
+        cls, vectors: np.ndarray, buffer_rows: int, block_rows: int = BLOCK_ROWS, cache: bool = True
+    ) -> FeatureStream:
         """A stream over an in-memory [N, d] array, cut into blocks of ``block_rows`` rows like row groups."""
         if vectors.ndim != 2:
             raise DynselError(f"expected vectors of shape [N, d], got {tuple(vectors.shape)}")
@@ -142,7 +152,9 @@ class FeatureStream:
         table = pq.ParquetFile(group.file).read_row_group(group.row_group, columns=["id", "vector"])
         vectors = _decode(table, self.dim, self.path)[2]
         if len(vectors) != group.rows:
-            raise ArtifactError(f"{group.file}: row group {group.row_group} changed while training; re-extract the features")
+            raise ArtifactError(
+                f"{group.file}: row group {group.row_group} changed while training; re-extract the features"
+            )
         return vectors
 
     def scan(self, holdout_share: float, generator: torch.Generator) -> ScanResult:
@@ -156,7 +168,9 @@ class FeatureStream:
         train_order = order[n_holdout:]
         median_rows = np.sort(train_order[:MEDIAN_SAMPLE])
         n_train = n - n_holdout
-        cache = torch.empty((n_train, d), dtype=torch.float32) if self.allow_cache and n_train <= self.buffer_rows else None
+        cache = (
+            torch.empty((n_train, d), dtype=torch.float32) if self.allow_cache and n_train <= self.buffer_rows else None
+        )
 
         holdout = torch.empty((n_holdout, d), dtype=torch.float32)
         median_sample = torch.empty((len(median_rows), d), dtype=torch.float32)
@@ -167,7 +181,9 @@ class FeatureStream:
             vectors = self.read_block(block)
             if not np.isfinite(vectors).all():
                 bad = block.start + int(np.flatnonzero(~np.isfinite(vectors).all(axis=1))[0])
-                raise DynselError(f"{self.path}: the features contain NaN or Inf (first at row {bad}); re-extract or clean them")
+                raise DynselError(
+                    f"{self.path}: the features contain NaN or Inf (first at row {bad}); re-extract or clean them"
+                )
             rows = np.arange(block.start, block.start + block.rows)
             held = self.is_holdout[rows]
             train = vectors[~held]

@@ -40,7 +40,16 @@ class _SparseTopKEncoder(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, b_dec: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, k: int, dead: torch.Tensor | None, k_aux: int):  # type: ignore[override]
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        b_dec: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        k: int,
+        dead: torch.Tensor | None,
+        k_aux: int,
+    ):  # type: ignore[override]
         centred = x - b_dec
         pre = (centred @ weight.t()).add_(bias)  # faster than addmm's broadcast bias on the CPU
         values, indices = pre.topk(k, dim=1, sorted=True)
@@ -69,16 +78,25 @@ class _SparseTopKEncoder(torch.autograd.Function):
         if grad_values is None:
             grad_values = torch.zeros_like(values[:, :k])
         if indices.shape[1] > k:  # AuxK units follow the k main ones
-            grad_values = torch.cat([grad_values, grad_aux if grad_aux is not None else torch.zeros_like(values[:, k:])], 1)
+            grad_values = torch.cat(
+                [grad_values, grad_aux if grad_aux is not None else torch.zeros_like(values[:, k:])], 1
+            )
         grad = grad_values * (values > 0)  # ReLU
         flat_units = indices.reshape(-1)
         grad_w = grad_b = grad_b_dec = None
         if ctx.needs_input_grad[2]:
             rows = torch.arange(centred.shape[0], device=centred.device).repeat_interleave(indices.shape[1])
-            g = torch.sparse_coo_tensor(torch.stack([flat_units, rows]), grad.reshape(-1), (weight.shape[0], centred.shape[0]), check_invariants=False)
+            g = torch.sparse_coo_tensor(
+                torch.stack([flat_units, rows]),
+                grad.reshape(-1),
+                (weight.shape[0], centred.shape[0]),
+                check_invariants=False,
+            )
             grad_w = torch.sparse.mm(g, centred)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
-            per_unit = torch.zeros(weight.shape[0], dtype=grad.dtype, device=grad.device).index_add_(0, flat_units, grad.reshape(-1))
+            per_unit = torch.zeros(weight.shape[0], dtype=grad.dtype, device=grad.device).index_add_(
+                0, flat_units, grad.reshape(-1)
+            )
             grad_b = per_unit if ctx.needs_input_grad[3] else None
             grad_b_dec = -(per_unit @ weight) if ctx.needs_input_grad[1] else None
         return None, grad_b_dec, grad_w, grad_b, None, None, None
@@ -115,7 +133,9 @@ class TopKSae(nn.Module):
             k_aux = min(k_aux, int(dead.sum()))
             if k_aux < 1:
                 dead = None
-        values, indices, aux_values, aux_indices = _SparseTopKEncoder.apply(x, self.b_dec, self.encoder.weight, self.encoder.bias, self.k, dead, k_aux)
+        values, indices, aux_values, aux_indices = _SparseTopKEncoder.apply(
+            x, self.b_dec, self.encoder.weight, self.encoder.bias, self.k, dead, k_aux
+        )
         return TrainCodes(values, indices, aux_values, aux_indices)
 
     def decode(self, values: torch.Tensor, indices: torch.Tensor, with_bias: bool = True) -> torch.Tensor:
@@ -132,7 +152,9 @@ class TopKSae(nn.Module):
         if self.W_dec.grad is None:
             return
         grad, w = self.W_dec.grad, self.W_dec
-        parallel = torch.bmm(grad.unsqueeze(1), w.unsqueeze(2)).reshape(-1, 1)  # row-wise dot products, no [m, d] temporary
+        parallel = torch.bmm(grad.unsqueeze(1), w.unsqueeze(2)).reshape(
+            -1, 1
+        )  # row-wise dot products, no [m, d] temporary
         grad.addcmul_(parallel, w, value=-1)
 
 

@@ -23,8 +23,18 @@ def _fingerprints(inputs: dict[str, Path], config: SaeConfig) -> dict[str, str]:
     return {"features": read_features_manifest(Path(inputs["features"]), verify=False)["fingerprint"]}
 
 
-def _build(inputs: dict[str, Path], out: Path, config: SaeConfig, progress: ProgressFn, options: BuildOptions) -> dict[str, Any]:
-    return fit_sae(Path(inputs["features"]), out, config, progress, log=options.log, resume=not options.restart, force=options.force)
+def _build(
+    inputs: dict[str, Path], out: Path, config: SaeConfig, progress: ProgressFn, options: BuildOptions
+) -> dict[str, Any]:
+    return fit_sae(
+        Path(inputs["features"]),
+        out,
+        config,
+        progress,
+        log=options.log,
+        resume=not options.restart,
+        force=options.force,
+    )
 
 
 FIT_SAE = Stage(

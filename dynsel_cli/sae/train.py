@@ -18,15 +18,15 @@ import numpy as np
 import torch
 
 from ..config import SaeConfig
-from ..provenance import provenance
 from ..devices import torch_device
 from ..errors import DynselError
 from ..formats.common import atomic_directory, fingerprint
-from ..formats.output import check_output
 from ..formats.features import read_features_manifest
+from ..formats.output import check_output
 from ..formats.sae import KIND as SAE_KIND
 from ..formats.sae import SaeWeights, write_sae
 from ..progress import LogFn, ProgressFn, null_log, null_progress
+from ..provenance import provenance
 from . import resume as ckpt
 from .data import FeatureStream, holdout_size
 from .model import TopKSae, fvu, geometric_median
@@ -74,7 +74,9 @@ def check_config(config: SaeConfig, n: int, d: int) -> int:
     if config.lr is not None and not (config.lr > 0 and math.isfinite(config.lr)):
         raise DynselError(f"--lr {config.lr}: must be a positive number")
     if not 0 <= config.lr_warmup < 1 or not 0 <= config.lr_decay < 1 or config.lr_warmup + config.lr_decay > 1:
-        raise DynselError(f"--lr-warmup {config.lr_warmup} / --lr-decay {config.lr_decay}: shares of the steps in [0, 1) that add up to at most 1")
+        raise DynselError(
+            f"--lr-warmup {config.lr_warmup} / --lr-decay {config.lr_decay}: shares of the steps in [0, 1) that add up to at most 1"
+        )
     if not (config.auxk_coef >= 0 and math.isfinite(config.auxk_coef)):
         raise DynselError(f"--auxk-coef {config.auxk_coef}: must be >= 0")
     if config.k_aux < 0 or config.dead_samples < 0:
@@ -147,7 +149,7 @@ class _Trainer:
         dead_samples = config.dead_samples or min(n_train, 10_000_000)
 
         model = TopKSae(self.d, width, config.k)
-        model.init_weights(generator, geometric_median(((scan.median_sample - scan.mean) / scan.scale)))
+        model.init_weights(generator, geometric_median((scan.median_sample - scan.mean) / scan.scale))
         model.to(device)
         optimiser = _adam(model, self.lr, device)
         since_fired = torch.zeros(width, dtype=torch.long, device=device)  # training samples since each unit last fired
@@ -167,7 +169,14 @@ class _Trainer:
                 ckpt.load_optimiser(optimiser, tensors)
                 since_fired = tensors["since_fired"].to(device)
                 generator.set_state(tensors["generator"])
-                history, best_fvu, best_epoch, stale, step, stopped = info["history"], info["best_fvu"], info["best_epoch"], info["stale"], info["step"], info["stopped"]
+                history, best_fvu, best_epoch, stale, step, stopped = (
+                    info["history"],
+                    info["best_fvu"],
+                    info["best_epoch"],
+                    info["stale"],
+                    info["step"],
+                    info["stopped"],
+                )
                 start_epoch = len(history)
                 self.log(f"fit-sae: resuming after epoch {start_epoch} of {self.epochs} from {checkpoint[0]}")
         self.log(
@@ -193,7 +202,9 @@ class _Trainer:
                 since_fired = torch.where(fired, 0, since_fired + len(x))
                 if codes.aux_values is not None and codes.aux_indices is not None:
                     residual = (x - reconstruction).detach()
-                    loss = loss + config.auxk_coef * fvu(residual, model.decode(codes.aux_values, codes.aux_indices, with_bias=False))
+                    loss = loss + config.auxk_coef * fvu(
+                        residual, model.decode(codes.aux_values, codes.aux_indices, with_bias=False)
+                    )
                 for group in optimiser.param_groups:
                     group["lr"] = _lr_at(step, total_steps, self.lr, config.lr_warmup, config.lr_decay)
                 optimiser.zero_grad(set_to_none=True)
@@ -234,7 +245,15 @@ class _Trainer:
                 tensors.update(ckpt.optimiser_tensors(optimiser))
                 tensors["since_fired"] = since_fired
                 tensors["generator"] = generator.get_state()
-                info = {"key": checkpoint[1], "history": history, "best_fvu": best_fvu, "best_epoch": best_epoch, "stale": stale, "step": step, "stopped": stopped}
+                info = {
+                    "key": checkpoint[1],
+                    "history": history,
+                    "best_fvu": best_fvu,
+                    "best_epoch": best_epoch,
+                    "stale": stale,
+                    "step": step,
+                    "stopped": stopped,
+                }
                 ckpt.save_state(checkpoint[0], tensors, info)
 
         model.load_state_dict(best_state)
@@ -278,7 +297,9 @@ def _adam(model: TopKSae, lr: float, device: torch.device) -> torch.optim.Adam:
         return torch.optim.Adam(model.parameters(), lr=lr, eps=ADAM_EPS)
 
 
-def train_sae(vectors: np.ndarray, config: SaeConfig = SaeConfig(), progress: ProgressFn = null_progress, log: LogFn = null_log) -> tuple[SaeWeights, dict[str, Any]]:
+def train_sae(
+    vectors: np.ndarray, config: SaeConfig = SaeConfig(), progress: ProgressFn = null_progress, log: LogFn = null_log
+) -> tuple[SaeWeights, dict[str, Any]]:
     """Train on in-memory float vectors [N, d]; returns the best (lowest held-out FVU) weights and the metrics."""
     vectors = np.asarray(vectors)
     if vectors.ndim != 2:
@@ -288,7 +309,14 @@ def train_sae(vectors: np.ndarray, config: SaeConfig = SaeConfig(), progress: Pr
 
 
 def fit_sae(
-    features: Path, out: Path, config: SaeConfig = SaeConfig(), progress: ProgressFn = null_progress, *, log: LogFn = null_log, resume: bool = True, force: bool = False
+    features: Path,
+    out: Path,
+    config: SaeConfig = SaeConfig(),
+    progress: ProgressFn = null_progress,
+    *,
+    log: LogFn = null_log,
+    resume: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
     """The fit-sae stage: stream the features, train (resuming a killed run), write the checkpoint atomically.
 
@@ -301,7 +329,9 @@ def fit_sae(
     trainer = _Trainer(stream, config, progress, log)  # validates the settings before anything is written
     made = provenance("fit-sae", config, {"features": manifest["fingerprint"]})
     state_dir = ckpt.resume_dir(out)
-    key = fingerprint({"features": manifest["fingerprint"], "settings": made["settings"], "dynsel_version": made["dynsel_version"]})
+    key = fingerprint(
+        {"features": manifest["fingerprint"], "settings": made["settings"], "dynsel_version": made["dynsel_version"]}
+    )
     if not resume:
         ckpt.remove_state(state_dir)
     try:
@@ -319,7 +349,10 @@ def fit_sae(
                 "metrics": {k: metrics[k] for k in ("fvu", "l0", "dead_fraction")},
                 # float reductions split differently across thread counts: the weights are bit-reproducible
                 # only with the same torch version and thread count (docs/reliability.md)
-                "reproducible_with": {"torch": torch.__version__.split("+")[0], "torch_threads": torch.get_num_threads()},
+                "reproducible_with": {
+                    "torch": torch.__version__.split("+")[0],
+                    "torch_threads": torch.get_num_threads(),
+                },
             },
         )
     ckpt.remove_state(state_dir)

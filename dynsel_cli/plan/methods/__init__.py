@@ -99,7 +99,9 @@ def validate(config: PlanConfig) -> None:
     if config.label_trust not in LABEL_TRUST:
         raise DynselError(f"--label-trust {config.label_trust!r}: use one of {', '.join(LABEL_TRUST)}")
     if config.class_quota == "content" and not method.content_weights:
-        raise DynselError(f"--class-quota content: only --method dynsel has content weights; use proportional with --method {config.method}")
+        raise DynselError(
+            f"--class-quota content: only --method dynsel has content weights; use proportional with --method {config.method}"
+        )
     if config.neighbours not in NEIGHBOURS:
         raise DynselError(f"--neighbours {config.neighbours!r}: use one of {', '.join(NEIGHBOURS)}")
     if config.dup_rule not in DUP_RULES:
@@ -131,7 +133,9 @@ def select(inputs: PlanInputs, config: PlanConfig, vectors: np.ndarray | None = 
     budget = epoch_budget(config.ratio, n)
     n_select_epochs = config.epochs - config.full_epochs
     labels = inputs.labels
-    context = Context(inputs, config, vectors, n, budget, n_select_epochs, labels, quotas_for(config.class_quota, labels, budget))
+    context = Context(
+        inputs, config, vectors, n, budget, n_select_epochs, labels, quotas_for(config.class_quota, labels, budget)
+    )
     chosen = Chosen(all_rows(n, n_select_epochs)) if budget == n else method.select(context)
     lambdas: list[float | None] = list(chosen.lambdas) if chosen.lambdas is not None else [None] * n_select_epochs
     counts = [n if config.method == "full" else budget] * n_select_epochs + [n] * config.full_epochs

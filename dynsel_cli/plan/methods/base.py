@@ -60,7 +60,9 @@ class Method:
     needs_codes: Callable[[PlanConfig], bool] = field(default=_no_codes)  # every row's SAE code at once
 
 
-def uniform(n: int, budget: int, rng: np.random.Generator, labels: np.ndarray | None = None, quotas: np.ndarray | None = None) -> np.ndarray:
+def uniform(
+    n: int, budget: int, rng: np.random.Generator, labels: np.ndarray | None = None, quotas: np.ndarray | None = None
+) -> np.ndarray:
     """A uniform subset; with quotas, a uniform subset of each class (stratified), classes in id order."""
     if quotas is None or labels is None:
         return np.sort(rng.choice(n, size=budget, replace=False)).astype(np.int64)

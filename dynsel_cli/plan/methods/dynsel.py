@@ -29,8 +29,12 @@ def select(context: Context) -> Chosen:
     )  # fmt: skip
     quotas = context.quotas
     if config.class_quota == "content" and labels is not None:
-        quotas = content_class_quotas(labels, signals.weights, context.budget, class_floors(labels, signals.groups, context.budget))
-    rows = weighted_rotation_epochs(signals.rotation_weights, context.budget, context.epochs, config.seed, labels, quotas, n=context.n)
+        quotas = content_class_quotas(
+            labels, signals.weights, context.budget, class_floors(labels, signals.groups, context.budget)
+        )
+    rows = weighted_rotation_epochs(
+        signals.rotation_weights, context.budget, context.epochs, config.seed, labels, quotas, n=context.n
+    )
     return Chosen(rows, signals=signals)
 
 

@@ -12,4 +12,11 @@ def select(context: Context) -> Chosen:
     return Chosen(repeat(lambda: kcenter_greedy(vectors, context.budget, context.config.seed), context.epochs))
 
 
-METHOD = Method(name="kcenter", help="a greedy k-center cover of the features (needs --features)", select=select, position=8, needs_features=True, quotas_apply=False)
+METHOD = Method(
+    name="kcenter",
+    help="a greedy k-center cover of the features (needs --features)",
+    select=select,
+    position=8,
+    needs_features=True,
+    quotas_apply=False,
+)

@@ -13,4 +13,10 @@ def select(context: Context) -> Chosen:
     return Chosen(repeat(lambda: top(density, context), context.epochs))
 
 
-METHOD = Method(name="knn-density", help="the densest feature neighbourhoods (needs --features)", select=select, position=7, needs_features=True)
+METHOD = Method(
+    name="knn-density",
+    help="the densest feature neighbourhoods (needs --features)",
+    select=select,
+    position=7,
+    needs_features=True,
+)

@@ -10,7 +10,12 @@ from .base import Chosen, Context, Method, uniform
 
 def select(context: Context) -> Chosen:
     seed = context.config.seed
-    rows = (uniform(context.n, context.budget, np.random.default_rng([seed, t, streams.RANDOM]), context.labels, context.quotas) for t in range(context.epochs))
+    rows = (
+        uniform(
+            context.n, context.budget, np.random.default_rng([seed, t, streams.RANDOM]), context.labels, context.quotas
+        )
+        for t in range(context.epochs)
+    )
     return Chosen(rows)
 
 

@@ -7,7 +7,9 @@ from .base import Chosen, Context, Method
 
 
 def select(context: Context) -> Chosen:
-    return Chosen(rs2_epochs(context.n, context.budget, context.epochs, context.config.seed, context.labels, context.quotas))
+    return Chosen(
+        rs2_epochs(context.n, context.budget, context.epochs, context.config.seed, context.labels, context.quotas)
+    )
 
 
 METHOD = Method(name="rs2", help="a fresh permutation walked ratio*N at a time", select=select, position=1)

@@ -10,7 +10,9 @@ from .base import Chosen, Context, Method, repeat, uniform
 
 def select(context: Context) -> Chosen:
     rng = np.random.default_rng([context.config.seed, 0, streams.RANDOM])
-    return Chosen(repeat(lambda: uniform(context.n, context.budget, rng, context.labels, context.quotas), context.epochs))
+    return Chosen(
+        repeat(lambda: uniform(context.n, context.budget, rng, context.labels, context.quotas), context.epochs)
+    )
 
 
 METHOD = Method(name="static-random", help="one uniform subset in every epoch", select=select, position=5)

@@ -10,4 +10,11 @@ def select(context: Context) -> Chosen:
     return Chosen(repeat(lambda: top(r, context), context.epochs))
 
 
-METHOD = Method(name="static-top", help="the most representative rows in every epoch", select=select, position=6, needs_triton=True, scores=("R",))
+METHOD = Method(
+    name="static-top",
+    help="the most representative rows in every epoch",
+    select=select,
+    position=6,
+    needs_triton=True,
+    scores=("R",),
+)
