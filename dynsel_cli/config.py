@@ -190,7 +190,7 @@ class PlanConfig(_FiniteNumbers):
     )
     label_trust: str = _opt(
         "vote",
-        "dynsel: how suspected mislabels are found: vote (factor-neighbour vote; a suspect comes around less often) probe (confident learning on a cross-validated linear probe of the SAE codes; a suspect leaves the rotation) probe-odds (the same suspects keep turns in proportion to the odds of their label against the probe's best class) probe-checked (probe's suspects leave the rotation only if probes trained without them predict held-out labels at least as well; else nobody is a suspect) or probe-heldout (the rows least likely under their label leave it, as many as help a probe trained without them predict held-out labels best; none if none helps). See docs/method.md.",
+        "dynsel: how suspected mislabels are found: vote (factor-neighbour vote; a suspect comes around less often), probe (confident learning on a cross-validated linear probe of the SAE codes; a suspect leaves the rotation), probe-checked (the same, but only if probes trained without the suspects predict held-out labels at least as well, and then as many rows as help most), probe-heldout (that cut alone, without the check) or probe-odds (suspects keep turns in proportion to the odds of their label). See docs/method.md.",
     )
     dup_rule: str = _opt(
         "fixed",

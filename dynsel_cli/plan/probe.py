@@ -29,7 +29,8 @@ Dataset Labels", JAIR 2021; the rule cleanlab's ``find_label_issues`` applies by
   only if the probe trained without them predicts held-out labels at least as well as the one trained
   with them (``filtered_accuracy >= accuracy``): dropping them helps a model learn the labels the data
   keeps. Otherwise nobody is a suspect. This costs a second set of fold models.
-- **Held-out cut** (:func:`held_out_cut`, ``--label-trust probe-heldout``). Instead of confident
+- **Held-out cut** (:func:`held_out_cut`, ``--label-trust probe-heldout``; with the filter check
+  first, :func:`checked_removal`, ``--label-trust probe-checked``). Instead of confident
   learning's count, the rows are ranked by the odds of their given label against the probe's best class,
   p_i(y_i) / max_c p_i(c) (lowest first; a row whose given label is the probe's guess has odds 1 and is
   never cut), and the cut is the share of rows whose removal lets fold probes trained without them
@@ -265,12 +266,14 @@ CUT_REFINE = 0.05  # then the best share's neighbours at this distance
 
 
 def held_out_cut(
-    units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray, seed: int = 0
+    units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray, seed: int = 0, base: LabelTrust | None = None
 ) -> tuple[LabelTrust, float]:
     """(verdict, chosen share): the suspects are the lowest-odds rows up to the share whose removal best
-    helps fold probes predict held-out given labels (module doc, "Held-out cut"); none if no share helps."""
+    helps fold probes predict held-out given labels (module doc, "Held-out cut"); none if no share helps.
+
+    ``base``: the probe's verdict on these inputs when already computed (it is not computed again)."""
     labels = np.asarray(labels, dtype=np.int64)
-    verdict = label_trust(units, acts, width, labels, seed)
+    verdict = base if base is not None else label_trust(units, acts, width, labels, seed)
     n = len(labels)
     if not verdict.gate_open:
         return verdict, 0.0
@@ -318,6 +321,26 @@ def held_out_cut(
         cut,
     )
     return chosen, cut / n if n else 0.0
+
+
+def checked_removal(units: np.ndarray, acts: np.ndarray, width: int, labels: np.ndarray, seed: int = 0) -> LabelTrust:
+    """``--label-trust probe-checked``: remove rows only where the labels are noisy, as many as help most.
+
+    Confident learning's flags decide *whether*: they must pass the filter check (probes trained without
+    them predict held-out given labels at least as well), else nobody is a suspect. Where they pass, the
+    suspects are whichever of confident learning's set and the held-out cut's lowest-odds rows lets
+    held-out probes predict best (a tiny noise rate is below the cut's smallest share; a large one is
+    where confident learning's count is least sure).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    checked = label_trust(units, acts, width, labels, seed, check_filter=True)
+    if not checked.suspects.any():  # the check rejected the flags, or there were none, or the gate is shut
+        return checked
+    cut, _ = held_out_cut(units, acts, width, labels, seed, base=checked)
+    if cut.suspects.any() and cut.filtered_accuracy is not None and checked.filtered_accuracy is not None:
+        if cut.filtered_accuracy > checked.filtered_accuracy:
+            return cut
+    return checked
 
 
 def _held_out_accuracy(

@@ -345,20 +345,23 @@ def _probe_trust(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(label probability, suspects, trust, separability) from the code probe (``mode``: a --label-trust value).
 
-    probe: confident learning's suspects; probe-checked: the same, only if probes trained without them
-    predict held-out labels at least as well; probe-heldout: the lowest-odds rows up to the share whose
-    removal helps held-out prediction most (see :mod:`.probe`). A suspect's trust is ``SUSPECT_WEIGHT``
+    probe: confident learning's suspects; probe-heldout: the lowest-odds rows up to the share whose
+    removal helps held-out prediction most; probe-checked: nobody unless confident learning's suspects
+    pass the filter check (probes trained without them predict held-out labels at least as well), then
+    whichever of those suspects and the held-out cut helps more (see :mod:`.probe`). A suspect's trust is ``SUSPECT_WEIGHT``
     (it leaves the rotation), or with probe-odds the odds of its given label against the probe's best
     class, p_i(y_i) / max_c p_i(c): a label the probe finds nearly as likely as its own guess keeps nearly
     all its turns, one it finds 20 times less likely keeps 1/20.
     """
-    from .probe import held_out_cut, label_trust
+    from .probe import checked_removal, held_out_cut, label_trust
 
     labels = np.unique(np.asarray(labels, dtype=np.int64), return_inverse=True)[1].astype(np.int64)
     if mode == "probe-heldout":
         verdict = held_out_cut(units, acts, width, labels)[0]
+    elif mode == "probe-checked":
+        verdict = checked_removal(units, acts, width, labels)
     else:
-        verdict = label_trust(units, acts, width, labels, check_filter=mode == "probe-checked")
+        verdict = label_trust(units, acts, width, labels)
     if mode == "probe-odds":
         odds = verdict.label_probability.astype(np.float64) / np.maximum(
             verdict.best_probability.astype(np.float64), 1e-12
