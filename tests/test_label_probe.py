@@ -223,3 +223,28 @@ def test_the_held_out_cut_removes_about_the_planted_share_and_nothing_from_hard_
     units, acts, labels, width = rare_mode_codes(1200, 4)
     verdict, share = held_out_cut(units, acts, width, labels)
     assert share == 0.0 and not verdict.suspects.any()  # every cut loses held-out accuracy: nothing leaves
+
+
+def test_checked_removal_cuts_only_where_confident_learning_passes_the_check() -> None:
+    from dynsel_cli.plan.probe import checked_removal, held_out_cut
+
+    units, acts, labels = topic_codes(1200, 4)
+    rng = np.random.default_rng(2)
+    flipped = rng.choice(len(labels), 240, replace=False)
+    noisy = labels.copy()
+    noisy[flipped] = (labels[flipped] + rng.integers(1, 4, size=240)) % 4
+    truth = np.zeros(len(labels), bool)
+    truth[flipped] = True
+    chosen = checked_removal(units, acts, WIDTH, noisy)
+    confident = label_trust(units, acts, WIDTH, noisy, check_filter=True)
+    cut, _ = held_out_cut(units, acts, WIDTH, noisy)
+    # the flags pass the check, and the set kept is the one held-out probes do best without
+    assert confident.suspects.any() and chosen.filtered_accuracy == max(
+        confident.filtered_accuracy, cut.filtered_accuracy
+    )
+    assert (chosen.suspects & truth).sum() / chosen.suspects.sum() >= 0.9 and (
+        chosen.suspects & truth
+    ).sum() >= 0.8 * 240
+
+    units, acts, labels, width = rare_mode_codes(1200, 4)
+    assert not checked_removal(units, acts, width, labels).suspects.any()  # the check rejects: nothing is cut
