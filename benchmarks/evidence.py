@@ -106,8 +106,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dynsel-odds-content": {"label_trust": "probe-odds", "class_quota": "content"},
     "dynsel-content": {"class_quota": "content"},
     # the probe's suspects leave the rotation only if probes trained without them predict held-out labels
-    # at least as well, then as many as help most (--label-trust probe-checked). Records before
-    # 2026-12-08T00:20Z under these names are the check alone, without the cut (results.md).
+    # at least as well, then as many as help most (--label-trust probe-checked). The records named
+    # dynsel-checkonly* are of the check alone, before the cut was added (results.md).
     "dynsel-checked": {"label_trust": "probe-checked"},
     "dynsel-checked-content": {"label_trust": "probe-checked", "class_quota": "content"},
     # the lowest-odds rows leave the rotation, as many as help held-out prediction most (--label-trust probe-heldout)
