@@ -248,3 +248,18 @@ def test_checked_removal_cuts_only_where_confident_learning_passes_the_check() -
 
     units, acts, labels, width = rare_mode_codes(1200, 4)
     assert not checked_removal(units, acts, width, labels).suspects.any()  # the check rejects: nothing is cut
+
+
+def test_a_gain_in_held_out_hits_counts_only_beyond_the_paired_noise() -> None:
+    from dynsel_cli.plan.probe import significantly_better
+
+    reference = np.zeros(10_000, bool)
+    reference[:6000] = True
+    tie_ish = reference.copy()
+    tie_ish[6000:6504] = True  # 504 rows newly right ...
+    tie_ish[:500] = False  # ... and 500 newly wrong: a gain of 4 hits among 1,004 discordant rows
+    assert not significantly_better(tie_ish, reference)
+    clear = reference.copy()
+    clear[6000:6250] = True  # 250 newly right, none lost: far beyond 2 * sqrt(250)
+    assert significantly_better(clear, reference)
+    assert not significantly_better(reference, clear)
