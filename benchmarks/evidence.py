@@ -84,6 +84,10 @@ QUICK_METHODS = ["full", "rs2", "dynsel"]
 #: Training epochs unless --epochs is given: (quick?, regime long?) → epochs.
 DEFAULT_EPOCHS = {(False, False): 8, (False, True): 30, (True, False): 2, (True, True): 8}
 
+#: The settings of the earlier default (until 2026-12-08): the neighbour vote and row-count class quotas.
+#: The ablations of that default keep their names and spell these out, so their records stay what they were.
+VOTE = {"label_trust": "vote", "class_quota": "proportional"}
+
 #: Method name → how its plan differs from PlanConfig's defaults. Ablations change one thing each.
 VARIANTS: dict[str, dict[str, Any]] = {
     "full": {"method": "full"},
@@ -91,42 +95,43 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # RS2 without replacement (Okanovic et al., ICLR 2024): a fresh permutation walked ratio*N at a time.
     "rs2": {"method": "rs2"},
     "static-random": {"method": "static-random"},
+    # the default: --label-trust probe-checked --class-quota content (records before the change of default
+    # are under dynsel-checked-content, the same settings)
     "dynsel": {},
-    "dynsel-balanced": {"class_quota": "balanced"},
-    "rs2-balanced": {"method": "rs2", "class_quota": "balanced"},
-    "dynsel-no-dedup": {"dedup": False},
-    "dynsel-no-trust": {"trust": False},
-    # opt-ins: confident learning on a cross-validated code probe (suspects leave the rotation), and class
-    # budgets that follow the exposure mass instead of row counts
-    "dynsel-probe": {"label_trust": "probe"},
-    "dynsel-probe-content": {"label_trust": "probe", "class_quota": "content"},
-    # near-duplicates must stand out from the row's own neighbours (--dup-rule gap)
-    "dynsel-gap": {"dup_rule": "gap"},
-    "dynsel-gap-probe-content": {"dup_rule": "gap", "label_trust": "probe", "class_quota": "content"},
-    "dynsel-odds-content": {"label_trust": "probe-odds", "class_quota": "content"},
-    "dynsel-content": {"class_quota": "content"},
-    # the probe's suspects leave the rotation only if probes trained without them predict held-out labels
-    # at least as well, then as many as help most (--label-trust probe-checked). The records named
-    # dynsel-checkonly* are of the check alone, before the cut was added (results.md).
-    "dynsel-checked": {"label_trust": "probe-checked"},
     "dynsel-checked-content": {"label_trust": "probe-checked", "class_quota": "content"},
-    # the lowest-odds rows leave the rotation, as many as help held-out prediction most (--label-trust probe-heldout)
-    "dynsel-heldout": {"label_trust": "probe-heldout"},
+    # the default's ablations: each part off, or the other rule in its place
+    "dynsel-checked": {"label_trust": "probe-checked", "class_quota": "proportional"},
     "dynsel-heldout-content": {"label_trust": "probe-heldout", "class_quota": "content"},
+    "dynsel-heldout": {"label_trust": "probe-heldout", "class_quota": "proportional"},
     "dynsel-heldout-gap-content": {"label_trust": "probe-heldout", "class_quota": "content", "dup_rule": "gap"},
     "dynsel-checked-gap-content": {"label_trust": "probe-checked", "class_quota": "content", "dup_rule": "gap"},
+    "dynsel-checked-no-dedup": {"dedup": False},
+    # the earlier default (the neighbour vote, row-count quotas) and its ablations
+    "dynsel-vote": {**VOTE},
+    "dynsel-balanced": {**VOTE, "class_quota": "balanced"},
+    "rs2-balanced": {"method": "rs2", "class_quota": "balanced"},
+    "dynsel-no-dedup": {**VOTE, "dedup": False},
+    "dynsel-no-trust": {**VOTE, "trust": False},
+    # confident learning's suspects leave the rotation unchecked, with row-count or content budgets
+    "dynsel-probe": {**VOTE, "label_trust": "probe"},
+    "dynsel-probe-content": {"label_trust": "probe", "class_quota": "content"},
+    # near-duplicates must stand out from the row's own neighbours (--dup-rule gap)
+    "dynsel-gap": {**VOTE, "dup_rule": "gap"},
+    "dynsel-gap-probe-content": {"dup_rule": "gap", "label_trust": "probe", "class_quota": "content"},
+    "dynsel-odds-content": {"label_trust": "probe-odds", "class_quota": "content"},
+    "dynsel-content": {"label_trust": "vote", "class_quota": "content"},
     # the rotation with every signal off: uniform weights (the control that isolates what the signals add)
-    "dynsel-no-signals": {"dedup": False, "trust": False},
-    # how fast label trust reaches full strength as separability grows (the default --trust-full is 1.0;
+    "dynsel-no-signals": {"dedup": False, "trust": False, "class_quota": "proportional"},
+    # how fast the vote's trust reaches full strength as separability grows (--trust-full 1.0 by default;
     # 0.5 was the first default: the records of its runs and of its ablations carry the "trust-0.5" names)
-    "dynsel-trust-0.5": {"trust_full": 0.5},
-    "dynsel-trust-0.25": {"trust_full": 0.25},
-    "dynsel-trust-0.5-no-dedup": {"trust_full": 0.5, "dedup": False},
-    "dynsel-trust-0.5-balanced": {"trust_full": 0.5, "class_quota": "balanced"},
+    "dynsel-trust-0.5": {**VOTE, "trust_full": 0.5},
+    "dynsel-trust-0.25": {**VOTE, "trust_full": 0.25},
+    "dynsel-trust-0.5-no-dedup": {**VOTE, "trust_full": 0.5, "dedup": False},
+    "dynsel-trust-0.5-balanced": {**VOTE, "trust_full": 0.5, "class_quota": "balanced"},
     # The earlier default: representativeness/rarity score with a usage penalty.
     "score": {"method": "score"},
     # InfoBatch-style annealing: the last epoch trains on all samples (costs one extra full epoch of steps).
-    "dynsel-anneal": {"full_epochs": 1},
+    "dynsel-anneal": {**VOTE, "full_epochs": 1},
     "random-anneal": {"method": "random", "full_epochs": 1},
 }
 

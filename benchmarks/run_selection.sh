@@ -17,7 +17,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE
 BENCH="${BENCH:-/work/bench}"
 modality="$1"; shift
 regimes=("$@")
-read -r -a METHODS <<< "${SEL_METHODS:-full random rs2 dynsel dynsel-no-dedup dynsel-no-trust dynsel-probe dynsel-probe-content semdedup cleanlab semdedup+cleanlab}"
+read -r -a METHODS <<< "${SEL_METHODS:-full random rs2 dynsel dynsel-checked dynsel-heldout-content dynsel-content dynsel-no-signals dynsel-vote semdedup cleanlab semdedup+cleanlab}"
 if [ "$modality" = text ]; then
   [ ${#regimes[@]} -gt 0 ] || regimes=(clean noisy noisy-pair redundant redundant-exact redundant-uniform redundant-noisy imbalanced imbalanced-redundant paraphrase fine fine-noisy fine-redundant)
   common=(text --encoder wordllama --threads 1)

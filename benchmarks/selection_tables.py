@@ -116,11 +116,14 @@ def best_anchor(methods: dict[str, Seeds], metric: str) -> str | None:
     return max(means, key=lambda a: (means[a], -ANCHORS.index(a))) if means else None
 
 
-def targets(regime: str, methods: dict[str, Seeds]) -> list[tuple[str, tuple[float, float, int] | None, float]]:
-    """(target, paired difference, threshold) for each target of ``regime``; holds when mean >= threshold."""
+def targets(
+    regime: str, methods: dict[str, Seeds], default: str = "dynsel"
+) -> list[tuple[str, tuple[float, float, int] | None, float]]:
+    """(target, paired difference, threshold) for each target of ``regime``; holds when mean >= threshold.
+    ``default``: the method the targets are for (dynsel's default settings)."""
     metric = metric_of(regime)
     out: list[tuple[str, tuple[float, float, int] | None, float]] = []
-    dynsel, rs2 = methods.get("dynsel", {}), methods.get("rs2", {})
+    dynsel, rs2 = methods.get(default, {}), methods.get("rs2", {})
     if regime in CLEAN_REGIMES:
         out.append(("dynsel − rs2 >= −0.1", paired(dynsel, rs2, metric), CLEAN_VS_RS2))
     elif regime != "imbalanced":
@@ -152,7 +155,7 @@ def _order(method: str) -> tuple[int, str]:
     return (ORDER.index(method) if method in ORDER else len(ORDER), method)
 
 
-def tables(runs: list[dict[str, Any]]) -> str:
+def tables(runs: list[dict[str, Any]], default: str = "dynsel") -> str:
     by: dict[tuple[str, str, float], dict[str, Seeds]] = defaultdict(lambda: defaultdict(dict))
     for run in runs:
         by[(run["modality"], run["regime"], float(run["ratio"]))][run["method"]][int(run["seed"])] = run
@@ -173,17 +176,73 @@ def tables(runs: list[dict[str, Any]]) -> str:
             for method, seeds in rows:
                 values = [float(r[metric]) for r in seeds.values() if r.get(metric) is not None]
                 mean, std = _mean_std(values) if values else (float("nan"), 0.0)
-                delta = "–" if method == "dynsel" else _signed(paired(methods.get("dynsel", {}), seeds, metric))
+                delta = "–" if method == default else _signed(paired(methods.get(default, {}), seeds, metric))
                 name = f"{method} (best anchor)" if method == anchor else method
                 body.append(f"| {name} | {len(seeds)} | {mean:.2f} ± {std:.2f} | {delta} |")
             body.append("")
-            for target, diff, threshold in targets(regime, methods):
+            for target, diff, threshold in targets(regime, methods, default):
                 holds = "–" if diff is None else ("yes" if diff[0] >= threshold else "no")
                 summary.append(f"| {modality} | {regime} | {ratio} | {target} | {_signed(diff)} | {holds} |")
             detection = _detection(methods)
             if detection:
                 body += detection + [""]
     return "\n".join(["## Targets\n", *summary, "", "## Per regime\n", *body])
+
+
+def compact(runs: list[dict[str, Any]], default: str, earlier: str) -> str:
+    """One row per modality, regime and ratio: RS2, the best anchor, the earlier default and the default
+    (means over their seeds), and the default's paired differences from each."""
+    by: dict[tuple[str, str, float], dict[str, Seeds]] = defaultdict(lambda: defaultdict(dict))
+    for run in runs:
+        by[(run["modality"], run["regime"], float(run["ratio"]))][run["method"]][int(run["seed"])] = run
+    regime_key = lambda r: (REGIME_ORDER.index(r) if r in REGIME_ORDER else len(REGIME_ORDER), r)  # noqa: E731
+    lines = [
+        f"| modality | regime | r | rs2 | best anchor | {earlier} | {default} | − rs2 | − best anchor | − {earlier} |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for modality, regime, ratio in sorted((k for k in by if k[2] < 1.0), key=lambda k: (k[0], regime_key(k[1]), k[2])):
+        methods, metric = by[(modality, regime, ratio)], metric_of(regime)
+        if default not in methods:
+            continue
+
+        def mean(name: str | None, methods: dict[str, Seeds] = methods, metric: str = metric) -> str:
+            seeds = methods.get(name or "", {})
+            values = [float(r[metric]) for r in seeds.values() if r.get(metric) is not None]
+            return f"{statistics.mean(values):.2f} (n={len(values)})" if values else "–"
+
+        anchor = best_anchor(methods, metric)
+        ours = methods[default]
+        cells = [
+            modality,
+            regime,
+            f"{ratio:g}",
+            mean("rs2"),
+            f"{anchor}: {mean(anchor)}" if anchor else "–",
+            mean(earlier),
+            mean(default),
+            _signed(paired(ours, methods.get("rs2", {}), metric)),
+            _signed(paired(ours, methods[anchor], metric)) if anchor else "–",
+            _signed(paired(ours, methods.get(earlier, {}), metric)),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ablation(runs: list[dict[str, Any]], default: str, others: list[str]) -> str:
+    """One row per modality, regime and ratio: the default's paired difference from each of ``others``."""
+    by: dict[tuple[str, str, float], dict[str, Seeds]] = defaultdict(lambda: defaultdict(dict))
+    for run in runs:
+        by[(run["modality"], run["regime"], float(run["ratio"]))][run["method"]][int(run["seed"])] = run
+    regime_key = lambda r: (REGIME_ORDER.index(r) if r in REGIME_ORDER else len(REGIME_ORDER), r)  # noqa: E731
+    lines = [
+        "| modality | regime | r | " + " | ".join(f"− {o}" for o in others) + " |",
+        "|---" * (3 + len(others)) + "|",
+    ]
+    for key in sorted((k for k in by if k[2] < 1.0 and default in by[k]), key=lambda k: (k[0], regime_key(k[1]), k[2])):
+        methods, metric = by[key], metric_of(key[1])
+        cells = [_signed(paired(methods[default], methods[o], metric)) if o in methods else "–" for o in others]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _detection(methods: dict[str, Seeds]) -> list[str]:
@@ -209,8 +268,29 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="selection-MODALITY-REGIME.runs.jsonl files")
     parser.add_argument("--out", type=Path, default=None, help="also write the markdown here")
+    parser.add_argument("--compact", action="store_true", help="one summary row per regime and ratio instead")
+    parser.add_argument("--earlier", default="dynsel-vote", help="--compact: the earlier default to compare with")
+    parser.add_argument(
+        "--ablation",
+        nargs="+",
+        default=None,
+        metavar="METHOD",
+        help="the default's paired differences from these methods instead",
+    )
+    parser.add_argument(
+        "--default",
+        default="dynsel",
+        help="the method the targets and the paired column are for (e.g. dynsel-checked-content: the default's "
+        "settings, recorded before they became the default)",
+    )
     args = parser.parse_args(argv)
-    text = tables(read_runs(args.runs))
+    runs = read_runs(args.runs)
+    if args.ablation:
+        text = ablation(runs, args.default, args.ablation)
+    elif args.compact:
+        text = compact(runs, args.default, args.earlier)
+    else:
+        text = tables(runs, args.default)
     print(text)
     if args.out is not None:
         args.out.write_text(text + "\n", encoding="utf-8")

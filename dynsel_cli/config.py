@@ -189,8 +189,8 @@ class PlanConfig(_FiniteNumbers):
         "dynsel: separability at or above which a suspect's turn rate is its relative label support alone; below it the hold-back shrinks in proportion (1 = in proportion to separability, the default; 0.5 holds suspects back harder: more gain on noisy labels, a small loss on clean text, see docs/results.md).",
     )
     label_trust: str = _opt(
-        "vote",
-        "dynsel: how suspected mislabels are found: vote (factor-neighbour vote; a suspect comes around less often), probe (confident learning on a cross-validated linear probe of the SAE codes; a suspect leaves the rotation), probe-checked (the same, but only if probes trained without the suspects predict held-out labels at least as well, and then as many rows as help most), probe-heldout (that cut alone, without the check) or probe-odds (suspects keep turns in proportion to the odds of their label). See docs/method.md.",
+        "probe-checked",
+        "dynsel: how suspected mislabels are found: probe-checked (the default: confident learning on a cross-validated linear probe of the SAE codes, and its suspects leave the rotation only if probes trained without them predict held-out labels significantly better; then as many rows as help most), probe (confident learning's suspects leave, unchecked), probe-heldout (the held-out cut alone), probe-odds (suspects keep turns in proportion to the odds of their label) or vote (the earlier default: a factor-neighbour vote; a suspect comes around less often). See docs/method.md.",
     )
     dup_rule: str = _opt(
         "fixed",
@@ -216,8 +216,8 @@ class PlanConfig(_FiniteNumbers):
     decay: float = _opt(1.0, "score: usage counts decay per epoch (1 = plain counts).")
     tau: float = _opt(0.0, "score: Gumbel temperature (0 = deterministic top-k; > 0 = sampling without replacement).")
     class_quota: str = _opt(
-        "proportional",
-        "With labels, per-class budgets of every epoch: proportional (each class its share of the data), balanced (equal shares, capped by class size; see docs/method.md for when), content (dynsel: each class its share of the exposure mass, distinct trusted content, so a class of copies or suspects gets less) or none.",
+        "content",
+        "With labels, per-class budgets of every epoch: content (the default: each class its share of the data's distinct, trusted content, so a class of copies or suspects gets less; for methods without near-duplicate and trust signals that is its row share), proportional (each class its share of the rows), balanced (equal shares, capped by class size; see docs/method.md for when) or none.",
     )
     full_epochs: int = _opt(0, "Final epochs that train on all samples (annealing), counted within --epochs.")
     batch_size: int = _opt(128, "Trainer batch size, for steps per epoch in the manifest.")

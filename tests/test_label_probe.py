@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from dynsel_cli.plan.budget import content_class_quotas
 from dynsel_cli.plan.probe import fold_of, label_trust
@@ -95,13 +94,20 @@ def test_many_small_classes_keep_their_row_share_under_content_quotas() -> None:
     assert np.all(quotas >= 0.8 * 10)
 
 
-def test_content_quota_is_refused_for_methods_without_content_weights(tmp_path) -> None:
-    from dynsel_cli.config import PlanConfig
-    from dynsel_cli.errors import DynselError
-    from dynsel_cli.plan.methods import validate
+def test_content_quotas_are_row_shares_for_methods_without_signals() -> None:
+    # the default --class-quota content with --method rs2 (no near-duplicate or trust weights: every row
+    # weighs 1) gives exactly the proportional plan
+    from test_rotation import _tables
 
-    with pytest.raises(DynselError, match="--class-quota content"):
-        validate(PlanConfig(method="rs2", class_quota="content"))
+    from dynsel_cli.config import PlanConfig
+    from dynsel_cli.plan import compute_plan
+
+    units, acts, labels = topic_codes(300, 3)
+    labels = np.where(np.arange(300) < 200, 0, labels)  # imbalanced, so quotas matter
+    tables = _tables(units, acts, labels, WIDTH)
+    content = compute_plan(tables, PlanConfig(method="rs2", class_quota="content", ratio=0.3, epochs=3, device="cpu"))
+    rows = compute_plan(tables, PlanConfig(method="rs2", class_quota="proportional", ratio=0.3, epochs=3, device="cpu"))
+    assert all(np.array_equal(a, b) for a, b in zip(content.epochs, rows.epochs))
 
 
 def test_class_floors_keep_a_distrusted_class_served_but_give_copies_no_floor() -> None:

@@ -346,7 +346,8 @@ def test_stage_by_stage_pipeline(vectors_npz: Path, tmp_path: Path) -> None:
     labels = np.arange(120) % 4
     for epoch in plan.epochs:
         assert len(np.unique(epoch)) == 30
-        np.testing.assert_array_equal(np.bincount(labels[epoch], minlength=4), [8, 8, 7, 7])  # quotas 7.5 each
+        counts = np.bincount(labels[epoch], minlength=4)  # content quotas: 7.5 each, give or take the remainder
+        assert counts.sum() == 30 and set(counts) <= {7, 8}
     result = invoke("report", tmp_path / "plan", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["counts"] == [30] * 4
 

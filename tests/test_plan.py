@@ -203,7 +203,9 @@ def test_class_quotas_are_met_exactly(factor_tables, features, method: str, rati
     quotas = class_quotas(labels, epoch_budget(ratio, N))
     feats = features if method in GEOMETRIC else None
     for epoch in plan_epochs(
-        factor_tables, replace(BASE, ratio=ratio, method=method, tau=0.2 if method == "score" else 0.0), feats
+        factor_tables,
+        replace(BASE, ratio=ratio, method=method, tau=0.2 if method == "score" else 0.0, class_quota="proportional"),
+        feats,
     ):
         np.testing.assert_array_equal(np.bincount(labels[epoch], minlength=10), quotas)
 

@@ -27,7 +27,7 @@ from dynsel_cli.formats.factors import SampleFactors, SampleTableWriter, read_fa
 from dynsel_cli.formats.plan import decimal_blocks, write_plan
 from dynsel_cli.kernels.cpu import composite_keys, epoch_keys_cpu
 from dynsel_cli.plan import build_plan, print_plan, streams
-from dynsel_cli.plan.budget import epoch_budget, quotas_for
+from dynsel_cli.plan.budget import class_floors, content_class_quotas, epoch_budget, quotas_for
 from dynsel_cli.plan.inputs import scan_factor_tables
 from dynsel_cli.plan.schedule import scheduler_weights
 from dynsel_cli.plan.scores import normalise
@@ -196,7 +196,11 @@ def reference_epochs(factors: Path, config: PlanConfig) -> list[np.ndarray]:
             trust=config.trust,
             dup_cosine=config.dup_cosine,
             trust_full=config.trust_full,
+            label_trust=config.label_trust,
+            dup_rule=config.dup_rule,
         )
+        if config.class_quota == "content" and labels is not None:  # budgets over content (tested on their own)
+            quotas = content_class_quotas(labels, signals.weights, budget, class_floors(labels, signals.groups, budget))
         rows = reference_rotation(signals.weights, budget, selecting, config.seed, labels, quotas)
     elif config.method == "random":
         rows = [

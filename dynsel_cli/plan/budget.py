@@ -67,8 +67,8 @@ def quotas_for(mode: str, labels: np.ndarray | None, budget: int) -> np.ndarray 
         return None
     if mode == "balanced":
         return balanced_class_quotas(labels, budget)
-    if mode == "content":  # needs the rotation weights: computed by the method, see methods.select
-        return None
+    # "content" with every row weighing 1 is the row share; a method with content weights (dynsel)
+    # replaces these quotas with its own (methods/dynsel.py)
     return class_quotas(labels, budget)
 
 

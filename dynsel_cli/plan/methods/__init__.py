@@ -98,10 +98,6 @@ def validate(config: PlanConfig) -> None:
         raise DynselError(f"--trust-full {config.trust_full}: must be > 0 (turn label trust off with --no-trust)")
     if config.label_trust not in LABEL_TRUST:
         raise DynselError(f"--label-trust {config.label_trust!r}: use one of {', '.join(LABEL_TRUST)}")
-    if config.class_quota == "content" and not method.content_weights:
-        raise DynselError(
-            f"--class-quota content: only --method dynsel has content weights; use proportional with --method {config.method}"
-        )
     if config.neighbours not in NEIGHBOURS:
         raise DynselError(f"--neighbours {config.neighbours!r}: use one of {', '.join(NEIGHBOURS)}")
     if config.dup_rule not in DUP_RULES:

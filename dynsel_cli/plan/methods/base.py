@@ -55,7 +55,6 @@ class Method:
     needs_features: bool = False  # reads the encoder's features (pass --features)
     needs_triton: bool = False  # scores through the fused kernels (the device must support them)
     quotas_apply: bool = True  # --class-quota changes what it selects
-    content_weights: bool = False  # can budget classes by content (--class-quota content)
     scores: tuple[str, ...] = ()  # normalised scores it reads: "R" (representativeness), "D" (rarity)
     needs_codes: Callable[[PlanConfig], bool] = field(default=_no_codes)  # every row's SAE code at once
 

@@ -47,6 +47,5 @@ METHOD = Method(
     help="rotation weighted by near-duplicate groups and label trust",
     select=select,
     position=0,
-    content_weights=True,
     needs_codes=_needs_codes,
 )
