@@ -35,17 +35,22 @@ def read_plan_signals(
     return out
 
 
-_COMPUTED: dict[tuple[str, float], dict[str, np.ndarray]] = {}  # (factor tables, dup cosine) → signals
+_COMPUTED: dict[
+    tuple[str, float, str], dict[str, np.ndarray]
+] = {}  # (factor tables, dup cosine, label trust) → signals
 
 
 def signals_from_factors(factors: Any, settings: dict[str, Any]) -> dict[str, np.ndarray]:
     """The signals of the factor tables, computed once per process (a report with --compare asks twice)."""
+    from ..config import PlanConfig
     from ..plan.signals import (
         compute_signals,  # imported late: only reports that need it pay for faiss
     )
 
     cosine = float(settings.get("dup_cosine") or 0.9)
-    key = (str(factors.manifest.get("fingerprint")), cosine)
+    # the plan's own label-trust rule where it has one (a dynsel plan), else the default method's
+    trust = settings.get("label_trust") if isinstance(settings.get("label_trust"), str) else PlanConfig.label_trust
+    key = (str(factors.manifest.get("fingerprint")), cosine, trust)
     if key not in _COMPUTED:
         signals = compute_signals(
             factors.samples.units,
@@ -53,6 +58,7 @@ def signals_from_factors(factors: Any, settings: dict[str, Any]) -> dict[str, np
             int(factors.manifest.get("width", 0)),
             factors.samples.labels,
             dup_cosine=cosine,
+            label_trust=trust,
         )
         _COMPUTED[key] = {"group_size": signals.group_size, "suspect": signals.suspect}
     return _COMPUTED[key]
