@@ -557,6 +557,18 @@ CASES: list[Case] = [
         "--features",
     ),
     Case(
+        "plan-out-name-too-long",
+        "`--out` whose name is 300 bytes (over NAME_MAX)",
+        lambda w, r: ["plan", r.factors, "--out", w / ("n" * 300)],
+        "choose a shorter --out",
+    ),
+    Case(
+        "plan-out-not-utf8",
+        "`--out` whose name is not valid UTF-8",
+        lambda w, r: ["plan", r.factors, "--out", w / "bad\udcff"],
+        "not valid UTF-8",
+    ),
+    Case(
         "plan-out-is-file",
         "`--out` is an existing file",
         lambda w, r: ["plan", r.factors, "--out", _write(w / "plan.txt", b"keep me\n")],

@@ -60,15 +60,59 @@ REQUIRED_FIELDS = {
 def check_output_path(final: Path, option: str = "--out") -> None:
     """Fail early when ``final`` cannot become a directory at all (a file in the way, an unwritable parent)."""
     final = Path(final)
+    ancestor = _check_spelling(final, option)
     if final.exists() and not final.is_dir():
         raise DynselError(f"{final}: exists and is not a directory; choose another {option}")
-    ancestor = final.parent if str(final.parent) else Path(".")
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise DynselError(f"{final}: cannot be created because {ancestor} is not a directory; choose another {option}")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise DynselError(f"{final}: cannot be created because {ancestor} is not writable; choose another {option}")
+
+
+def _check_spelling(final: Path, option: str) -> Path:
+    """Refuse a path no artifact can live at (not UTF-8, a name over the file system's limit) before
+    anything touches it; return its nearest existing ancestor."""
+    try:
+        os.fsencode(final).decode("utf-8")
+    except UnicodeError:
+        raise DynselError(
+            f"{final}: the path is not valid UTF-8 (manifests record it as text); choose another {option}"
+        ) from None
+    ancestor = final.parent if str(final.parent) else Path(".")
+    while not _exists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    _check_name_lengths(final, ancestor, option)
+    return ancestor
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a component too long to look up: it does not exist either
+        return False
+
+
+TEMPORARY_SUFFIX = len(".tmp-") + 16 + 1  # what a temporary sibling ".NAME.tmp-<16 hex>" adds to NAME
+
+
+def _check_name_lengths(final: Path, ancestor: Path, option: str) -> None:
+    """Every folder still to be made fits the file system's name limit, and ``final`` leaves room for
+    the temporary sibling it is written into first (an OSError mid-write otherwise)."""
+    try:
+        limit = os.pathconf(ancestor, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    name = len(os.fsencode(final.name))
+    if name + TEMPORARY_SUFFIX > limit:
+        raise DynselError(
+            f"{final.name[:40]}…: the name is {name} bytes; with the temporary name it is written under first it "
+            f"must stay within {limit - TEMPORARY_SUFFIX} bytes here; choose a shorter {option}"
+        )
+    for part in final.parent.parts:
+        if len(os.fsencode(part)) > limit:
+            raise DynselError(
+                f"{part[:40]}…: a folder name of {len(os.fsencode(part))} bytes, over this file system's {limit}; choose another {option}"
+            )
 
 
 def check_output(
@@ -80,6 +124,7 @@ def check_output(
     ``inputs`` are the paths the same command reads.
     """
     final = Path(final)
+    _check_spelling(final, option)
     _check_not_cwd(final, option)
     if final.name in ("", ".", ".."):
         raise DynselError(
