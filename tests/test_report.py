@@ -432,23 +432,3 @@ def test_recurrence_shows_a_plan_that_alternates_two_halves(tmp_path: Path) -> N
     overall = build_report(read_plan(rotating))["overall"]
     assert overall["distinct_epoch_sets"] == 4 and overall["repeated_epoch_sets"] == 0
     assert overall["overlap_lag2_mean"] == pytest.approx(2 / 3)  # {0,2,4} vs {0,1,2} and {1,3,5} vs {3,4,5}
-
-
-def test_reading_a_plans_signals_imports_no_pandas(tmp_path) -> None:
-    # pyarrow.parquet.read_table imports pyarrow.dataset and pandas (about 0.6 s of `dynsel report`'s start)
-    import subprocess
-    import sys
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.table({"id": [0, 1], "group": [0, 0], "group_size": [2, 2], "suspect": [False, True]})
-    pq.write_table(table, tmp_path / "signals.parquet")
-    script = (
-        "import sys, numpy as np; from dynsel_cli.report.messy import read_plan_signals; "
-        f"s = read_plan_signals({str(tmp_path)!r}, lambda ids: ids, 2); "
-        "assert s['suspect'].tolist() == [False, True] and s['group_size'].tolist() == [2, 2]; "
-        "print('pandas' in sys.modules)"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "False"

@@ -215,8 +215,8 @@ def read_factor_tables(path: Path, verify: bool = True) -> FactorTables:
     path = Path(path)
     manifest = read_factors_manifest(path, verify=verify)
     try:
-        sample_table = pq.ParquetFile(path / "samples.parquet").read()  # ParquetFile: no pandas import
-        unit_table = pq.ParquetFile(path / "units.parquet").read()
+        sample_table = pq.read_table(path / "samples.parquet")
+        unit_table = pq.read_table(path / "units.parquet")
     except (pa.ArrowInvalid, OSError) as exc:
         raise ArtifactError(f"{path}: unreadable Parquet ({exc}); rebuild the factor tables") from None
     labels = None
@@ -285,8 +285,7 @@ def read_unit_frequency(path: Path) -> np.ndarray:
     path = Path(path)
     try:
         return (
-            pq.ParquetFile(path / "units.parquet")
-            .read(columns=["frequency"])
+            pq.read_table(path / "units.parquet", columns=["frequency"])
             .column("frequency")
             .to_numpy()
             .astype(np.float64)
