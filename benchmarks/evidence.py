@@ -106,6 +106,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "dynsel-heldout-gap-content": {"label_trust": "probe-heldout", "class_quota": "content", "dup_rule": "gap"},
     "dynsel-checked-gap-content": {"label_trust": "probe-checked", "class_quota": "content", "dup_rule": "gap"},
     "dynsel-checked-no-dedup": {"dedup": False},
+    "dynsel-checked-balanced": {"label_trust": "probe-checked", "class_quota": "balanced"},
     # the earlier default (the neighbour vote, row-count quotas) and its ablations
     "dynsel-vote": {**VOTE},
     "dynsel-balanced": {**VOTE, "class_quota": "balanced"},
