@@ -96,6 +96,21 @@ def _images(work: Path, sizes: list[tuple[int, int]], corrupt: bool = False) -> 
     return root
 
 
+def _repeated_id_features(work: Path, run: PipelineRun) -> Path:
+    """Features written elsewhere with one id twice (rows 4 and 5 both say 4), in an order the writer keeps."""
+    from dynsel_cli.formats.common import atomic_directory
+    from dynsel_cli.formats.features import FeatureShardWriter
+
+    dim = json.loads((run.features / "_manifest.json").read_text())["dim"]
+    ids = np.arange(64)
+    ids[5] = 4
+    with atomic_directory(work / "repeated-id-features") as tmp:
+        writer = FeatureShardWriter(tmp, dim, "float32", has_labels=False)
+        writer.add(ids, None, np.random.default_rng(5).normal(size=(64, dim)).astype(np.float32))
+        writer.finish({})
+    return work / "repeated-id-features"
+
+
 def _other_features(work: Path, run: PipelineRun) -> Path:
     dim = json.loads((run.features / "_manifest.json").read_text())["dim"]
     rng = np.random.default_rng(7)
@@ -502,6 +517,12 @@ CASES: list[Case] = [
         "a label of 10^8 (per-class statistics are indexed by class id)",
         lambda w, r: ["factors", _huge_label_features(w, r), "--sae", r.sae, "--allow-foreign-sae", "--out", OUT],
         "label 100000000",
+    ),
+    Case(
+        "factors-repeated-id",
+        "third-party features with one id on two rows",
+        lambda w, r: ["factors", _repeated_id_features(w, r), "--sae", r.sae, "--allow-foreign-sae", "--out", OUT],
+        "sample id 4 appears 2 times",
     ),
     # plan
     Case("plan-ratio-zero", "`--ratio 0`", lambda w, r: ["plan", r.factors, "--out", OUT, "--ratio", "0"], "--ratio"),

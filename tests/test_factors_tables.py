@@ -195,3 +195,14 @@ def test_factors_use_the_requested_device(run: Path, tmp_path: Path) -> None:
         with pytest.raises(DynselError, match="--device cuda"):
             build_factor_tables(run / "features", run / "sae", tmp_path / "gpu", FactorsConfig(device="cuda"))
         assert not (tmp_path / "gpu").exists()
+
+
+def test_a_repeated_id_in_factor_tables_made_elsewhere_is_refused_by_plan(tmp_path) -> None:
+    # factor tables written by another tool, ids out of order and one of them twice: the plan would list
+    # one id for two rows, so plan refuses them with the id (exit 2)
+    from dynsel_cli.errors import ArtifactError
+    from dynsel_cli.formats.factors import check_unique_ids
+
+    check_unique_ids(np.array([3, 1, 2, 0]), "t")  # another order, unique: accepted
+    with pytest.raises(ArtifactError, match="sample id 2 appears 2 times"):
+        check_unique_ids(np.array([3, 2, 1, 2]), "t")

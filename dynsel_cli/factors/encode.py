@@ -23,7 +23,7 @@ from ..executors import check_executor
 from ..formats.common import atomic_directory
 from ..formats.factors import KIND as FACTORS_KIND
 from ..formats.factors import SampleFactors, SampleTableWriter, finish_factor_tables
-from ..formats.features import iter_shard_batches, read_features_manifest
+from ..formats.features import check_feature_ids, iter_shard_batches, read_features_manifest
 from ..formats.output import check_output
 from ..formats.sae import SaeWeights, read_sae
 from ..progress import ProgressFn, null_progress
@@ -209,6 +209,7 @@ def build_factor_tables(
         )
     if n == 0:
         raise DynselError(f"{features}: the features hold no samples; extract a non-empty data set first")
+    check_feature_ids(Path(features), feature_manifest)  # before any work: a repeated id makes no plan
     trained_on = sae_manifest.get("inputs", {}).get("features")
     if trained_on != feature_manifest["fingerprint"] and not allow_foreign_sae:
         raise DynselError(
@@ -221,7 +222,7 @@ def build_factor_tables(
     first_rows = np.cumsum([0] + [int(shard["rows"]) for shard in shards])[:-1]
     tasks = [(str(shard["file"]), int(row)) for shard, row in zip(shards, first_rows)]
     with atomic_directory(Path(out), FACTORS_KIND, force) as tmp:
-        writer = SampleTableWriter(tmp / "samples.parquet", weights.k, has_labels)
+        writer = SampleTableWriter(tmp / "samples.parquet", weights.k, has_labels, source=features)
         accumulator = UnitStatsAccumulator(
             weights.width, has_labels, len(classes) if classes else None, source=str(features)
         )

@@ -277,6 +277,29 @@ def _decode(batch: pa.RecordBatch | pa.Table, dim: int, path: Path) -> tuple[np.
     return ids, labels, vectors
 
 
+def check_feature_ids(path: Path, manifest: dict[str, Any]) -> None:
+    """ArtifactError unless every row of the features has its own id. Reads only the id column; ids in
+    increasing order (as extract writes them) are checked shard by shard without being kept, others are
+    read again whole and sorted."""
+    from .factors import check_unique_ids
+
+    path = Path(path)
+
+    def shard_ids() -> Iterator[np.ndarray]:
+        for shard in manifest["shards"]:
+            table = pq.ParquetFile(safe_child(path, shard["file"], WHAT)).read(columns=["id"])
+            yield np.asarray(table.column("id").to_numpy(), dtype=np.int64)
+
+    last = None
+    for ids in shard_ids():
+        if not len(ids):
+            continue
+        if (last is not None and int(ids[0]) <= last) or not bool(np.all(np.diff(ids) > 0)):
+            check_unique_ids(np.sort(np.concatenate(list(shard_ids()))), path)
+            return
+        last = int(ids[-1])
+
+
 def read_features(path: Path, verify: bool = True) -> Features:
     """Load a whole features directory into memory (checksums verified)."""
     path = Path(path)

@@ -18,7 +18,7 @@ import pyarrow as pa
 from ..config import PlanConfig
 from ..errors import DynselError
 from ..formats.common import atomic_directory
-from ..formats.factors import FactorTables, read_factors_manifest
+from ..formats.factors import FactorTables, check_unique_ids, read_factors_manifest
 from ..formats.features import Features, read_features
 from ..formats.output import check_output
 from ..formats.plan import KIND, PlanWriter, index_dtype_for, write_plan_stream
@@ -65,6 +65,7 @@ def plan_stream(inputs: PlanInputs, config: PlanConfig, features: Features | Non
 
     ``features`` (needed by the geometric baselines) must be the features the factor tables were made from.
     """
+    check_unique_ids(inputs.all_ids(), inputs.path)  # factor tables written elsewhere may repeat an id
     vectors = None
     if features is not None:
         check_same_data_set(inputs, features)
