@@ -269,3 +269,15 @@ def test_a_gain_in_held_out_hits_counts_only_beyond_the_paired_noise() -> None:
     clear[6000:6250] = True  # 250 newly right, none lost: far beyond 2 * sqrt(250)
     assert significantly_better(clear, reference)
     assert not significantly_better(reference, clear)
+
+
+def test_the_check_weighs_every_class_alike() -> None:
+    # removing the hard rows of a small class can raise plain accuracy (the large class gets easier) while
+    # the small class is learnt worse: class-balanced, that is no gain
+    from dynsel_cli.plan.probe import class_balanced_weights, significantly_better
+
+    labels = np.r_[np.zeros(9000, np.int64), np.ones(1000, np.int64)]
+    reference = np.r_[np.arange(9000) < 8000, np.arange(1000) < 600]  # 80% and 60% right
+    candidate = np.r_[np.arange(9000) < 8400, np.arange(1000) < 300]  # +400 in the large class, -300 in the small
+    assert significantly_better(candidate, reference)  # +100 hits of 700 discordant rows: a "gain" unweighted
+    assert not significantly_better(candidate, reference, class_balanced_weights(labels))

@@ -26,8 +26,9 @@ Dataset Labels", JAIR 2021; the rule cleanlab's ``find_label_issues`` applies by
   probe; on fine-grained data many of those are correct but hard, and removing them costs accuracy. So
   the verdict is tested the way it will be used: for each fold, a second probe is trained on the other
   folds *without* their suspects, and both probes predict the fold's given labels. The suspects stand
-  only if the probes trained without them predict held-out labels better, by more than two standard
-  errors of the paired difference (McNemar's: sqrt of the rows exactly one of the two gets right):
+  only if the probes trained without them predict held-out labels better, class-balanced (each row's hit
+  weighs 1 / its class size), by more than two standard errors of the paired difference (McNemar's,
+  weighted: sqrt of Σ w² over the rows exactly one of the two gets right):
   dropping them helps a model learn the labels the data keeps. Otherwise nobody is a suspect. This
   costs a second set of fold models.
 - **Held-out cut** (:func:`held_out_cut`, ``--label-trust probe-heldout``; with the filter check
@@ -72,7 +73,7 @@ class LabelTrust:
     accuracy: float  # out-of-sample accuracy of the probe against the given labels
     chance: float  # the largest class's share
     gate_open: bool  # the probe beats chance beyond sampling error (else no suspects)
-    filtered_accuracy: float | None = None  # check_filter: held-out accuracy of probes trained without the suspects
+    filtered_accuracy: float | None = None  # check_filter: class-balanced held-out accuracy without the suspects
     candidates: int = 0  # rows confident learning flagged, before the filter check (== suspects.sum() without it)
     correct: np.ndarray | None = None  # bool [N]: the out-of-fold prediction equals the given label
     filter_passed: bool | None = None  # check_filter: removal helped beyond the paired noise (None: not checked)
@@ -260,24 +261,39 @@ def label_trust(
     if not check_filter or candidates == 0:
         return LabelTrust(suspects, given, best_p, accuracy, chance, True, None, candidates, correct)
     without = _held_out_correct(units, acts, labels, folds, ~suspects, width, classes, seed)
-    passed = significantly_better(without, correct)
+    weights = class_balanced_weights(labels)
+    passed = significantly_better(without, correct, weights)
     if not passed:
         suspects = np.zeros(n, bool)
     return LabelTrust(
-        suspects, given, best_p, accuracy, chance, True, float(without.mean()), candidates, correct, passed
+        suspects, given, best_p, accuracy, chance, True, _balanced(without, weights), candidates, correct, passed
     )
 
 
 SIGNIFICANCE = 2.0  # standard errors a gain in held-out hits must exceed (paired, as in McNemar's test)
 
 
-def significantly_better(candidate: np.ndarray, reference: np.ndarray) -> bool:
+def significantly_better(candidate: np.ndarray, reference: np.ndarray, weights: np.ndarray | None = None) -> bool:
     """Whether the per-row correctness ``candidate`` beats ``reference`` on the same rows beyond noise:
     the gain in hits exceeds SIGNIFICANCE × sqrt(rows where exactly one of them is right) (McNemar's
-    standard error). On 11,296 rows a gain of 4 hits is noise; one of 250 is not."""
-    gain = int(np.count_nonzero(candidate)) - int(np.count_nonzero(reference))
-    discordant = int(np.count_nonzero(candidate != reference))
-    return gain > SIGNIFICANCE * math.sqrt(discordant)
+    standard error). On 11,296 rows a gain of 4 hits is noise; one of 250 is not. ``weights``: per-row
+    weights of the hits (class-balanced: 1 / the row's class size); the standard error is then
+    sqrt(Σ w² over the discordant rows)."""
+    w = np.ones(len(candidate)) if weights is None else np.asarray(weights, dtype=np.float64)
+    gain = float(np.sum(w * candidate) - np.sum(w * reference))
+    discordant = candidate != reference
+    return gain > SIGNIFICANCE * math.sqrt(float(np.sum(w[discordant] ** 2)))
+
+
+def class_balanced_weights(labels: np.ndarray) -> np.ndarray:
+    """1 / (the row's class size): every class weighs the same in a held-out comparison, so removing the
+    hard rows of small classes cannot pass for a gain because the large classes got easier."""
+    sizes = np.bincount(labels)
+    return 1.0 / sizes[labels].astype(np.float64)
+
+
+def _balanced(correct: np.ndarray, weights: np.ndarray) -> float:
+    return float(np.sum(weights * correct) / np.sum(weights))
 
 
 CUT_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5)  # shares of rows the held-out cut tries, in turn
@@ -315,9 +331,11 @@ def held_out_cut(
             keep = np.ones(n, bool)
             keep[order[:cut]] = False
             tried[cut] = _held_out_correct(units, acts, labels, folds, keep, width, classes, seed)
-        return float(tried[cut].mean())
+        return _balanced(tried[cut], weights)
 
-    best, best_accuracy, previous, falls = 0.0, verdict.accuracy, verdict.accuracy, 0
+    weights = class_balanced_weights(labels)
+    base_accuracy = _balanced(base_correct, weights)
+    best, best_accuracy, previous, falls = 0.0, base_accuracy, base_accuracy, 0
     for share in CUT_SHARES:  # until accuracy falls twice in a row (one fall can be the probes' noise)
         accuracy = accuracy_without(share)
         if accuracy > best_accuracy:
@@ -331,7 +349,7 @@ def held_out_cut(
             if 0 < share <= CUT_SHARES[-1] and accuracy_without(share) > best_accuracy:
                 best, best_accuracy = share, accuracy_without(share)
     cut = cut_of(best) if best else 0
-    if cut and not significantly_better(tried[cut], base_correct):  # the best cut's gain is within noise
+    if cut and not significantly_better(tried[cut], base_correct, weights):  # the best cut's gain is within noise
         cut = 0
     suspects = np.zeros(n, bool)
     suspects[order[:cut]] = True
@@ -342,7 +360,7 @@ def held_out_cut(
         verdict.accuracy,
         verdict.chance,
         True,
-        float(tried[cut].mean()),
+        _balanced(tried[cut], weights),
         cut,
         base_correct,
         cut > 0,
