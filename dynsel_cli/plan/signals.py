@@ -14,6 +14,10 @@ mislabelled sample's factor neighbours carry another label.
 - **Near-duplicate groups.** Samples joined by a code cosine ≥ ``dup_cosine`` (default 0.9) form one group
   (connected components). Group sizes are 1 on data without duplicates. With ``dup_rule="gap"`` a pair
   must also stand out from the row's own neighbours (:func:`copy_edges`), so paraphrase clouds stay apart.
+- **Label trust** by default (``label_trust="probe-checked"``, and the other ``probe*`` rules) comes from a
+  cross-validated probe of the codes instead (:mod:`.probe`, :func:`_probe_trust`): its suspects leave the
+  rotation only where removing them helps a held-out probe. The next four items are the neighbour vote,
+  ``label_trust="vote"``.
 - **Label support.** For a labelled sample, the similarity-weighted share of its 10 nearest candidates
   outside its own group that carry its label, one vote per near-duplicate group (its nearest member), so
   an item copied many times does not outvote the rest; smoothed by the class prior:
