@@ -147,6 +147,18 @@ def targets(
     return out
 
 
+def by_setting(runs: list[dict[str, Any]]) -> dict[tuple[str, str, float], dict[str, Seeds]]:
+    """(modality, regime, ratio) → method → seed → run record (a later record of a seed replaces an earlier)."""
+    by: dict[tuple[str, str, float], dict[str, Seeds]] = defaultdict(lambda: defaultdict(dict))
+    for run in runs:
+        by[(run["modality"], run["regime"], float(run["ratio"]))][run["method"]][int(run["seed"])] = run
+    return by
+
+
+def _regime_key(regime: str) -> tuple[int, str]:
+    return (REGIME_ORDER.index(regime) if regime in REGIME_ORDER else len(REGIME_ORDER), regime)
+
+
 def _signed(value: tuple[float, float, int] | None) -> str:
     return "–" if value is None else f"{value[0]:+.2f} ± {value[1]:.2f} (n={value[2]})"
 
@@ -156,13 +168,10 @@ def _order(method: str) -> tuple[int, str]:
 
 
 def tables(runs: list[dict[str, Any]], default: str = "dynsel") -> str:
-    by: dict[tuple[str, str, float], dict[str, Seeds]] = defaultdict(lambda: defaultdict(dict))
-    for run in runs:
-        by[(run["modality"], run["regime"], float(run["ratio"]))][run["method"]][int(run["seed"])] = run
+    by = by_setting(runs)
     summary = ["| modality | regime | ratio | target | paired difference | holds |", "|---|---|---|---|---|---|"]
     body: list[str] = []
-    regime_key = lambda r: (REGIME_ORDER.index(r) if r in REGIME_ORDER else len(REGIME_ORDER), r)  # noqa: E731
-    for modality, regime in sorted({(k[0], k[1]) for k in by}, key=lambda k: (k[0], regime_key(k[1]))):
+    for modality, regime in sorted({(k[0], k[1]) for k in by}, key=lambda k: (k[0], _regime_key(k[1]))):
         metric = metric_of(regime)
         full = by.get((modality, regime, 1.0), {}).get("full", {})
         for ratio in sorted(r for m, g, r in by if (m, g) == (modality, regime) and r < 1.0):
@@ -192,15 +201,12 @@ def tables(runs: list[dict[str, Any]], default: str = "dynsel") -> str:
 def compact(runs: list[dict[str, Any]], default: str, earlier: str) -> str:
     """One row per modality, regime and ratio: RS2, the best anchor, the earlier default and the default
     (means over their seeds), and the default's paired differences from each."""
-    by: dict[tuple[str, str, float], dict[str, Seeds]] = defaultdict(lambda: defaultdict(dict))
-    for run in runs:
-        by[(run["modality"], run["regime"], float(run["ratio"]))][run["method"]][int(run["seed"])] = run
-    regime_key = lambda r: (REGIME_ORDER.index(r) if r in REGIME_ORDER else len(REGIME_ORDER), r)  # noqa: E731
+    by = by_setting(runs)
     lines = [
         f"| modality | regime | r | rs2 | best anchor | {earlier} | {default} | − rs2 | − best anchor | − {earlier} |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for modality, regime, ratio in sorted((k for k in by if k[2] < 1.0), key=lambda k: (k[0], regime_key(k[1]), k[2])):
+    for modality, regime, ratio in sorted((k for k in by if k[2] < 1.0), key=lambda k: (k[0], _regime_key(k[1]), k[2])):
         methods, metric = by[(modality, regime, ratio)], metric_of(regime)
         if default not in methods:
             continue
@@ -230,15 +236,14 @@ def compact(runs: list[dict[str, Any]], default: str, earlier: str) -> str:
 
 def ablation(runs: list[dict[str, Any]], default: str, others: list[str]) -> str:
     """One row per modality, regime and ratio: the default's paired difference from each of ``others``."""
-    by: dict[tuple[str, str, float], dict[str, Seeds]] = defaultdict(lambda: defaultdict(dict))
-    for run in runs:
-        by[(run["modality"], run["regime"], float(run["ratio"]))][run["method"]][int(run["seed"])] = run
-    regime_key = lambda r: (REGIME_ORDER.index(r) if r in REGIME_ORDER else len(REGIME_ORDER), r)  # noqa: E731
+    by = by_setting(runs)
     lines = [
         "| modality | regime | r | " + " | ".join(f"− {o}" for o in others) + " |",
         "|---" * (3 + len(others)) + "|",
     ]
-    for key in sorted((k for k in by if k[2] < 1.0 and default in by[k]), key=lambda k: (k[0], regime_key(k[1]), k[2])):
+    for key in sorted(
+        (k for k in by if k[2] < 1.0 and default in by[k]), key=lambda k: (k[0], _regime_key(k[1]), k[2])
+    ):
         methods, metric = by[key], metric_of(key[1])
         cells = [_signed(paired(methods[default], methods[o], metric)) if o in methods else "–" for o in others]
         lines.append(f"| {key[0]} | {key[1]} | {key[2]:g} | " + " | ".join(cells) + " |")

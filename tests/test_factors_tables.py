@@ -201,7 +201,7 @@ def test_a_repeated_id_in_factor_tables_made_elsewhere_is_refused_by_plan(tmp_pa
     # factor tables written by another tool, ids out of order and one of them twice: the plan would list
     # one id for two rows, so plan refuses them with the id (exit 2)
     from dynsel_cli.errors import ArtifactError
-    from dynsel_cli.formats.factors import check_unique_ids
+    from dynsel_cli.formats.common import check_unique_ids
 
     check_unique_ids(np.array([3, 1, 2, 0]), "t")  # another order, unique: accepted
     with pytest.raises(ArtifactError, match="sample id 2 appears 2 times"):

@@ -222,7 +222,7 @@ def build_factor_tables(
     first_rows = np.cumsum([0] + [int(shard["rows"]) for shard in shards])[:-1]
     tasks = [(str(shard["file"]), int(row)) for shard, row in zip(shards, first_rows)]
     with atomic_directory(Path(out), FACTORS_KIND, force) as tmp:
-        writer = SampleTableWriter(tmp / "samples.parquet", weights.k, has_labels, source=features)
+        writer = SampleTableWriter(tmp / "samples.parquet", weights.k, has_labels)
         accumulator = UnitStatsAccumulator(
             weights.width, has_labels, len(classes) if classes else None, source=str(features)
         )

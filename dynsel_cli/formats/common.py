@@ -86,6 +86,21 @@ def id_fields(ids: Any) -> dict[str, Any]:
     return span.manifest_fields(len(ids))
 
 
+def check_unique_ids(ids: Any, where: Any) -> None:
+    """ArtifactError (exit 2) naming a repeated id: a plan lists ids, and one id for two rows is no plan."""
+    import numpy as np  # this module stays import-light (the CLI's start-up reads manifests through it)
+
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) > 1 and not bool(np.all(np.diff(ids) > 0)):
+        values, counts = np.unique(ids, return_counts=True)
+        if len(values) != len(ids):
+            repeated = int(values[counts > 1][0])
+            raise ArtifactError(
+                f"{where}: sample id {repeated} appears {int(counts[counts > 1][0])} times; every row needs its "
+                "own id: rebuild the features with unique ids"
+            )
+
+
 def write_json(path: Path, obj: Any) -> None:
     path.write_text(canonical_json(obj), encoding="utf-8")
 

@@ -88,7 +88,7 @@ class SampleTableWriter:
     chunked.
     """
 
-    def __init__(self, path: Path, k: int, has_labels: bool, source: Any = None) -> None:
+    def __init__(self, path: Path, k: int, has_labels: bool) -> None:
         fields = [("id", pa.int64())] + ([("label", pa.int64())] if has_labels else [])
         fields += [("units", pa.list_(pa.int32(), k)), ("acts", pa.list_(pa.float32(), k))]
         self.k, self.has_labels, self.n_samples = k, has_labels, 0
@@ -97,10 +97,6 @@ class SampleTableWriter:
         self._buffer: SampleFactors | None = None
         self._pending_rows = 0
         self._ids = IdRange()
-        self._path = Path(path)
-        self._source = source if source is not None else path  # what error messages name (the input features)
-        self._last_id: int | None = None
-        self._increasing = True  # ids strictly increasing so far: unique without keeping them
 
     def add(self, samples: SampleFactors) -> None:
         if samples.units.shape[1:] != (self.k,) or samples.acts.shape != samples.units.shape:
@@ -109,10 +105,6 @@ class SampleTableWriter:
             raise ValueError("labels must be given exactly when the table has labels")
         if len(samples.ids):  # IdRange takes any sequence; give it two numbers, not a long array
             self._ids.update(np.array([samples.ids.min(), samples.ids.max()]))
-            if self._increasing:
-                after_last = self._last_id is None or int(samples.ids[0]) > self._last_id
-                self._increasing = after_last and bool(np.all(np.diff(samples.ids) > 0))
-                self._last_id = int(samples.ids[-1])
         self.n_samples += len(samples.ids)
         buffer = self._row_group_buffer()
         start, rows = 0, len(samples.ids)
@@ -157,22 +149,7 @@ class SampleTableWriter:
             self._writer.write_table(self._schema.empty_table())
         self._writer.close()
         self._buffer = None
-        if not self._increasing:  # ids in another order: read the id column back and check it whole
-            check_unique_ids(pq.ParquetFile(self._path).read(columns=["id"]).column("id").to_numpy(), self._source)
         return self._ids.manifest_fields(self.n_samples)
-
-
-def check_unique_ids(ids: np.ndarray, where: Any) -> None:
-    """ArtifactError (exit 2) naming a repeated id: a plan lists ids, and one id for two rows is no plan."""
-    ids = np.asarray(ids, dtype=np.int64)
-    if len(ids) > 1 and not bool(np.all(np.diff(ids) > 0)):
-        values, counts = np.unique(ids, return_counts=True)
-        if len(values) != len(ids):
-            repeated = int(values[counts > 1][0])
-            raise ArtifactError(
-                f"{where}: sample id {repeated} appears {int(counts[counts > 1][0])} times; every row needs its "
-                "own id: rebuild the features with unique ids"
-            )
 
 
 def write_factor_tables(

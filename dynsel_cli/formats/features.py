@@ -27,6 +27,7 @@ from ..errors import ArtifactError, DynselError
 from .common import (
     FORMAT_VERSION,
     IdRange,
+    check_unique_ids,
     file_entry,
     read_artifact_manifest,
     safe_child,
@@ -281,7 +282,6 @@ def check_feature_ids(path: Path, manifest: dict[str, Any]) -> None:
     """ArtifactError unless every row of the features has its own id. Reads only the id column; ids in
     increasing order (as extract writes them) are checked shard by shard without being kept, others are
     read again whole and sorted."""
-    from .factors import check_unique_ids
 
     path = Path(path)
 

@@ -17,8 +17,8 @@ import pyarrow as pa
 
 from ..config import PlanConfig
 from ..errors import DynselError
-from ..formats.common import atomic_directory
-from ..formats.factors import FactorTables, check_unique_ids, read_factors_manifest
+from ..formats.common import atomic_directory, check_unique_ids
+from ..formats.factors import FactorTables, read_factors_manifest
 from ..formats.features import Features, read_features
 from ..formats.output import check_output
 from ..formats.plan import KIND, PlanWriter, index_dtype_for, write_plan_stream

@@ -24,6 +24,7 @@ from .fmt import (
     plan_title,
     series,
 )
+from .messy import MESSY_ROWS
 
 GENERATOR = "dynsel report"  # the <meta name='generator'> that lets `report --html` replace its own page
 
@@ -573,9 +574,6 @@ SCORED_METHODS = ("score", "static-top")  # the methods that select by R and D
 
 def _has_schedule(report: dict[str, Any]) -> bool:
     return any(v is not None for v in ((report.get("schedule") or {}).get("lambda") or []))
-
-
-MESSY_ROWS = (("near-duplicates", "near_duplicates"), ("suspected mislabels", "suspected_mislabels"))
 
 
 def _messy_section(report: dict[str, Any], compare: dict[str, Any] | None) -> str:

@@ -35,6 +35,9 @@ def read_plan_signals(
     return out
 
 
+#: (label, key prefix) of the messy-data summary's signals, in the order the reports show them
+MESSY_ROWS = (("near-duplicates", "near_duplicates"), ("suspected mislabels", "suspected_mislabels"))
+
 _COMPUTED: dict[
     tuple[str, float, str], dict[str, np.ndarray]
 ] = {}  # (factor tables, dup cosine, label trust) → signals

@@ -28,6 +28,7 @@ from .fmt import (
     plan_title,
     series,
 )
+from .messy import MESSY_ROWS
 
 SPARK = "▁▂▃▄▅▆▇█"
 EIGHTHS = " ▏▎▍▌▋▊▉█"
@@ -342,7 +343,7 @@ def _messy(report: dict[str, Any], compare: dict[str, Any] | None) -> Table | No
     table.add_column("A: draws" if compare is not None else "draws", justify="right", style=COLOR_A)
     if compare is not None:
         table.add_column("B: draws", justify="right", style=COLOR_B)
-    for name, key in (("near-duplicates", "near_duplicates"), ("suspected mislabels", "suspected_mislabels")):
+    for name, key in MESSY_ROWS:
         if f"{key}_data_share" in mine:
             cells = [name, fmt(mine[f"{key}_data_share"], "pct"), fmt(mine[f"{key}_draw_share"], "pct")]
             if compare is not None:
